@@ -1,0 +1,47 @@
+//! `jiva-core` is the domain of JivaChat: what a chat and a message are, the pure rules of a chat
+//! (which notification a stored message raises, how a copilot answer is assembled, which earlier
+//! turns a copilot sees), and the port traits that adapters implement ([`MessageStore`],
+//! [`Notifier`], [`Copilot`]).
+//!
+//! Layout:
+//! - [`chat`]: [`AgentId`], [`ConnectionType`] and [`ChatId`]. A chat is the *pair* (agent id,
+//!   connection type); its canonical string `"{agent}-{kind}"` is only ever produced, never split.
+//! - [`message`]: [`Message`], [`MessageId`] (UUID v7), [`Timestamp`] (epoch milliseconds),
+//!   [`Sender`], [`Body`].
+//! - [`store`]: the [`MessageStore`] port, history pages and the opaque [`Cursor`].
+//! - [`copilot`]: the [`Copilot`] port, chunks, [`AnswerAssembler`] and [`history_turns`].
+//! - [`notify`]: the [`Notifier`] port and [`Notification::for_message`].
+//!
+//! What this crate deliberately is not: it does no I/O. It knows nothing of sockets, HTTP, JSON,
+//! SQLite, DynamoDB or AppSync, and starts no runtime. Serialization belongs to the adapters, which
+//! convert to and from these types by hand at their edge, so a renamed field here cannot silently
+//! change a wire frame, a table item or a GraphQL variable.
+//!
+//! Invariants:
+//! - Every [`AgentId`] is non-empty, at most [`AgentId::MAX_LEN`] bytes, and made of
+//!   `[A-Za-z0-9._:@-]` only; it is kept whole (agent ids are UUIDs and contain `-`).
+//! - Ports speak core types only: no SDK error, raw item or pagination key crosses a trait.
+//! - With the `mocks` feature, mockall mocks of every port are exported (`MockMessageStore`,
+//!   `MockNotifier`, `MockCopilot`); enable it only in dev-dependencies.
+
+pub mod chat;
+pub mod copilot;
+pub mod message;
+pub mod notify;
+pub mod store;
+
+pub use chat::{AgentId, ChatId, ConnectionType, InvalidAgentId, UnknownConnectionType};
+pub use copilot::{
+    AnswerAssembler, ChunkStream, Copilot, CopilotChunk, CopilotError, CopilotRequest,
+    HistoryLimits, Role, TOOL_STATUS, TimeoutKind, Turn, TurnTimeouts, Unconfigured, history_turns,
+};
+pub use message::{Body, InvalidMessageId, Message, MessageId, Sender, Timestamp, UnknownSender};
+pub use notify::{Disabled, Notification, NotificationKind, Notifier, NotifyError};
+pub use store::{Appended, Cursor, HistoryPage, MessageStore, StoreError};
+
+#[cfg(any(test, feature = "mocks"))]
+pub use copilot::MockCopilot;
+#[cfg(any(test, feature = "mocks"))]
+pub use notify::MockNotifier;
+#[cfg(any(test, feature = "mocks"))]
+pub use store::MockMessageStore;
