@@ -1,0 +1,488 @@
+//! `jiva-store-sqlite` is JivaChat's embedded [`MessageStore`]: one SQLite file (the library is
+//! bundled, so it builds anywhere), for servers that run without an AWS account.
+//!
+//! Design: every write goes through one writer thread that owns the only writing connection. It
+//! takes whatever appends are waiting (up to [`Config::max_batch`]) and commits them in one
+//! transaction (group commit), then answers each caller. An `append` therefore returns only after
+//! its message is committed, and under load many messages share one commit. Reads run on a small
+//! pool of read-only connections in `spawn_blocking`; the database is in WAL mode so reads never
+//! wait for the writer.
+//!
+//! Durability: a committed append survives the server being killed (`kill -9`) with the default
+//! `synchronous = NORMAL` in WAL mode; [`Synchronous::Full`] also survives power loss, at the cost
+//! of an fsync per commit.
+//!
+//! What it deliberately is not: a shared database. One server process owns the file; other
+//! processes may read it, but two servers writing one file is not supported.
+//!
+//! Invariants: messages are read back oldest first by `(timestamp, id)`; a chat's history is read
+//! through the `(agent_id, secondary_id, ts, message_id)` index only, never by scanning other chats.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use async_trait::async_trait;
+use jiva_core::{
+    Appended, Body, ChatId, Cursor, HistoryPage, Message, MessageId, MessageStore, Sender,
+    StoreError, Timestamp,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+/// How hard SQLite works to make a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// Durable across a crash of the process; a power loss may lose the last commits.
+    #[default]
+    Normal,
+    /// Durable across power loss too (an fsync per commit).
+    Full,
+}
+
+/// Configuration of [`SqliteStore`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The database file. Its directory is created if missing.
+    pub path: PathBuf,
+    /// Durability level.
+    pub synchronous: Synchronous,
+    /// The most writes committed in one transaction.
+    pub max_batch: usize,
+    /// Writes waiting for the writer thread before `append` callers wait for room.
+    pub queue: usize,
+    /// Read-only connections kept open for history reads.
+    pub readers: usize,
+}
+
+impl Config {
+    /// Defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            synchronous: Synchronous::Normal,
+            max_batch: 512,
+            queue: 8192,
+            readers: 4,
+        }
+    }
+
+    /// Defaults for `jivachat.db` inside the data directory `dir`.
+    pub fn in_dir(dir: impl AsRef<Path>) -> Self {
+        Self::new(dir.as_ref().join("jivachat.db"))
+    }
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite could not open or prepare the database.
+    #[error("cannot open the SQLite database {path}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the SQLite writer thread")]
+    Thread(#[source] std::io::Error),
+}
+
+enum Write {
+    Chat(ChatId),
+    Message(Message),
+}
+
+struct Job {
+    write: Write,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// The embedded SQLite [`MessageStore`]. Cheap to clone; all clones share one writer thread,
+/// which stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writes: mpsc::Sender<Job>,
+    readers: Arc<ReaderPool>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.readers.path)
+            .finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS chats (
+    agent_id     TEXT NOT NULL,
+    secondary_id TEXT NOT NULL,
+    PRIMARY KEY (agent_id, secondary_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    seq          INTEGER PRIMARY KEY,
+    message_id   TEXT NOT NULL UNIQUE,
+    agent_id     TEXT NOT NULL,
+    secondary_id TEXT NOT NULL,
+    sender       TEXT NOT NULL,
+    ts           INTEGER NOT NULL,
+    kind         INTEGER NOT NULL,
+    body         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_chat ON messages (agent_id, secondary_id, ts, message_id);
+";
+
+const KIND_TEXT: i64 = 0;
+const KIND_COPILOT: i64 = 1;
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and starts the writer thread.
+    ///
+    /// Blocking: call it before serving, or from `spawn_blocking`.
+    pub fn open(config: Config) -> Result<Self, OpenError> {
+        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let sqlite = |source| OpenError::Sqlite {
+            path: config.path.clone(),
+            source,
+        };
+        let writer = Connection::open(&config.path).map_err(sqlite)?;
+        let sync = match config.synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        writer
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+            ))
+            .map_err(sqlite)?;
+        writer.execute_batch(SCHEMA).map_err(sqlite)?;
+
+        let readers = Arc::new(ReaderPool {
+            path: config.path.clone(),
+            idle: Mutex::new(Vec::new()),
+            keep: config.readers.max(1),
+        });
+        // Open one reader now so a bad path fails here, not on the first request.
+        let first = readers.open().map_err(sqlite)?;
+        readers.put(first);
+
+        let (writes, jobs) = mpsc::channel(config.queue.max(1));
+        let max_batch = config.max_batch.max(1);
+        thread::Builder::new()
+            .name("jiva-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, jobs, max_batch))
+            .map_err(OpenError::Thread)?;
+        Ok(Self { writes, readers })
+    }
+
+    async fn write(&self, write: Write) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(Job { write, reply })
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take().map_err(unavailable)?;
+            let result = f(&conn);
+            pool.put(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the SQLite writer thread has stopped".into())
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(code, _)
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Throttled(Box::new(e))
+        }
+        _ => StoreError::Unavailable(Box::new(e)),
+    }
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
+}
+
+impl ReaderPool {
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    fn take(&self) -> rusqlite::Result<Connection> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => self.open(),
+        }
+    }
+
+    fn put(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.keep {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let size = batch.len();
+        match commit(&mut conn, &batch) {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    // A caller that gave up waiting is not an error.
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = size, "SQLite commit failed");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Unavailable(
+                        format!("SQLite commit failed: {e}").into(),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<Vec<Appended>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut chat_stmt = tx.prepare_cached(
+            "INSERT INTO chats (agent_id, secondary_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?;
+        let mut msg_stmt = tx.prepare_cached(
+            "INSERT INTO messages (message_id, agent_id, secondary_id, sender, ts, kind, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (message_id) DO NOTHING",
+        )?;
+        for job in batch {
+            let changed = match &job.write {
+                Write::Chat(chat) => {
+                    chat_stmt.execute(params![chat.agent().as_str(), chat.kind().as_str()])?
+                }
+                Write::Message(m) => {
+                    let (kind, body) = match &m.body {
+                        Body::Text(t) => (KIND_TEXT, t.as_str()),
+                        Body::CopilotAnswer(t) => (KIND_COPILOT, t.as_str()),
+                    };
+                    msg_stmt.execute(params![
+                        m.id.to_string(),
+                        m.chat.agent().as_str(),
+                        m.chat.kind().as_str(),
+                        m.sender.as_str(),
+                        m.timestamp.as_millis(),
+                        kind,
+                        body,
+                    ])?
+                }
+            };
+            outcomes.push(if changed == 0 {
+                Appended::AlreadyStored
+            } else {
+                Appended::Stored
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+const COLUMNS: &str = "message_id, sender, ts, kind, body";
+
+fn row_to_message(chat: &ChatId, row: &rusqlite::Row<'_>) -> Result<Message, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("messages row: {what}"));
+    let id: String = row.get(0).map_err(|_| corrupt("message_id"))?;
+    let sender: String = row.get(1).map_err(|_| corrupt("sender"))?;
+    let ts: i64 = row.get(2).map_err(|_| corrupt("ts"))?;
+    let kind: i64 = row.get(3).map_err(|_| corrupt("kind"))?;
+    let body: String = row.get(4).map_err(|_| corrupt("body"))?;
+    Ok(Message {
+        id: MessageId::parse(&id).map_err(|_| corrupt("message_id is not a UUID"))?,
+        chat: chat.clone(),
+        sender: Sender::parse(&sender).map_err(|_| corrupt("unknown sender"))?,
+        timestamp: Timestamp::from_millis(ts),
+        body: if kind == KIND_COPILOT {
+            Body::CopilotAnswer(body)
+        } else {
+            Body::Text(body)
+        },
+    })
+}
+
+fn encode_cursor(m: &Message) -> Cursor {
+    Cursor::from_token(format!("{}:{}", m.timestamp.as_millis(), m.id))
+}
+
+fn decode_cursor(cursor: &Cursor) -> Result<(i64, String), StoreError> {
+    let invalid = || StoreError::InvalidInput("malformed history cursor".into());
+    let (ts, id) = cursor.token().split_once(':').ok_or_else(invalid)?;
+    let ts: i64 = ts.parse().map_err(|_| invalid())?;
+    let id = MessageId::parse(id).map_err(|_| invalid())?;
+    Ok((ts, id.to_string()))
+}
+
+fn collect(chat: &ChatId, rows: rusqlite::Rows<'_>) -> Result<Vec<Message>, StoreError> {
+    let mut rows = rows;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(unavailable)? {
+        out.push(row_to_message(chat, row)?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn register_chat(&self, chat: &ChatId) -> Result<(), StoreError> {
+        self.write(Write::Chat(chat.clone())).await.map(|_| ())
+    }
+
+    async fn append(&self, message: &Message) -> Result<Appended, StoreError> {
+        self.write(Write::Message(message.clone())).await
+    }
+
+    async fn history(
+        &self,
+        chat: &ChatId,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<HistoryPage, StoreError> {
+        let after = cursor.as_ref().map(decode_cursor).transpose()?;
+        let chat = chat.clone();
+        if limit == 0 {
+            return Ok(HistoryPage {
+                messages: Vec::new(),
+                next: cursor,
+            });
+        }
+        self.read(move |conn| {
+            let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1).saturating_add(1);
+            let agent = chat.agent().as_str();
+            let kind = chat.kind().as_str();
+            let mut messages = match &after {
+                None => {
+                    let mut stmt = conn
+                        .prepare_cached(&format!(
+                            "SELECT {COLUMNS} FROM messages WHERE agent_id = ?1 AND secondary_id = ?2
+                             ORDER BY ts, message_id LIMIT ?3"
+                        ))
+                        .map_err(unavailable)?;
+                    let rows = stmt.query(params![agent, kind, fetch]).map_err(unavailable)?;
+                    collect(&chat, rows)?
+                }
+                Some((ts, id)) => {
+                    let mut stmt = conn
+                        .prepare_cached(&format!(
+                            "SELECT {COLUMNS} FROM messages WHERE agent_id = ?1 AND secondary_id = ?2
+                             AND (ts, message_id) > (?3, ?4) ORDER BY ts, message_id LIMIT ?5"
+                        ))
+                        .map_err(unavailable)?;
+                    let rows = stmt.query(params![agent, kind, ts, id, fetch]).map_err(unavailable)?;
+                    collect(&chat, rows)?
+                }
+            };
+            let next = if messages.len() > limit {
+                messages.truncate(limit);
+                messages.last().map(encode_cursor)
+            } else {
+                None
+            };
+            Ok(HistoryPage { messages, next })
+        })
+        .await
+    }
+
+    async fn recent(&self, chat: &ChatId, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let chat = chat.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM messages WHERE agent_id = ?1 AND secondary_id = ?2
+                     ORDER BY ts DESC, message_id DESC LIMIT ?3"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query(params![chat.agent().as_str(), chat.kind().as_str(), limit])
+                .map_err(unavailable)?;
+            let mut messages = collect(&chat, rows)?;
+            messages.reverse();
+            Ok(messages)
+        })
+        .await
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .optional()
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .await?;
+        if self.writes.is_closed() {
+            Err(writer_gone())
+        } else {
+            Ok(())
+        }
+    }
+}
