@@ -1,0 +1,108 @@
+//! The JivaChat server: reads configuration, picks the adapters, and runs the transport.
+//!
+//! This is the only crate that names concrete adapters, reads the environment, or installs the
+//! tracing subscriber. `main.rs` is four steps (config, tracing, bind, [`run`]); everything else
+//! is here so that tests can start the real server on port 0 and stop it.
+
+pub mod config;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use jiva_core::MessageStore;
+use jiva_store_sqlite::SqliteStore;
+use jiva_ws::{Services, Transport};
+use tokio::net::TcpListener;
+
+pub use config::{Args, Config, LogFormat, StoreChoice};
+
+/// Installs the global tracing subscriber for `config` (once per process).
+pub fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Opens the configured store.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
+    match config.store {
+        StoreChoice::Sqlite => {
+            let store_config = jiva_store_sqlite::Config::in_dir(&config.data_dir);
+            let path = store_config.path.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(store_config))
+                .await
+                .context("opening the SQLite store")?
+                .with_context(|| format!("opening the SQLite store at {}", path.display()))?;
+            tracing::info!(store = "sqlite", path = %path.display(), "store ready");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Runs the server on `listener` until `shutdown` completes, then closes every socket with 1001
+/// and returns once sockets and copilot turns are done (within the configured grace).
+pub async fn run<F>(config: Config, listener: TcpListener, shutdown: F) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let store = open_store(&config).await?;
+    let services = Services::new(store);
+    if config.copilot_endpoint.is_none() {
+        tracing::info!(
+            "copilot not configured (COPILOT_ENDPOINT unset): copilot questions get an error frame"
+        );
+    } else {
+        tracing::warn!(
+            "COPILOT_ENDPOINT is set, but this build has no copilot relay yet: copilot questions get an error frame"
+        );
+    }
+    if config.graphql_api_url.is_none() {
+        tracing::info!("notifications not configured (GRAPHQL_API_URL unset)");
+    } else {
+        tracing::warn!(
+            "GRAPHQL_API_URL is set, but this build has no notifier yet: notifications are not sent"
+        );
+    }
+    let transport = Transport::new(config.transport.clone(), services);
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    tracing::info!(%addr, "JivaChat listening");
+    jiva_ws::serve(listener, transport, shutdown)
+        .await
+        .context("serving")?;
+    tracing::info!("JivaChat stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

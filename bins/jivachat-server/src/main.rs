@@ -1,0 +1,42 @@
+//! `jivachat-server`: config, tracing, bind, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use jivachat_server::{Args, Config, init_tracing, run, shutdown_signal};
+
+fn main() -> ExitCode {
+    // A missing .env is normal; values already in the environment win over it.
+    let _ = dotenvy::dotenv();
+    let config = match Config::from_args(Args::parse()) {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("configuration error: {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        run(config, listener, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The copilot chat without a configured copilot.
+
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn an_unconfigured_copilot_answers_with_an_error_then_end() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect(AGENT, "copilot").await;
+    send(
+        &mut ws,
+        json!({"chat_id": "test-copilot", "sender": "agent", "message": "help?"}),
+    )
+    .await;
+    let echo = next_json(&mut ws).await;
+    assert_eq!(
+        echo["chat_id"],
+        format!("{AGENT}-copilot"),
+        "chat_id from the client is not trusted"
+    );
+    assert_eq!(echo["message"], "help?");
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"error": "copilot is not configured"})
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"action": "end", "output": ""})
+    );
+    // The socket stays usable, and keepalives stay silent.
+    send(&mut ws, json!({"action": "ping"})).await;
+    send(
+        &mut ws,
+        json!({"chat_id": "test-copilot", "sender": "agent", "message": "again"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["message"], "again");
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"error": "copilot is not configured"})
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"action": "end", "output": ""})
+    );
+    server.stop().await;
+}

@@ -1,0 +1,15 @@
+//! End-to-end tests: the real server on port 0, spoken to with real WebSocket frames.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+mod chat;
+mod copilot;
+mod handshake;
+mod lifecycle;

@@ -1,0 +1,183 @@
+//! Starting servers and speaking to them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use jivachat_server::Config;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take before a test fails (a bound, not a sleep).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub const AGENT: &str = "0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// A server with default settings on a fresh data directory.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self::start_in(dir.path(), tweak).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on an existing data directory (the caller keeps it alive).
+    pub async fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::with_data_dir(data_dir);
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(jivachat_server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+            _dir: None,
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    pub fn chat_url(&self, agent: &str, kind: &str) -> String {
+        self.url(&format!("/?agentID={agent}&secondaryID={kind}"))
+    }
+
+    pub async fn connect(&self, agent: &str, kind: &str) -> Ws {
+        connect(&self.chat_url(agent, kind)).await
+    }
+
+    /// Stops the server as SIGTERM would and waits for `run` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(PATIENCE, &mut self.task)
+            .await
+            .expect("server did not stop")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+pub async fn connect(url: &str) -> Ws {
+    let (ws, response) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect timed out")
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+pub async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string())).await.unwrap();
+}
+
+pub async fn say(ws: &mut Ws, sender: &str, text: &str) {
+    send(
+        ws,
+        serde_json::json!({"chat_id": "whatever", "sender": sender, "message": text}),
+    )
+    .await;
+}
+
+/// The next data or close frame (pings and pongs skipped).
+pub async fn next_frame(ws: &mut Ws) -> Message {
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("no frame arrived in time")
+            .expect("socket ended")
+            .expect("socket failed");
+        if !matches!(frame, Message::Ping(_) | Message::Pong(_)) {
+            return frame;
+        }
+    }
+}
+
+/// The next text frame, parsed.
+pub async fn next_json(ws: &mut Ws) -> Value {
+    match next_frame(ws).await {
+        Message::Text(text) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// Reads `n` frames.
+pub async fn take_json(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(next_json(ws).await);
+    }
+    out
+}
+
+/// A raw HTTP exchange: sends `request` and returns the status code and the body (read by
+/// `content-length`; none for 101).
+pub async fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0 || !buf.is_empty(),
+                "connection closed without an answer"
+            );
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let code: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if code == 101 || body.len() >= length || n == 0 {
+                    return (code, body.to_owned());
+                }
+            }
+            assert!(n > 0, "connection closed mid-answer");
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("no HTTP answer")
+}
+
+/// An upgrade request for `path_and_query`, closing the connection afterwards.
+pub fn upgrade_request(path_and_query: &str) -> String {
+    format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}

@@ -1,0 +1,51 @@
+//! Transport configuration.
+
+use std::time::Duration;
+
+use jiva_core::HistoryLimits;
+
+/// Limits and sizes of the WebSocket transport. `Config::default()` is what the server uses
+/// unless told otherwise.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The largest text frame (and message) a client may send, in bytes. A larger one closes
+    /// that socket with close code 1009; nobody else notices.
+    pub max_frame_bytes: usize,
+    /// Frames waiting to be written to one socket. A socket whose queue is full when a frame
+    /// arrives is a slow consumer: it is closed with [`crate::CLOSE_SLOW_CONSUMER`].
+    pub outbound_queue: usize,
+    /// Messages read from the store per history page during replay.
+    pub history_page: usize,
+    /// Initial WebSocket read buffer per socket, in bytes (tungstenite's default is 128 KiB).
+    pub read_buffer_bytes: usize,
+    /// Bytes the WebSocket writer gathers before writing to the socket.
+    pub write_buffer_bytes: usize,
+    /// How long a close frame may take to be written before the socket is dropped.
+    pub close_timeout: Duration,
+    /// How long shutdown waits for sockets and copilot turns to finish.
+    pub shutdown_grace: Duration,
+    /// How much earlier conversation a copilot request carries.
+    pub copilot_history: HistoryLimits,
+    /// The longest a whole copilot turn may take, from the request to `end`.
+    pub copilot_turn_timeout: Duration,
+    /// Copilot questions of one chat that may wait behind the running turn. A question beyond
+    /// that is refused with an error frame and not stored.
+    pub copilot_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            outbound_queue: 256,
+            history_page: 200,
+            read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 4 * 1024,
+            close_timeout: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+            copilot_history: HistoryLimits::default(),
+            copilot_turn_timeout: Duration::from_secs(120),
+            copilot_queue: 4,
+        }
+    }
+}

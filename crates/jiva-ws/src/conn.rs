@@ -1,0 +1,271 @@
+//! One WebSocket connection: a reader (this task) and a writer task, joined on exit.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use jiva_core::{ChatId, ConnectionType, Message, MessageId, Notification, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::frames::{self, Frame, Inbound};
+use crate::rooms::Subscriber;
+use crate::state::State;
+use crate::turns::Turns;
+use crate::{CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG};
+
+/// History messages at most this old when the socket joined its room are remembered, so that a
+/// message both replayed and broadcast live is shown once.
+const DEDUPE_WINDOW_MS: i64 = 60_000;
+
+/// Frames written per flush.
+const WRITE_BATCH: usize = 64;
+
+/// Why the reader stopped, and so how the writer closes.
+enum Ending {
+    /// The client closed or the connection dropped: nothing more to say.
+    Quiet,
+    /// A frame was too large: close with 1009.
+    TooBig,
+    /// The server is shutting down: close with 1001.
+    Shutdown,
+}
+
+/// Runs one socket of `chat` until it closes.
+pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
+    let conn = state.next_conn_id();
+    let span = tracing::debug_span!("conn", conn, chat = %chat);
+    async move {
+        metrics::gauge!("jiva_sockets_open").increment(1.0);
+        tracing::debug!("socket opened");
+        let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
+        let slow = CancellationToken::new();
+        let joined_at = Timestamp::now();
+        state.rooms.join(
+            &chat,
+            Subscriber {
+                conn,
+                tx: tx.clone(),
+                slow: slow.clone(),
+            },
+        );
+
+        let (sink, stream) = socket.split();
+        let (end_tx, end_rx) = oneshot::channel();
+        let done = CancellationToken::new();
+        let writer = tokio::spawn(
+            write_loop(
+                Arc::clone(&state),
+                chat.clone(),
+                sink,
+                rx,
+                slow.clone(),
+                end_rx,
+                done.clone(),
+                joined_at,
+            )
+            .in_current_span(),
+        );
+        let ending = read_loop(&state, &chat, stream, &tx, &slow, &done).await;
+        state.rooms.leave(&chat, conn);
+        let _ = end_tx.send(ending);
+        drop(tx);
+        let _ = writer.await;
+        metrics::gauge!("jiva_sockets_open").decrement(1.0);
+        tracing::debug!("socket closed");
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn read_loop(
+    state: &Arc<State>,
+    chat: &ChatId,
+    mut stream: SplitStream<WebSocket>,
+    tx: &mpsc::Sender<Frame>,
+    slow: &CancellationToken,
+    done: &CancellationToken,
+) -> Ending {
+    // Only the sender sees its errors; a sender that cannot take them is slow.
+    let reply = |frame: Frame| {
+        if tx.try_send(frame).is_err() {
+            slow.cancel();
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = state.shutdown.cancelled() => return Ending::Shutdown,
+            () = done.cancelled() => return Ending::Quiet,
+        };
+        match next {
+            None | Some(Ok(WsMessage::Close(_))) => return Ending::Quiet,
+            Some(Ok(WsMessage::Text(text))) => {
+                metrics::counter!("jiva_frames_in_total").increment(1);
+                match frames::parse_inbound(&text) {
+                    Ok(Inbound::Keepalive) => {}
+                    Ok(Inbound::Chat { sender, text }) => {
+                        let message = Message::user(chat.clone(), sender, text);
+                        if let Err(reason) = accept(state, message).await {
+                            reply(frames::error(reason));
+                        }
+                    }
+                    Err(reason) => reply(frames::error(reason)),
+                }
+            }
+            Some(Ok(WsMessage::Binary(_))) => {
+                reply(frames::error("binary frames are not supported"))
+            }
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+            Some(Err(e)) => {
+                let too_big = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
+                    .is_some_and(|e| {
+                        matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_))
+                    });
+                if too_big {
+                    tracing::info!("frame larger than the limit; closing the socket");
+                    return Ending::TooBig;
+                }
+                tracing::debug!(error = %e, "socket read failed");
+                return Ending::Quiet;
+            }
+        }
+    }
+}
+
+/// Stores a chat message, shows it, raises its notification and, on a copilot chat, queues a
+/// copilot turn. The error is the reason sent back to the sender alone.
+async fn accept(state: &Arc<State>, message: Message) -> Result<(), &'static str> {
+    metrics::counter!("jiva_messages_in_total").increment(1);
+    let ticket = match message.chat.kind() {
+        ConnectionType::Copilot => {
+            Some(Turns::admit(state, &message.chat).ok_or("copilot is busy; message not stored")?)
+        }
+        ConnectionType::Supervisor => None,
+    };
+    state
+        .store_and_show(&message)
+        .await
+        .map_err(|_| "message not stored")?;
+    if let Some(ticket) = ticket {
+        ticket.submit(message.clone());
+    }
+    if let Some(notification) = Notification::for_message(&message) {
+        state.notify(notification).await;
+    }
+    Ok(())
+}
+
+type Sink = SplitSink<WebSocket, WsMessage>;
+
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(
+    state: Arc<State>,
+    chat: ChatId,
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Frame>,
+    slow: CancellationToken,
+    mut ending: oneshot::Receiver<Ending>,
+    done: CancellationToken,
+    joined_at: Timestamp,
+) {
+    let close_timeout = state.config.close_timeout;
+    let close = |code: u16, reason: &'static str| CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let outcome = tokio::select! {
+        biased;
+        end = &mut ending => match end {
+            Ok(Ending::TooBig) => Some(close(CLOSE_TOO_BIG, "frame too large")),
+            Ok(Ending::Shutdown) => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
+            Ok(Ending::Quiet) | Err(_) => None,
+        },
+        () = slow.cancelled() => Some(close(CLOSE_SLOW_CONSUMER, "slow consumer")),
+        () = state.shutdown.cancelled() => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
+        result = serve_frames(&state, &chat, &mut sink, &mut rx, joined_at) => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "socket write failed");
+            }
+            None
+        }
+    };
+    done.cancel();
+    if let Some(frame) = outcome {
+        let _ = timeout(close_timeout, sink.send(WsMessage::Close(Some(frame)))).await;
+    }
+}
+
+/// Replays the chat's history, then writes live frames until the queue closes.
+async fn serve_frames(
+    state: &State,
+    chat: &ChatId,
+    sink: &mut Sink,
+    rx: &mut mpsc::Receiver<Frame>,
+    joined_at: Timestamp,
+) -> Result<(), axum::Error> {
+    let replayed = replay(state, chat, sink, joined_at).await?;
+    while let Some(frame) = rx.recv().await {
+        let mut batch = 0;
+        let mut next = Some(frame);
+        while let Some(frame) = next {
+            if !frame.id.is_some_and(|id| replayed.contains(&id)) {
+                sink.feed(WsMessage::Text(frame.text)).await?;
+                batch += 1;
+            }
+            next = if batch < WRITE_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        sink.flush().await?;
+    }
+    Ok(())
+}
+
+/// Sends the stored history, oldest first; returns the ids of replayed messages recent enough
+/// to arrive live as well.
+async fn replay(
+    state: &State,
+    chat: &ChatId,
+    sink: &mut Sink,
+    joined_at: Timestamp,
+) -> Result<HashSet<MessageId>, axum::Error> {
+    let mut recent = HashSet::new();
+    let mut cursor = None;
+    let window_start = joined_at.as_millis().saturating_sub(DEDUPE_WINDOW_MS);
+    loop {
+        let page = match state
+            .services
+            .store
+            .history(chat, cursor, state.config.history_page.max(1))
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(error = %e, "reading history failed");
+                sink.send(WsMessage::Text(frames::error("history unavailable").text))
+                    .await?;
+                return Ok(recent);
+            }
+        };
+        for message in &page.messages {
+            if message.timestamp.as_millis() >= window_start {
+                recent.insert(message.id);
+            }
+            sink.feed(WsMessage::Text(frames::stored(message).text))
+                .await?;
+        }
+        sink.flush().await?;
+        match page.next {
+            Some(next) if !page.messages.is_empty() => cursor = Some(next),
+            _ => return Ok(recent),
+        }
+    }
+}

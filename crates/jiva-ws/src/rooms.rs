@@ -1,0 +1,170 @@
+//! Rooms: the sockets of each chat, and fan-out to them.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use jiva_core::ChatId;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+use crate::frames::Frame;
+
+/// One socket's place in a room.
+pub(crate) struct Subscriber {
+    pub conn: u64,
+    pub tx: mpsc::Sender<Frame>,
+    /// Cancelled when the socket's queue overflows: its writer closes it as a slow consumer.
+    pub slow: CancellationToken,
+}
+
+impl Subscriber {
+    /// Queues `frame`; a full queue marks the socket slow. Returns false when the socket is
+    /// gone or slow, so the room can forget it.
+    pub fn offer(&self, frame: Frame) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                if !self.slow.is_cancelled() {
+                    metrics::counter!("jiva_slow_consumer_closes_total").increment(1);
+                    tracing::warn!(conn = self.conn, "closing a slow consumer");
+                }
+                self.slow.cancel();
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Room {
+    subscribers: Vec<Subscriber>,
+}
+
+/// Every chat that has at least one socket. Broadcasts to one chat are serialised, so every
+/// socket of a chat sees its frames in the same order.
+#[derive(Default)]
+pub(crate) struct Rooms {
+    rooms: Mutex<HashMap<ChatId, Room>>,
+}
+
+impl Rooms {
+    pub fn join(&self, chat: &ChatId, subscriber: Subscriber) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = rooms.entry(chat.clone()).or_default();
+        if room.subscribers.is_empty() {
+            metrics::gauge!("jiva_chats_open").increment(1.0);
+        }
+        room.subscribers.push(subscriber);
+    }
+
+    pub fn leave(&self, chat: &ChatId, conn: u64) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(room) = rooms.get_mut(chat) {
+            room.subscribers.retain(|s| s.conn != conn);
+            if room.subscribers.is_empty() {
+                rooms.remove(chat);
+                metrics::gauge!("jiva_chats_open").decrement(1.0);
+            }
+        }
+    }
+
+    /// Queues `frame` on every socket of `chat`; sockets that cannot keep up are closed.
+    /// Returns how many sockets it was queued on.
+    pub fn broadcast(&self, chat: &ChatId, frame: &Frame) -> usize {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(room) = rooms.get_mut(chat) else {
+            return 0;
+        };
+        room.subscribers.retain(|s| s.offer(frame.clone()));
+        let delivered = room.subscribers.len();
+        metrics::counter!("jiva_frames_out_total").increment(delivered as u64);
+        delivered
+    }
+
+    /// Sockets of `chat` (for tests and metrics).
+    #[cfg(test)]
+    pub fn sockets(&self, chat: &ChatId) -> usize {
+        let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        rooms.get(chat).map_or(0, |r| r.subscribers.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiva_core::{AgentId, ConnectionType};
+
+    fn chat(agent: &str) -> ChatId {
+        ChatId::new(AgentId::parse(agent).unwrap(), ConnectionType::Supervisor)
+    }
+
+    fn frame(n: u8) -> Frame {
+        Frame {
+            id: None,
+            text: format!("{n}").into(),
+        }
+    }
+
+    #[test]
+    fn broadcast_stays_in_its_chat_and_rooms_are_removed_when_empty() {
+        let rooms = Rooms::default();
+        let (tx1, mut rx1) = mpsc::channel(4);
+        let (tx2, mut rx2) = mpsc::channel(4);
+        rooms.join(
+            &chat("a"),
+            Subscriber {
+                conn: 1,
+                tx: tx1,
+                slow: CancellationToken::new(),
+            },
+        );
+        rooms.join(
+            &chat("b"),
+            Subscriber {
+                conn: 2,
+                tx: tx2,
+                slow: CancellationToken::new(),
+            },
+        );
+        assert_eq!(rooms.broadcast(&chat("a"), &frame(1)), 1);
+        assert_eq!(&*rx1.try_recv().unwrap().text, "1");
+        assert!(rx2.try_recv().is_err());
+        rooms.leave(&chat("a"), 1);
+        assert_eq!(rooms.sockets(&chat("a")), 0);
+        assert_eq!(rooms.broadcast(&chat("a"), &frame(2)), 0);
+        assert!(rooms.rooms.lock().unwrap().get(&chat("a")).is_none());
+    }
+
+    #[test]
+    fn a_full_queue_marks_only_that_socket_slow() {
+        let rooms = Rooms::default();
+        let (slow_tx, _slow_rx) = mpsc::channel(1);
+        let (fast_tx, mut fast_rx) = mpsc::channel(8);
+        let slow = CancellationToken::new();
+        rooms.join(
+            &chat("a"),
+            Subscriber {
+                conn: 1,
+                tx: slow_tx,
+                slow: slow.clone(),
+            },
+        );
+        rooms.join(
+            &chat("a"),
+            Subscriber {
+                conn: 2,
+                tx: fast_tx,
+                slow: CancellationToken::new(),
+            },
+        );
+        rooms.broadcast(&chat("a"), &frame(1));
+        assert!(!slow.is_cancelled());
+        assert_eq!(rooms.broadcast(&chat("a"), &frame(2)), 1);
+        assert!(slow.is_cancelled());
+        assert_eq!(rooms.sockets(&chat("a")), 1);
+        assert_eq!(&*fast_rx.try_recv().unwrap().text, "1");
+        assert_eq!(&*fast_rx.try_recv().unwrap().text, "2");
+    }
+}

@@ -1,0 +1,176 @@
+//! HTTP routing, the upgrade, and serving with graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Request, State as AxumState};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::handshake::{chat_from_query, names_a_chat};
+use crate::state::{Services, State};
+use crate::{conn, pages};
+
+/// A running transport's handle on its shared state: lets the embedding program start shutdown
+/// and wait for sockets and copilot turns to finish.
+#[derive(Clone)]
+pub struct Transport {
+    state: Arc<State>,
+}
+
+impl Transport {
+    /// Builds the transport over `services`.
+    pub fn new(config: Config, services: Services) -> Self {
+        Self {
+            state: Arc::new(State::new(config, services)),
+        }
+    }
+
+    /// The axum router: WebSocket upgrades on any path, `/healthz`, `/readyz`, and plain-HTTP
+    /// answers elsewhere. Mount it in a larger router to embed JivaChat.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .fallback(plain_http)
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&self.state),
+                upgrades_first,
+            ))
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// Starts shutdown: every socket is closed with 1001 and running copilot turns end.
+    pub fn begin_shutdown(&self) {
+        self.state.shutdown.cancel();
+    }
+
+    /// Waits (at most [`Config::shutdown_grace`]) for sockets and copilot turns to finish.
+    /// Returns false when the grace period ran out first.
+    pub async fn drain(&self) -> bool {
+        self.state.tracker.close();
+        tokio::time::timeout(self.state.config.shutdown_grace, self.state.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
+
+/// Serves JivaChat on an already-bound listener until `shutdown` completes, then closes every
+/// socket with 1001, lets in-flight writes finish, and returns within the configured grace.
+pub async fn serve<F>(
+    listener: TcpListener,
+    transport: Transport,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let state = Arc::clone(&transport.state);
+    let signal = async move {
+        shutdown.await;
+        state.shutdown.cancel();
+    };
+    axum::serve(listener, transport.router())
+        .with_graceful_shutdown(signal)
+        .await?;
+    if !transport.drain().await {
+        tracing::warn!("shutdown grace period ran out with sockets or copilot turns still open");
+    }
+    Ok(())
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn bad_request(reason: String) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
+}
+
+/// Every upgrade request is a chat socket, whatever its path.
+async fn upgrades_first(
+    AxumState(state): AxumState<Arc<State>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !is_upgrade(request.headers()) {
+        return next.run(request).await;
+    }
+    let chat = match chat_from_query(request.uri().query()) {
+        Ok(chat) => chat,
+        Err(reason) => return bad_request(reason),
+    };
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
+    }
+    if let Err(e) = state.register(&chat).await {
+        tracing::error!(chat = %chat, error = %e, "registering a chat failed");
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
+    }
+    let config = &state.config;
+    // Taken before the upgrade so that shutdown waits for this socket.
+    let token = state.tracker.token();
+    let task_state = Arc::clone(&state);
+    upgrade
+        .read_buffer_size(config.read_buffer_bytes)
+        .write_buffer_size(config.write_buffer_bytes)
+        .max_message_size(config.max_frame_bytes)
+        .max_frame_size(config.max_frame_bytes)
+        .on_upgrade(move |socket| async move {
+            conn::run(task_state, chat, socket).await;
+            drop(token);
+        })
+}
+
+/// A request that is not an upgrade always gets an HTTP answer.
+async fn plain_http(request: Request) -> Response {
+    let query = request.uri().query();
+    if names_a_chat(query) {
+        return match chat_from_query(query) {
+            Err(reason) => bad_request(reason),
+            Ok(_) => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                "this is a WebSocket endpoint\n",
+            )
+                .into_response(),
+        };
+    }
+    if request.uri().path() == "/" {
+        return pages::index();
+    }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+async fn healthz(AxumState(state): AxumState<Arc<State>>) -> Response {
+    let body = format!(
+        "{{\"status\":\"ok\",\"version\":\"{}\",\"store\":\"{}\"}}",
+        env!("CARGO_PKG_VERSION"),
+        state.services.store.kind()
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
+    match state.services.store.check().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! What every connection shares.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use jiva_core::{
+    ChatId, Copilot, Disabled, Message, MessageStore, Notification, Notifier, StoreError,
+    Unconfigured,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::frames;
+use crate::rooms::Rooms;
+use crate::turns::Turns;
+
+/// The ports the transport uses. It never knows which adapters are behind them.
+#[derive(Clone)]
+pub struct Services {
+    /// Where chats and messages are stored.
+    pub store: Arc<dyn MessageStore>,
+    /// Who is told about stored messages. Must return promptly (see [`Notifier`]).
+    pub notifier: Arc<dyn Notifier>,
+    /// Who answers copilot questions.
+    pub copilot: Arc<dyn Copilot>,
+}
+
+impl Services {
+    /// `store` with notifications disabled and no copilot configured.
+    pub fn new(store: Arc<dyn MessageStore>) -> Self {
+        Self {
+            store,
+            notifier: Arc::new(Disabled),
+            copilot: Arc::new(Unconfigured),
+        }
+    }
+
+    /// Replaces the notifier.
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// Replaces the copilot.
+    pub fn with_copilot(mut self, copilot: Arc<dyn Copilot>) -> Self {
+        self.copilot = copilot;
+        self
+    }
+}
+
+pub(crate) struct State {
+    pub config: Config,
+    pub services: Services,
+    pub rooms: Rooms,
+    pub turns: Turns,
+    /// Connection and turn tasks, awaited on shutdown.
+    pub tracker: TaskTracker,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    registered: Mutex<HashSet<ChatId>>,
+    next_conn: AtomicU64,
+}
+
+impl State {
+    pub fn new(config: Config, services: Services) -> Self {
+        Self {
+            config,
+            services,
+            rooms: Rooms::default(),
+            turns: Turns::default(),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            registered: Mutex::new(HashSet::new()),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers `chat` in the store once per process.
+    pub async fn register(&self, chat: &ChatId) -> Result<(), StoreError> {
+        let known = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(chat);
+        if !known {
+            self.services.store.register_chat(chat).await?;
+            self.registered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(chat.clone());
+        }
+        Ok(())
+    }
+
+    /// Stores `message`, then shows it to every socket of its chat. Nothing is shown that is
+    /// not stored.
+    pub async fn store_and_show(&self, message: &Message) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let stored = self.services.store.append(message).await;
+        metrics::histogram!("jiva_store_append_seconds").record(started.elapsed().as_secs_f64());
+        if let Err(e) = &stored {
+            metrics::counter!("jiva_store_failures_total").increment(1);
+            tracing::error!(chat = %message.chat, message_id = %message.id, error = %e, "storing a message failed");
+        }
+        stored?;
+        self.rooms
+            .broadcast(&message.chat, &frames::stored(message));
+        Ok(())
+    }
+
+    /// Hands a notification to the notifier; failures are logged here, once.
+    pub async fn notify(&self, notification: Notification) {
+        if let Err(e) = self.services.notifier.notify(notification).await {
+            tracing::warn!(error = %e, "notification not accepted");
+        }
+    }
+}
