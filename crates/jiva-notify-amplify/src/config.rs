@@ -77,6 +77,7 @@ impl FromStr for SupervisorSpelling {
 /// How transient failures (5xx, 429, time-outs, connection errors) are retried: exponential
 /// backoff with jitter, a bounded number of times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt; `0` disables retrying. Default 3.
     pub max_retries: u32,
@@ -98,7 +99,10 @@ impl Default for RetryPolicy {
 
 /// Everything the Amplify notifier needs. The binary fills it in (from flags, environment or
 /// `.env`); this crate never reads the environment.
+///
+/// Build it with [`Config::new`] and set the fields that differ from the defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// `GRAPHQL_API_URL`: the AppSync GraphQL endpoint, `http` or `https`.
     pub api_url: String,

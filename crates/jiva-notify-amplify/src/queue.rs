@@ -71,8 +71,30 @@ struct State {
     delivered: u64,
     failed: u64,
     dropped: u64,
-    drops_not_warned: u64,
-    last_drop_warning: Option<Instant>,
+    drop_warnings: DropWarnings,
+}
+
+/// Rate-limits the "queue full" warning: the first drop warns, later ones only once
+/// [`DROP_WARNING_INTERVAL`] has passed since the last warning, with the count since then.
+#[derive(Debug, Default)]
+struct DropWarnings {
+    not_warned: u64,
+    last: Option<Instant>,
+}
+
+impl DropWarnings {
+    /// Counts one drop at `now`; `Some(drops since the last warning)` when a warning is due.
+    fn record(&mut self, now: Instant) -> Option<u64> {
+        self.not_warned += 1;
+        let due = self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= DROP_WARNING_INTERVAL);
+        if !due {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.not_warned))
+    }
 }
 
 struct Shared {
@@ -142,8 +164,7 @@ impl NotificationQueue {
                 delivered: 0,
                 failed: 0,
                 dropped: 0,
-                drops_not_warned: 0,
-                last_drop_warning: None,
+                drop_warnings: DropWarnings::default(),
             }),
             wake: Notify::new(),
             capacity,
@@ -237,15 +258,8 @@ impl Notifier for NotificationQueue {
             if st.queue.len() >= self.shared.capacity {
                 st.queue.pop_front();
                 st.dropped += 1;
-                st.drops_not_warned += 1;
-                let now = Instant::now();
-                let due = st
-                    .last_drop_warning
-                    .is_none_or(|last| now.duration_since(last) >= DROP_WARNING_INTERVAL);
-                if due {
-                    warning = Some((st.drops_not_warned, st.dropped));
-                    st.drops_not_warned = 0;
-                    st.last_drop_warning = Some(now);
+                if let Some(since_last_warning) = st.drop_warnings.record(Instant::now()) {
+                    warning = Some((since_last_warning, st.dropped));
                 }
             }
             st.queue.push_back(notification);
@@ -421,6 +435,20 @@ mod tests {
         let report = queue.shutdown(Duration::from_secs(60)).await;
         assert_eq!(report.delivered, 2);
         assert_eq!(report.dropped, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queue_full_warnings_are_rate_limited_and_carry_the_count() {
+        let mut warnings = DropWarnings::default();
+        assert_eq!(warnings.record(Instant::now()), Some(1));
+        for _ in 0..4 {
+            assert_eq!(warnings.record(Instant::now()), None);
+        }
+        tokio::time::advance(DROP_WARNING_INTERVAL - Duration::from_millis(1)).await;
+        assert_eq!(warnings.record(Instant::now()), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(warnings.record(Instant::now()), Some(6));
+        assert_eq!(warnings.record(Instant::now()), None);
     }
 
     #[test]

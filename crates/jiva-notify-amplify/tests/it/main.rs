@@ -16,7 +16,7 @@ mod queue;
 use std::time::Duration;
 
 use jiva_core::{AgentId, ChatId, ConnectionType, Notification, NotificationKind};
-use jiva_notify_amplify::{ApiKey, Config, RetryPolicy};
+use jiva_notify_amplify::{ApiKey, Config};
 
 /// An agent id shaped like the deployed ones: a UUID, so it contains `-`.
 pub const UUID: &str = "0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21";
@@ -27,11 +27,9 @@ pub const API_KEY: &str = "da2-test-key-0123456789";
 /// A configuration for `url` with quick retries and a request limit far beyond any test.
 pub fn config(url: &str) -> Config {
     let mut config = Config::new(url, ApiKey::new(API_KEY));
-    config.retry = RetryPolicy {
-        max_retries: 3,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(4),
-    };
+    config.retry.max_retries = 3;
+    config.retry.base_delay = Duration::from_millis(1);
+    config.retry.max_delay = Duration::from_millis(4);
     config.request_timeout = Duration::from_secs(60);
     config
 }
