@@ -1,0 +1,219 @@
+//! The transport's logic over real sockets, with mockall mocks of the ports: what it does when
+//! the store fails, which notifications it raises, and how a copilot turn ends.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use jiva_core::{
+    Appended, ChatId, CopilotChunk, CopilotError, HistoryPage, MockCopilot, MockMessageStore,
+    MockNotifier, NotificationKind, StoreError,
+};
+use jiva_ws::{Config, Services, Transport};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn start(services: Services) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let transport = Transport::new(Config::default(), services);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(jiva_ws::serve(listener, transport, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn connect(&self, kind: &str) -> Ws {
+        let url = format!("ws://{}/?agentID=agent-1&secondaryID={kind}", self.addr);
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(PATIENCE, &mut self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WsMessage::Text(text) => return serde_json::from_str(&text).unwrap(),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+async fn say(ws: &mut Ws, text: &str) {
+    let frame = json!({"chat_id": "x", "sender": "agent", "message": text});
+    ws.send(WsMessage::text(frame.to_string())).await.unwrap();
+}
+
+/// A store that accepts everything and has no history.
+fn accepting_store() -> MockMessageStore {
+    let mut store = MockMessageStore::new();
+    store.expect_kind().return_const("mock");
+    store.expect_register_chat().returning(|_| Ok(()));
+    store
+        .expect_history()
+        .returning(|_, _, _| Ok(HistoryPage::default()));
+    store.expect_recent().returning(|_, _| Ok(Vec::new()));
+    store
+}
+
+#[tokio::test]
+async fn a_store_failure_gives_the_sender_an_error_and_shows_nothing() {
+    let mut store = accepting_store();
+    let mut calls = 0;
+    store.expect_append().returning(move |_| {
+        calls += 1;
+        if calls == 1 {
+            Err(StoreError::Unavailable("disk on fire".into()))
+        } else {
+            Ok(Appended::Stored)
+        }
+    });
+    let server = Running::start(Services::new(Arc::new(store))).await;
+    let mut sender = server.connect("supervisor").await;
+    let mut watcher = server.connect("supervisor").await;
+    say(&mut sender, "lost").await;
+    assert_eq!(
+        next_json(&mut sender).await,
+        json!({"error": "message not stored"})
+    );
+    say(&mut sender, "kept").await;
+    assert_eq!(next_json(&mut sender).await["message"], "kept");
+    // The watcher never saw the message that was not stored.
+    assert_eq!(next_json(&mut watcher).await["message"], "kept");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stored_messages_raise_the_mapped_notifications() {
+    let mut store = accepting_store();
+    store.expect_append().returning(|_| Ok(Appended::Stored));
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let mut notifier = MockNotifier::new();
+    notifier.expect_notify().returning(move |n| {
+        seen_tx.send((n.chat.canonical(), n.kind)).unwrap();
+        Ok(())
+    });
+    let services = Services::new(Arc::new(store)).with_notifier(Arc::new(notifier));
+    let server = Running::start(services).await;
+    let mut agent = server.connect("supervisor").await;
+    say(&mut agent, "from the agent").await;
+    next_json(&mut agent).await;
+    let supervisor_frame = json!({"sender": "supervisor", "message": "from a supervisor"});
+    agent
+        .send(WsMessage::text(supervisor_frame.to_string()))
+        .await
+        .unwrap();
+    next_json(&mut agent).await;
+    for kind in [NotificationKind::Agent, NotificationKind::Supervisor] {
+        let next = tokio::time::timeout(PATIENCE, seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next, ("agent-1-supervisor".to_owned(), kind));
+    }
+    server.stop().await;
+    // The agent's questions to the copilot raise none; only the two above were seen.
+    assert!(seen.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_failing_copilot_stream_stores_the_partial_answer_then_ends() {
+    let mut store = accepting_store();
+    let (stored_tx, mut stored) = mpsc::unbounded_channel();
+    store.expect_append().returning(move |m| {
+        stored_tx.send(m.clone()).unwrap();
+        Ok(Appended::Stored)
+    });
+    let mut copilot = MockCopilot::new();
+    copilot.expect_ask().returning(|request| {
+        assert_eq!(request.input, "question");
+        assert!(request.history.is_empty());
+        let items = vec![
+            Ok(CopilotChunk {
+                action: Some("tool".into()),
+                output: Some("Processing Results\n".into()),
+            }),
+            Ok(CopilotChunk {
+                action: None,
+                output: Some("partial }".into()),
+            }),
+            Err(CopilotError::Truncated),
+        ];
+        Ok(Box::pin(futures_util::stream::iter(items)))
+    });
+    let services = Services::new(Arc::new(store)).with_copilot(Arc::new(copilot));
+    let server = Running::start(services).await;
+    let mut ws = server.connect("copilot").await;
+    say(&mut ws, "question").await;
+    assert_eq!(next_json(&mut ws).await["message"], "question");
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"action": "tool", "output": "Processing Results\n"})
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"action": null, "output": "partial }"})
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"error": "copilot answer was cut off"})
+    );
+    let combined = next_json(&mut ws).await;
+    assert_eq!(combined["action"], "Combined");
+    assert_eq!(combined["output"], "partial }");
+    assert_eq!(combined["sender"], "Copilot");
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"action": "end", "output": ""})
+    );
+
+    let question = stored.recv().await.unwrap();
+    assert_eq!(question.text(), "question");
+    let answer = stored.recv().await.unwrap();
+    assert!(answer.is_copilot_answer());
+    assert_eq!(answer.text(), "partial }");
+    assert_eq!(combined["message_id"], answer.id.to_string());
+    let chat: &ChatId = &answer.chat;
+    assert_eq!(chat.canonical(), "agent-1-copilot");
+    server.stop().await;
+}
