@@ -74,7 +74,11 @@ impl MessageStore for MemoryStore {
             .filter(|m| &m.chat == chat)
             .cloned()
             .collect();
-        Ok(mine[mine.len().saturating_sub(limit)..].to_vec())
+        Ok(mine
+            .iter()
+            .skip(mine.len().saturating_sub(limit))
+            .cloned()
+            .collect())
     }
 
     async fn check(&self) -> Result<(), StoreError> {
