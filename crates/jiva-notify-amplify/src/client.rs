@@ -56,6 +56,8 @@ impl AmplifyClient {
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
+            // AppSync does not redirect; following one would resend the key to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(SetupError::HttpClient)?;
         Ok(Self {
@@ -68,6 +70,11 @@ impl AmplifyClient {
             },
             retry: config.retry,
         })
+    }
+
+    /// The endpoint's host, for logs.
+    pub(crate) fn host(&self) -> &str {
+        self.url.host_str().unwrap_or_default()
     }
 
     /// Delivers one notification, retrying transient failures with backoff as configured.

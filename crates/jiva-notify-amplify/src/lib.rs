@@ -71,5 +71,12 @@ pub use queue::{Deliver, NotificationQueue, QueueStats, ShutdownReport};
 /// Fails with the first of [`Config::problems`], or [`SetupError::NoRuntime`] outside a runtime.
 pub fn start(config: Config) -> Result<NotificationQueue, SetupError> {
     let client = AmplifyClient::new(&config)?;
-    NotificationQueue::start(client, config.queue_capacity)
+    tracing::info!(
+        host = client.host(),
+        capacity = config.queue_capacity,
+        max_retries = config.retry.max_retries,
+        "notifications go to Amplify"
+    );
+    let queue = NotificationQueue::start(client, config.queue_capacity)?;
+    Ok(queue)
 }

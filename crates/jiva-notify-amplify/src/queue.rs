@@ -190,8 +190,8 @@ impl NotificationQueue {
     }
 
     /// Stops accepting (later `notify` calls fail with [`NotifyError::Dropped`]), lets the worker
-    /// deliver what is queued until `deadline` has passed, then abandons the rest. Calling it
-    /// again returns at once with an empty report.
+    /// deliver what is queued until `deadline` has passed, then abandons the rest. Any later (or
+    /// concurrent) call returns at once with an empty report.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let before = {
             let mut st = self.shared.lock();
@@ -204,14 +204,16 @@ impl NotificationQueue {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        // Only the first call flushes and accounts; any other has nothing to do.
+        let Some(mut worker) = worker else {
+            return ShutdownReport::default();
+        };
         let mut timed_out = false;
-        if let Some(mut worker) = worker {
-            if tokio::time::timeout(deadline, &mut worker).await.is_err() {
-                timed_out = true;
-                worker.abort();
-                // Only a cancelled or panicked worker lands here; either way it is gone.
-                let _ = worker.await;
-            }
+        if tokio::time::timeout(deadline, &mut worker).await.is_err() {
+            timed_out = true;
+            worker.abort();
+            // Only a cancelled or panicked worker lands here; either way it is gone.
+            let _ = worker.await;
         }
         let report = {
             let mut st = self.shared.lock();

@@ -45,6 +45,8 @@ pub enum Reply {
     Hang,
     /// Wait for a permit of the gate, then answer `Created`.
     Gate(Arc<Semaphore>),
+    /// 307 to the same endpoint: a client following it would POST here again.
+    RedirectHere,
 }
 
 struct Inner {
@@ -122,6 +124,11 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         Reply::Created => created(input),
         Reply::Status(status, body) => json_response(status, body),
         Reply::Hang => std::future::pending().await,
+        Reply::RedirectHere => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, "/graphql")],
+        )
+            .into_response(),
         Reply::Gate(gate) => {
             gate.acquire().await.unwrap().forget();
             created(input)

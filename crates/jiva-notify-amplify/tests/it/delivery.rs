@@ -227,3 +227,17 @@ async fn a_refused_connection_is_reported_unavailable() {
         "{cause}"
     );
 }
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_so_the_key_goes_nowhere_else() {
+    let mut appsync = StandIn::start(vec![Reply::RedirectHere], Reply::Created).await;
+    let client = AmplifyClient::new(&config(&appsync.url)).unwrap();
+
+    let result = client.deliver(&agent_message(UUID)).await;
+
+    assert!(
+        matches!(&result, Err(NotifyError::Rejected(r)) if r == "HTTP 307"),
+        "{result:?}"
+    );
+    assert_eq!(appsync.received().len(), 1);
+}
