@@ -1,0 +1,93 @@
+//! The store's configuration: a plain struct the binary fills in.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+
+/// How a [`crate::DynamoStore`] finds and uses its tables.
+///
+/// This crate never reads the environment: the binary fills this in. Credentials and, unless
+/// [`Config::region`] is set, the region come from the AWS SDK's default chain
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `~/.aws`, ...), and the SDK itself
+/// honours `AWS_ENDPOINT_URL` when [`Config::endpoint_url`] is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The chats table (default `Chats`), keyed by `AgentID` (S) and `SecondaryID` (S).
+    pub chats_table: String,
+    /// The messages table (default `Messages`). See `docs/dynamodb.md` for its key design.
+    pub messages_table: String,
+    /// Send requests here instead of AWS (a local DynamoDB-compatible server, e.g.
+    /// `http://127.0.0.1:8000`).
+    pub endpoint_url: Option<String>,
+    /// The region to use instead of the default chain's.
+    pub region: Option<String>,
+    /// Legacy layout: the `Messages` table is keyed by `MessageID` alone and history is read
+    /// through this global secondary index on (`ChatID` S, `Timestamp` N). `None` (the default)
+    /// selects the native layout: key (`ChatID`, `SortKey`).
+    pub legacy_index: Option<String>,
+    /// Attempts per request, first try included (SDK standard retry mode with jittered
+    /// exponential backoff). `1` disables retries. Default 3.
+    pub max_attempts: u32,
+    /// The first retry's backoff; later ones grow exponentially up to [`Config::max_backoff`].
+    /// Default 50 ms.
+    pub initial_backoff: Duration,
+    /// The longest backoff between two attempts. Default 2 s.
+    pub max_backoff: Duration,
+    /// How long to wait for a TCP/TLS connection. Default 3 s.
+    pub connect_timeout: Duration,
+    /// How long one whole operation (all its attempts) may take. Default 10 s.
+    pub operation_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            chats_table: "Chats".to_owned(),
+            messages_table: "Messages".to_owned(),
+            endpoint_url: None,
+            region: None,
+            legacy_index: None,
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(3),
+            operation_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// The SDK retry configuration these settings describe.
+    pub fn retry_config(&self) -> RetryConfig {
+        RetryConfig::standard()
+            .with_max_attempts(self.max_attempts.max(1))
+            .with_initial_backoff(self.initial_backoff)
+            .with_max_backoff(self.max_backoff)
+    }
+
+    /// The SDK timeout configuration these settings describe.
+    pub fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_timeout(self.operation_timeout)
+            .build()
+    }
+
+    /// Applies the endpoint, region, retry and timeout settings to an SDK client builder.
+    pub fn apply_to(
+        &self,
+        builder: aws_sdk_dynamodb::config::Builder,
+    ) -> aws_sdk_dynamodb::config::Builder {
+        let mut builder = builder
+            .retry_config(self.retry_config())
+            .timeout_config(self.timeout_config());
+        if let Some(url) = &self.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        if let Some(region) = &self.region {
+            builder = builder.region(aws_sdk_dynamodb::config::Region::new(region.clone()));
+        }
+        builder
+    }
+}

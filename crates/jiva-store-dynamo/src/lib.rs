@@ -1,0 +1,60 @@
+//! `jiva-store-dynamo` keeps JivaChat's chats and messages in DynamoDB, behind the
+//! [`jiva_core::MessageStore`] port: [`DynamoStore`], built from a plain [`Config`] with
+//! [`DynamoStore::connect`] (AWS SDK default credential chain) or [`DynamoStore::from_client`],
+//! and [`DynamoStore::create_tables`] for the `create-tables` command of the server.
+//!
+//! Layout:
+//! - `config`: [`Config`] (table names, endpoint, region, legacy index, retries, time-outs).
+//! - `store`: [`DynamoStore`] and its [`MessageStore`](jiva_core::MessageStore) implementation.
+//! - `tables`: [`DynamoStore::create_tables`] and [`TableSetup`].
+//! - `item`: items to and from core types, by hand; the attribute names of PROTOCOL.md §5.
+//! - `cursor`: the opaque history cursor (hex of a JSON `LastEvaluatedKey`).
+//! - `error`: SDK errors to [`jiva_core::StoreError`].
+//! - [`testing`] (feature `testing`): a local DynamoDB-compatible server and a request log.
+//!
+//! Key design (details and table definitions in `docs/dynamodb.md`): `Chats` is keyed by
+//! (`AgentID`, `SecondaryID`). `Messages` is keyed by (`ChatID`, `SortKey`) where `SortKey` is
+//! `"{Timestamp:020}#{MessageID}"`, so a chat's history is one Query in (timestamp, id) order,
+//! two messages of the same millisecond never collide, and a retried append of the same message
+//! hits the same key. Deployments whose `Messages` table is keyed by `MessageID` alone set
+//! [`Config::legacy_index`] and read through a GSI on (`ChatID`, `Timestamp`) instead.
+//!
+//! What this crate deliberately is not: it does not read the environment (the binary fills in
+//! [`Config`]; the SDK's default chain reads its own variables), install tracing, define wire
+//! frames or know about sockets. It never scans a table, and no SDK type, raw item or
+//! `LastEvaluatedKey` crosses its public API except the SDK client itself
+//! ([`DynamoStore::client`]) for tools and tests.
+//!
+//! Invariants:
+//! - Items keep the attribute names and types of PROTOCOL.md §5 exactly; the only attribute
+//!   added is `SortKey` (native layout). An item is a copilot answer exactly when it has
+//!   `Action`.
+//! - Reading never splits `ChatID`: the chat of a message read is the chat that was queried.
+//! - Every chat read is a Query of that chat's partition (of the table or the legacy index);
+//!   a history page of `n` messages is one Query with `Limit` `n + 1`.
+//! - `append` is a conditional put: a retried write never duplicates a message.
+//! - An item that cannot be read as a message (missing or mistyped attribute, an id that is not
+//!   a UUID, an unknown sender) is skipped with a `tracing::warn!` naming its `MessageID`, so
+//!   one bad legacy item cannot make a whole chat unreadable; a page may then hold fewer
+//!   messages than asked, with a cursor to go on.
+//! - SDK errors are translated at the edge: throttling to `Throttled`, no connection,
+//!   time-outs and server errors to `Unavailable`, rejected requests and malformed cursors to
+//!   `InvalidInput`, lost transactional writes to `Conflict`.
+
+mod config;
+mod cursor;
+mod error;
+mod item;
+mod store;
+mod tables;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::Config;
+pub use item::{
+    ACTION, AGENT_ID, CHAT_ID, COMBINED, MESSAGE, MESSAGE_ID, OUTPUT, SECONDARY_ID, SENDER,
+    SORT_KEY, TIMESTAMP,
+};
+pub use store::{DynamoStore, MAX_PAGE};
+pub use tables::TableSetup;

@@ -1,0 +1,275 @@
+//! Creating (and checking) the tables: [`DynamoStore::create_tables`].
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TableDescription,
+};
+use jiva_core::StoreError;
+
+use crate::error::translate;
+use crate::item::{AGENT_ID, CHAT_ID, MESSAGE_ID, SECONDARY_ID, SORT_KEY, TIMESTAMP};
+use crate::store::{DynamoStore, Layout, unavailable};
+
+/// How long [`DynamoStore::create_tables`] waits for a new table to become `ACTIVE`.
+const ACTIVE_WAIT: Duration = Duration::from_secs(300);
+
+/// What [`DynamoStore::create_tables`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableSetup {
+    /// Tables this call created (and waited for until `ACTIVE`).
+    pub created: Vec<String>,
+    /// Tables that were already there with the expected key schema; left unchanged.
+    pub existing: Vec<String>,
+}
+
+/// A key attribute: name, role, type.
+type KeyAttr = (&'static str, KeyType, ScalarAttributeType);
+
+fn chats_key() -> Vec<KeyAttr> {
+    vec![
+        (AGENT_ID, KeyType::Hash, ScalarAttributeType::S),
+        (SECONDARY_ID, KeyType::Range, ScalarAttributeType::S),
+    ]
+}
+
+fn native_messages_key() -> Vec<KeyAttr> {
+    vec![
+        (CHAT_ID, KeyType::Hash, ScalarAttributeType::S),
+        (SORT_KEY, KeyType::Range, ScalarAttributeType::S),
+    ]
+}
+
+fn legacy_messages_key() -> Vec<KeyAttr> {
+    vec![(MESSAGE_ID, KeyType::Hash, ScalarAttributeType::S)]
+}
+
+fn legacy_index_key() -> Vec<KeyAttr> {
+    vec![
+        (CHAT_ID, KeyType::Hash, ScalarAttributeType::S),
+        (TIMESTAMP, KeyType::Range, ScalarAttributeType::N),
+    ]
+}
+
+fn key_schema(key: &[KeyAttr]) -> Result<Vec<KeySchemaElement>, StoreError> {
+    key.iter()
+        .map(|(name, role, _)| {
+            KeySchemaElement::builder()
+                .attribute_name(*name)
+                .key_type(role.clone())
+                .build()
+                .map_err(|e| StoreError::InvalidInput(e.to_string()))
+        })
+        .collect()
+}
+
+fn definitions(keys: &[&[KeyAttr]]) -> Result<Vec<AttributeDefinition>, StoreError> {
+    let mut out: Vec<AttributeDefinition> = Vec::new();
+    for (name, _, kind) in keys.iter().flat_map(|k| k.iter()) {
+        if out.iter().any(|d| d.attribute_name() == *name) {
+            continue;
+        }
+        out.push(
+            AttributeDefinition::builder()
+                .attribute_name(*name)
+                .attribute_type(kind.clone())
+                .build()
+                .map_err(|e| StoreError::InvalidInput(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Whether `actual` (a table's or index's key schema) is exactly `expected`, types included.
+fn same_key(
+    actual: &[KeySchemaElement],
+    definitions: &[AttributeDefinition],
+    expected: &[KeyAttr],
+) -> bool {
+    actual.len() == expected.len()
+        && expected.iter().all(|(name, role, kind)| {
+            actual
+                .iter()
+                .any(|k| k.attribute_name() == *name && k.key_type() == role)
+                // A definition of another type is a mismatch; a missing one is not (some
+                // DynamoDB-compatible servers drop table key definitions on UpdateTable).
+                && !definitions
+                    .iter()
+                    .any(|d| d.attribute_name() == *name && d.attribute_type() != kind)
+        })
+}
+
+fn describe_key(key: &[KeyAttr]) -> String {
+    key.iter()
+        .map(|(name, role, kind)| format!("{name} {} {}", role.as_str(), kind.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl DynamoStore {
+    /// Creates the `Chats` and `Messages` tables when they do not exist (on-demand billing) and
+    /// waits until they are `ACTIVE`. Idempotent: existing tables are checked, never changed.
+    ///
+    /// - `Chats`: key (`AgentID` S, `SecondaryID` S).
+    /// - `Messages`, native layout: key (`ChatID` S, `SortKey` S).
+    /// - `Messages`, legacy layout ([`crate::Config::legacy_index`] set): key `MessageID` S and the
+    ///   named GSI on (`ChatID` S, `Timestamp` N), projecting all attributes. An existing legacy
+    ///   table without that index is reported as an error naming the `update-table` fix
+    ///   (`docs/dynamodb.md`): this call does not alter existing tables.
+    ///
+    /// An existing table whose key schema differs is [`StoreError::InvalidInput`] with the
+    /// expected and found schema; a failed AWS call is translated as everywhere else.
+    pub async fn create_tables(&self) -> Result<TableSetup, StoreError> {
+        let mut setup = TableSetup::default();
+        let chats = self.config.chats_table.clone();
+        self.ensure_table(&chats, &chats_key(), None, &mut setup)
+            .await?;
+        let messages = self.config.messages_table.clone();
+        match &self.layout {
+            Layout::Native => {
+                self.ensure_table(&messages, &native_messages_key(), None, &mut setup)
+                    .await?;
+            }
+            Layout::Legacy { index } => {
+                self.ensure_table(
+                    &messages,
+                    &legacy_messages_key(),
+                    Some(index.as_str()),
+                    &mut setup,
+                )
+                .await?;
+            }
+        }
+        Ok(setup)
+    }
+
+    async fn describe(&self, table: &str) -> Result<Option<TableDescription>, StoreError> {
+        match self.client.describe_table().table_name(table).send().await {
+            Ok(out) => Ok(out.table),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(translate("DescribeTable", err)),
+        }
+    }
+
+    async fn ensure_table(
+        &self,
+        table: &str,
+        key: &[KeyAttr],
+        index: Option<&str>,
+        setup: &mut TableSetup,
+    ) -> Result<(), StoreError> {
+        if let Some(found) = self.describe(table).await? {
+            check_existing(table, &found, key, index)?;
+            setup.existing.push(table.to_owned());
+            return Ok(());
+        }
+        let index_key = legacy_index_key();
+        let mut request = self
+            .client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_key_schema(Some(key_schema(key)?));
+        if let Some(index) = index {
+            request = request
+                .set_attribute_definitions(Some(definitions(&[key, &index_key])?))
+                .global_secondary_indexes(
+                    GlobalSecondaryIndex::builder()
+                        .index_name(index)
+                        .set_key_schema(Some(key_schema(&index_key)?))
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::All)
+                                .build(),
+                        )
+                        .build()
+                        .map_err(|e| StoreError::InvalidInput(e.to_string()))?,
+                );
+        } else {
+            request = request.set_attribute_definitions(Some(definitions(&[key])?));
+        }
+        match request.send().await {
+            Ok(_) => {
+                tracing::info!(table, "created DynamoDB table");
+                setup.created.push(table.to_owned());
+            }
+            // Created concurrently by someone else: check it like any existing table.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                let found = self
+                    .describe(table)
+                    .await?
+                    .ok_or_else(|| unavailable(format!("table {table} vanished")))?;
+                check_existing(table, &found, key, index)?;
+                setup.existing.push(table.to_owned());
+            }
+            Err(err) => return Err(translate("CreateTable", err)),
+        }
+        self.client
+            .wait_until_table_exists()
+            .table_name(table)
+            .wait(ACTIVE_WAIT)
+            .await
+            .map_err(|e| unavailable(format!("table {table} did not become ACTIVE: {e}")))?;
+        Ok(())
+    }
+}
+
+fn check_existing(
+    table: &str,
+    found: &TableDescription,
+    key: &[KeyAttr],
+    index: Option<&str>,
+) -> Result<(), StoreError> {
+    let definitions = found.attribute_definitions();
+    if !same_key(found.key_schema(), definitions, key) {
+        let hint = if key.len() == 2 && found.key_schema().len() == 1 {
+            " (a Messages table keyed by MessageID alone needs the legacy-index mode)"
+        } else {
+            ""
+        };
+        return Err(StoreError::InvalidInput(format!(
+            "table {table} exists with another key schema; expected {}{hint}",
+            describe_key(key)
+        )));
+    }
+    let Some(index) = index else {
+        return Ok(());
+    };
+    let expected = legacy_index_key();
+    let gsi = found
+        .global_secondary_indexes()
+        .iter()
+        .find(|g| g.index_name() == Some(index));
+    match gsi {
+        None => Err(StoreError::InvalidInput(format!(
+            "table {table} has no global secondary index {index}; add it with \
+             `aws dynamodb update-table` as shown in docs/dynamodb.md"
+        ))),
+        Some(g) if !same_key(g.key_schema(), definitions, &expected) => {
+            Err(StoreError::InvalidInput(format!(
+                "index {index} of table {table} must be keyed by {}",
+                describe_key(&expected)
+            )))
+        }
+        Some(g)
+            if g.projection().and_then(|p| p.projection_type()) != Some(&ProjectionType::All) =>
+        {
+            Err(StoreError::InvalidInput(format!(
+                "index {index} of table {table} must project all attributes (ProjectionType ALL)"
+            )))
+        }
+        Some(_) => Ok(()),
+    }
+}

@@ -1,0 +1,366 @@
+//! Test support (cargo feature `testing`; enable it in dev-dependencies only).
+//!
+//! - [`LocalDynamo`]: a DynamoDB-compatible server on 127.0.0.1. With
+//!   `JIVA_TEST_DYNAMODB_ENDPOINT` set (e.g. `http://127.0.0.1:8000`, a dynalite or DynamoDB
+//!   Local you started) it uses that; otherwise it starts moto's server (`python3`, package
+//!   `moto[server]`, installed by `scripts/ensure-moto.sh`) on a free port and stops it on drop.
+//!   When neither works it returns an error saying so: tests fail, they never skip.
+//! - [`LocalDynamo::store`]: a [`DynamoStore`] on fresh, uniquely named tables, already created.
+//! - [`RequestLog`]: an SDK interceptor that records every request a client sends, to assert
+//!   on what a store asks DynamoDB for (how many Queries, with which limit, how many items
+//!   DynamoDB read for them) rather than on timing.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use jiva_store_dynamo::testing::LocalDynamo;
+//! let dynamo = LocalDynamo::shared()?; // one server for the whole test binary
+//! let store = dynamo.store().await?; // own tables for this test
+//! # Ok(()) }
+//! ```
+//!
+//! This module reads one environment variable, `JIVA_TEST_DYNAMODB_ENDPOINT`; the rest of the
+//! crate reads none.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::interceptors::{
+    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_sdk_dynamodb::config::{ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::operation::{
+    batch_get_item::BatchGetItemInput, batch_write_item::BatchWriteItemInput,
+    create_table::CreateTableInput, delete_item::DeleteItemInput,
+    describe_table::DescribeTableInput, get_item::GetItemInput, put_item::PutItemInput,
+    query::QueryInput, query::QueryOutput, scan::ScanInput, scan::ScanOutput,
+    update_item::UpdateItemInput,
+};
+use jiva_core::StoreError;
+
+use crate::{Config, DynamoStore};
+
+/// The variable naming an already running DynamoDB-compatible server to test against.
+pub const ENDPOINT_VAR: &str = "JIVA_TEST_DYNAMODB_ENDPOINT";
+
+/// How long to wait for moto to start listening.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Starts moto's threaded server on a free port, prints the port, and stops when its standard
+/// input closes, so the server cannot outlive the test process even if `Drop` never runs.
+const MOTO_SCRIPT: &str = "\
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+server.stop()
+";
+
+/// Why no local DynamoDB-compatible server could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no DynamoDB-compatible test server: {0}")]
+pub struct LocalDynamoError(String);
+
+/// A DynamoDB-compatible server on 127.0.0.1 for tests. See the [module docs](self).
+#[derive(Debug)]
+pub struct LocalDynamo {
+    endpoint: String,
+    /// The moto process we started (none when [`ENDPOINT_VAR`] named a server).
+    child: Option<(Child, Option<ChildStdin>)>,
+}
+
+impl LocalDynamo {
+    /// Uses [`ENDPOINT_VAR`] if set, else starts moto and waits until it listens (at most
+    /// 60 s). The moto process is stopped when this value is dropped.
+    pub fn start() -> Result<Self, LocalDynamoError> {
+        if let Ok(endpoint) = std::env::var(ENDPOINT_VAR)
+            && !endpoint.trim().is_empty()
+        {
+            return Ok(Self {
+                endpoint: endpoint.trim().to_owned(),
+                child: None,
+            });
+        }
+        Self::start_moto()
+    }
+
+    /// One server for the whole test process, started on first use. Tests on different tokio
+    /// runtimes can share it; each should make its own client (as [`LocalDynamo::store`] does).
+    /// A shared moto process exits when the test process does (its stdin closes).
+    pub fn shared() -> Result<&'static Self, LocalDynamoError> {
+        static SHARED: OnceLock<Result<LocalDynamo, LocalDynamoError>> = OnceLock::new();
+        SHARED
+            .get_or_init(Self::start)
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn start_moto() -> Result<Self, LocalDynamoError> {
+        let log_path = std::env::temp_dir().join(format!("jiva-moto-{}.log", std::process::id()));
+        let log = File::create(&log_path)
+            .map_err(|e| LocalDynamoError(format!("cannot create {}: {e}", log_path.display())))?;
+        let mut child = Command::new("python3")
+            .args(["-c", MOTO_SCRIPT])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                LocalDynamoError(format!(
+                    "cannot run python3 ({e}); install moto with scripts/ensure-moto.sh \
+                     or set {ENDPOINT_VAR}"
+                ))
+            })?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            if let Some(out) = stdout {
+                let _ = BufReader::new(out).read_line(&mut line);
+            }
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(START_DEADLINE).unwrap_or_default();
+        let port = line.trim().parse::<u16>().ok().filter(|p| *p != 0);
+        let Some(port) = port else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut stderr = String::new();
+            let _ = File::open(&log_path).and_then(|mut f| f.read_to_string(&mut stderr));
+            let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            return Err(LocalDynamoError(format!(
+                "moto's server did not start within {}s (is moto installed? run \
+                 scripts/ensure-moto.sh, or set {ENDPOINT_VAR}); python said: {tail}",
+                START_DEADLINE.as_secs()
+            )));
+        };
+        Ok(Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child: Some((child, stdin)),
+        })
+    }
+
+    /// The server's URL, e.g. `http://127.0.0.1:41234`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A [`Config`] for this server with fresh, unique table names (`Chats_t…`, `Messages_t…`),
+    /// region `us-east-1`, two attempts per request and short time-outs.
+    pub fn config(&self) -> Config {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let unique = format!(
+            "t{}_{}_{}",
+            std::process::id(),
+            nanos,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        Config {
+            chats_table: format!("Chats_{unique}"),
+            messages_table: format!("Messages_{unique}"),
+            endpoint_url: Some(self.endpoint.clone()),
+            region: Some("us-east-1".to_owned()),
+            max_attempts: 2,
+            operation_timeout: Duration::from_secs(30),
+            ..Config::default()
+        }
+    }
+
+    /// An SDK client for `config` with static test credentials (no credential chain is read).
+    pub fn client(&self, config: &Config) -> Client {
+        Client::from_conf(self.client_builder(config).build())
+    }
+
+    /// Like [`LocalDynamo::client`], with a [`RequestLog`] recording every request it sends.
+    pub fn client_with_log(&self, config: &Config) -> (Client, RequestLog) {
+        let log = RequestLog::default();
+        let client =
+            Client::from_conf(self.client_builder(config).interceptor(log.clone()).build());
+        (client, log)
+    }
+
+    fn client_builder(&self, config: &Config) -> aws_sdk_dynamodb::config::Builder {
+        let builder = aws_sdk_dynamodb::config::Builder::new()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "jiva-test"))
+            .endpoint_url(&self.endpoint);
+        config.apply_to(builder)
+    }
+
+    /// A store on fresh tables of its own (native layout), created and `ACTIVE`.
+    pub async fn store(&self) -> Result<DynamoStore, StoreError> {
+        self.store_with(self.config()).await
+    }
+
+    /// A store for `config` (e.g. [`LocalDynamo::config`] with `legacy_index` set), its tables
+    /// created.
+    pub async fn store_with(&self, config: Config) -> Result<DynamoStore, StoreError> {
+        let store = DynamoStore::from_client(self.client(&config), config);
+        store.create_tables().await?;
+        Ok(store)
+    }
+}
+
+impl Drop for LocalDynamo {
+    fn drop(&mut self) {
+        if let Some((mut child, stdin)) = self.child.take() {
+            drop(stdin);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One request a client sent, as seen by [`RequestLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The operation: `Query`, `Scan`, `PutItem`, `GetItem`, `BatchWriteItem`, ... (`Other`
+    /// for operations this log does not name).
+    pub operation: &'static str,
+    /// The table, for single-table operations.
+    pub table: Option<String>,
+    /// The index, for a Query or Scan of an index.
+    pub index: Option<String>,
+    /// The `Limit` of a Query or Scan.
+    pub limit: Option<i32>,
+    /// For a completed Query or Scan: how many items DynamoDB read (`ScannedCount`).
+    pub scanned: Option<i32>,
+    /// For a completed Query or Scan: how many items it returned (`Count`).
+    pub returned: Option<i32>,
+}
+
+/// Records the requests of a client (an SDK interceptor). Clones share one log.
+///
+/// `ScannedCount`/`Count` are matched to the oldest Query or Scan still waiting for its
+/// answer, which is exact as long as the client sends them one at a time and they succeed.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog {
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl RequestLog {
+    /// Everything recorded so far, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets what was recorded.
+    pub fn clear(&self) {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The recorded requests of one operation.
+    pub fn of(&self, operation: &str) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.operation == operation)
+            .collect()
+    }
+
+    fn push(&self, request: Request) {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(request);
+    }
+
+    fn complete(&self, operation: &str, scanned: i32, returned: i32) {
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = requests
+            .iter_mut()
+            .find(|r| r.operation == operation && r.returned.is_none())
+        {
+            r.scanned = Some(scanned);
+            r.returned = Some(returned);
+        }
+    }
+}
+
+impl Intercept for RequestLog {
+    fn name(&self) -> &'static str {
+        "jiva-request-log"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let input = context.input();
+        let request = |operation, table: Option<&str>| Request {
+            operation,
+            table: table.map(str::to_owned),
+            index: None,
+            limit: None,
+            scanned: None,
+            returned: None,
+        };
+        let recorded = if let Some(q) = input.downcast_ref::<QueryInput>() {
+            Request {
+                index: q.index_name().map(str::to_owned),
+                limit: q.limit(),
+                ..request("Query", q.table_name())
+            }
+        } else if let Some(s) = input.downcast_ref::<ScanInput>() {
+            Request {
+                index: s.index_name().map(str::to_owned),
+                limit: s.limit(),
+                ..request("Scan", s.table_name())
+            }
+        } else if let Some(p) = input.downcast_ref::<PutItemInput>() {
+            request("PutItem", p.table_name())
+        } else if let Some(g) = input.downcast_ref::<GetItemInput>() {
+            request("GetItem", g.table_name())
+        } else if let Some(d) = input.downcast_ref::<DeleteItemInput>() {
+            request("DeleteItem", d.table_name())
+        } else if let Some(u) = input.downcast_ref::<UpdateItemInput>() {
+            request("UpdateItem", u.table_name())
+        } else if input.downcast_ref::<BatchWriteItemInput>().is_some() {
+            request("BatchWriteItem", None)
+        } else if input.downcast_ref::<BatchGetItemInput>().is_some() {
+            request("BatchGetItem", None)
+        } else if let Some(d) = input.downcast_ref::<DescribeTableInput>() {
+            request("DescribeTable", d.table_name())
+        } else if let Some(c) = input.downcast_ref::<CreateTableInput>() {
+            request("CreateTable", c.table_name())
+        } else {
+            request("Other", None)
+        };
+        self.push(recorded);
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(Ok(output)) = context.output_or_error() {
+            if let Some(q) = output.downcast_ref::<QueryOutput>() {
+                self.complete("Query", q.scanned_count(), q.count());
+            } else if let Some(s) = output.downcast_ref::<ScanOutput>() {
+                self.complete("Scan", s.scanned_count(), s.count());
+            }
+        }
+        Ok(())
+    }
+}
