@@ -8,7 +8,7 @@ use jiva_core::{ChunkStream, Copilot, CopilotChunk, CopilotError, CopilotRequest
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use tokio::time::Instant;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, redacted};
 use crate::decode::{ChunkDecoder, DecodeError};
 use crate::wire::WireRequest;
 
@@ -41,7 +41,7 @@ const ACCEPTED: &str = "application/json, application/x-ndjson, text/event-strea
 /// | body ended or broke off inside an object | [`CopilotError::Truncated`] |
 /// | bytes that are not a JSON object stream | [`CopilotError::Decode`] |
 /// | one object larger than `max_object_bytes` | [`CopilotError::TooLarge`] |
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpCopilot {
     client: reqwest::Client,
     endpoint: reqwest::Url,
@@ -76,6 +76,17 @@ impl HttpCopilot {
             idle_timeout: config.idle_timeout,
             max_object_bytes: config.max_object_bytes,
         })
+    }
+}
+
+impl std::fmt::Debug for HttpCopilot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCopilot")
+            .field("endpoint", &redacted(&self.endpoint))
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_object_bytes", &self.max_object_bytes)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,8 +142,10 @@ impl Copilot for HttpCopilot {
     }
 }
 
-/// Translates a failure to get response headers.
+/// Translates a failure to get response headers. The URL is left out of the error, since an
+/// endpoint may carry a key in its query.
 fn send_error(error: reqwest::Error) -> CopilotError {
+    let error = error.without_url();
     if error.is_connect() {
         if error.is_timeout() {
             CopilotError::Timeout(TimeoutKind::Connect)
@@ -238,5 +251,25 @@ impl BodyReader {
         self.finished = true;
         self.decoder = None;
         self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_endpoint_secrets() {
+        let copilot =
+            HttpCopilot::new(Config::new("http://u:hunter2@127.0.0.1:1/x?key=s3cret")).unwrap();
+        let shown = format!("{copilot:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn an_invalid_config_builds_no_client() {
+        let err = HttpCopilot::new(Config::new("mailto:x@example.invalid")).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(p) if !p.is_empty()));
     }
 }

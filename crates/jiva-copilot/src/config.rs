@@ -8,7 +8,9 @@ use crate::decode::DEFAULT_MAX_OBJECT_BYTES;
 
 /// The configuration of an [`HttpCopilot`](crate::HttpCopilot). The binary composes it; this
 /// crate never reads the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` hides the endpoint's password and query, which may hold a key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// The `http` or `https` URL the question is POSTed to (`COPILOT_ENDPOINT`).
     pub endpoint: String,
@@ -71,6 +73,34 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let endpoint = match reqwest::Url::parse(&self.endpoint) {
+            Ok(url) => redacted(&url),
+            Err(_) => "<not a URL>".to_string(),
+        };
+        f.debug_struct("Config")
+            .field("endpoint", &endpoint)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_object_bytes", &self.max_object_bytes)
+            .finish()
+    }
+}
+
+/// `url` without its password and query, for logs and `Debug`.
+pub(crate) fn redacted(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query().is_some() {
+        url.set_query(Some("***"));
+    }
+    url.to_string()
+}
+
 /// Why an [`HttpCopilot`](crate::HttpCopilot) could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -108,6 +138,17 @@ mod tests {
         assert!(problems[0].contains("scheme"));
         assert!(problems[1].contains("idle"));
         assert!(problems[2].contains("max object"));
+    }
+
+    #[test]
+    fn debug_hides_the_password_and_query_of_the_endpoint() {
+        let config = Config::new("https://user:hunter2@copilot.example/ask?key=s3cret");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("copilot.example/ask"), "{shown}");
+        let shown = format!("{:?}", Config::new("not a url"));
+        assert!(shown.contains("<not a URL>"), "{shown}");
     }
 
     #[test]

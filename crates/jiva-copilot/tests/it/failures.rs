@@ -137,13 +137,20 @@ async fn a_refused_connection_is_unavailable() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let copilot = HttpCopilot::new(config(&format!("http://127.0.0.1:{port}/ask"))).unwrap();
+    let copilot =
+        HttpCopilot::new(config(&format!("http://127.0.0.1:{port}/ask?key=s3cret"))).unwrap();
     let result = within(copilot.ask(question())).await;
-    assert!(
-        matches!(result, Err(CopilotError::Unavailable(_))),
-        "{:?}",
-        result.err()
-    );
+    let Err(err @ CopilotError::Unavailable(_)) = result else {
+        panic!("expected Unavailable, got {:?}", result.err());
+    };
+    // The error (and its causes, which a caller may log) does not show the endpoint's key.
+    let mut chain = format!("{err} / {err:?}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        chain.push_str(&format!(" / {cause}"));
+        source = cause.source();
+    }
+    assert!(!chain.contains("s3cret"), "{chain}");
 }
 
 #[tokio::test]
