@@ -38,15 +38,52 @@ pub struct Args {
     /// Milliseconds shutdown waits for sockets and copilot turns.
     #[arg(long, env = "JIVA_SHUTDOWN_GRACE_MS", default_value = "5000")]
     pub shutdown_grace_ms: String,
-    /// The copilot endpoint (used by the copilot relay).
+    /// The copilot endpoint; unset, copilot questions get an error frame and `end`.
     #[arg(long, env = "COPILOT_ENDPOINT")]
     pub copilot_endpoint: Option<String>,
-    /// The AppSync GraphQL URL (used by notifications).
+    /// Milliseconds to connect to the copilot.
+    #[arg(long, env = "COPILOT_CONNECT_TIMEOUT_MS", default_value = "5000")]
+    pub copilot_connect_timeout_ms: String,
+    /// Milliseconds from the copilot request to the first byte of its answer.
+    #[arg(long, env = "COPILOT_FIRST_BYTE_TIMEOUT_MS", default_value = "30000")]
+    pub copilot_first_byte_timeout_ms: String,
+    /// Longest silence between two pieces of a copilot answer, in milliseconds.
+    #[arg(long, env = "COPILOT_IDLE_TIMEOUT_MS", default_value = "30000")]
+    pub copilot_idle_timeout_ms: String,
+    /// Longest whole copilot turn, request to `end`, in milliseconds.
+    #[arg(long, env = "COPILOT_TURN_TIMEOUT_MS", default_value = "120000")]
+    pub copilot_turn_timeout_ms: String,
+    /// Earlier turns sent to the copilot, at most.
+    #[arg(long, env = "COPILOT_HISTORY_TURNS", default_value = "50")]
+    pub copilot_history_turns: String,
+    /// Bytes of earlier turns sent to the copilot, at most.
+    #[arg(long, env = "COPILOT_HISTORY_BYTES", default_value = "65536")]
+    pub copilot_history_bytes: String,
+    /// Copilot questions of one chat that may wait behind the running turn.
+    #[arg(long, env = "COPILOT_QUEUE", default_value = "4")]
+    pub copilot_queue: String,
+    /// The AppSync GraphQL URL; unset, notifications are disabled.
     #[arg(long, env = "GRAPHQL_API_URL")]
     pub graphql_api_url: Option<String>,
-    /// The AppSync API key (used by notifications).
+    /// The AppSync API key (required with GRAPHQL_API_URL).
     #[arg(long, env = "GRAPHQL_API_KEY", hide_env_values = true)]
     pub graphql_api_key: Option<String>,
+    /// The `NotificationType` value for supervisor messages: `SUPERVISOR` or `SUPER`.
+    #[arg(
+        long,
+        env = "JIVA_NOTIFY_SUPERVISOR_TYPE",
+        default_value = "SUPERVISOR"
+    )]
+    pub notify_supervisor_type: String,
+    /// What goes into `primaryID`: `first-segment` of the agent id, or the `full` id.
+    #[arg(long, env = "JIVA_NOTIFY_PRIMARY_ID", default_value = "first-segment")]
+    pub notify_primary_id: String,
+    /// Notifications waiting for delivery; when full the oldest is dropped.
+    #[arg(long, env = "JIVA_NOTIFY_QUEUE", default_value = "1024")]
+    pub notify_queue: String,
+    /// Retries of a notification after a transient failure.
+    #[arg(long, env = "JIVA_NOTIFY_RETRIES", default_value = "3")]
+    pub notify_retries: String,
 }
 
 /// Which store backs the server.
@@ -65,23 +102,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A secret string whose `Debug` does not show it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 /// The validated configuration of the server.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -97,12 +117,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Transport settings.
     pub transport: jiva_ws::Config,
-    /// Copilot endpoint, when configured.
-    pub copilot_endpoint: Option<String>,
-    /// AppSync URL, when configured.
-    pub graphql_api_url: Option<String>,
-    /// AppSync API key, when configured.
-    pub graphql_api_key: Option<Secret>,
+    /// The copilot client, when `COPILOT_ENDPOINT` is set.
+    pub copilot: Option<jiva_copilot::Config>,
+    /// The Amplify notifier, when `GRAPHQL_API_URL` is set.
+    pub notify: Option<jiva_notify_amplify::Config>,
 }
 
 impl Config {
@@ -116,9 +134,8 @@ impl Config {
             log: "info".into(),
             log_format: LogFormat::Text,
             transport: jiva_ws::Config::default(),
-            copilot_endpoint: None,
-            graphql_api_url: None,
-            graphql_api_key: None,
+            copilot: None,
+            notify: None,
         }
     }
 
@@ -178,27 +195,118 @@ impl Config {
             &args.shutdown_grace_ms,
         );
         config.transport.shutdown_grace = Duration::from_millis(grace as u64);
-        let url =
-            |name: &str, value: Option<String>, problems: &mut Vec<String>| -> Option<String> {
-                let value = value.filter(|v| !v.trim().is_empty())?;
-                if !(value.starts_with("http://") || value.starts_with("https://")) {
-                    problems.push(format!("{name}: {value:?} is not an http(s) URL"));
+        let ms = |problems: &mut Vec<String>, name: &str, raw: &str| -> Duration {
+            match raw.parse::<u64>() {
+                Ok(n) if n > 0 => Duration::from_millis(n),
+                _ => {
+                    problems.push(format!(
+                        "{name}: {raw:?} is not a positive number of milliseconds"
+                    ));
+                    Duration::from_millis(1)
                 }
-                Some(value)
-            };
-        config.copilot_endpoint = url(
-            "--copilot-endpoint / COPILOT_ENDPOINT",
-            args.copilot_endpoint,
+            }
+        };
+        let count = |problems: &mut Vec<String>, name: &str, raw: &str| -> usize {
+            raw.parse::<usize>().unwrap_or_else(|_| {
+                problems.push(format!("{name}: {raw:?} is not a whole number"));
+                0
+            })
+        };
+
+        config.transport.copilot_turn_timeout = ms(
             &mut problems,
+            "COPILOT_TURN_TIMEOUT_MS",
+            &args.copilot_turn_timeout_ms,
         );
-        config.graphql_api_url = url(
-            "--graphql-api-url / GRAPHQL_API_URL",
-            args.graphql_api_url,
+        config.transport.copilot_history.max_turns = count(
             &mut problems,
+            "COPILOT_HISTORY_TURNS",
+            &args.copilot_history_turns,
         );
-        config.graphql_api_key = args.graphql_api_key.filter(|k| !k.is_empty()).map(Secret);
-        if config.graphql_api_url.is_some() && config.graphql_api_key.is_none() {
-            problems.push("GRAPHQL_API_KEY: required when GRAPHQL_API_URL is set".into());
+        config.transport.copilot_history.max_bytes = count(
+            &mut problems,
+            "COPILOT_HISTORY_BYTES",
+            &args.copilot_history_bytes,
+        );
+        config.transport.copilot_queue = count(&mut problems, "COPILOT_QUEUE", &args.copilot_queue);
+        let connect = ms(
+            &mut problems,
+            "COPILOT_CONNECT_TIMEOUT_MS",
+            &args.copilot_connect_timeout_ms,
+        );
+        let first_byte = ms(
+            &mut problems,
+            "COPILOT_FIRST_BYTE_TIMEOUT_MS",
+            &args.copilot_first_byte_timeout_ms,
+        );
+        let idle = ms(
+            &mut problems,
+            "COPILOT_IDLE_TIMEOUT_MS",
+            &args.copilot_idle_timeout_ms,
+        );
+        if let Some(endpoint) = args.copilot_endpoint.filter(|e| !e.trim().is_empty()) {
+            let mut copilot = jiva_copilot::Config::new(endpoint);
+            copilot.connect_timeout = connect;
+            copilot.first_byte_timeout = first_byte;
+            copilot.idle_timeout = idle;
+            problems.extend(
+                copilot
+                    .problems()
+                    .into_iter()
+                    .map(|p| format!("COPILOT_ENDPOINT: {p}")),
+            );
+            config.copilot = Some(copilot);
+        }
+
+        let supervisor = args
+            .notify_supervisor_type
+            .parse::<jiva_notify_amplify::SupervisorSpelling>();
+        if supervisor.is_err() {
+            problems.push(format!(
+                "JIVA_NOTIFY_SUPERVISOR_TYPE: {:?} is not SUPERVISOR or SUPER",
+                args.notify_supervisor_type
+            ));
+        }
+        let primary_id = match args.notify_primary_id.as_str() {
+            "first-segment" => jiva_notify_amplify::PrimaryId::FirstSegment,
+            "full" => jiva_notify_amplify::PrimaryId::FullAgentId,
+            other => {
+                problems.push(format!(
+                    "JIVA_NOTIFY_PRIMARY_ID: {other:?} is not first-segment or full"
+                ));
+                jiva_notify_amplify::PrimaryId::FirstSegment
+            }
+        };
+        let queue = count(&mut problems, "JIVA_NOTIFY_QUEUE", &args.notify_queue);
+        let retries = args.notify_retries.parse::<u32>().unwrap_or_else(|_| {
+            problems.push(format!(
+                "JIVA_NOTIFY_RETRIES: {:?} is not a whole number",
+                args.notify_retries
+            ));
+            0
+        });
+        let url = args.graphql_api_url.filter(|u| !u.trim().is_empty());
+        let key = args.graphql_api_key.filter(|k| !k.is_empty());
+        match (url, key) {
+            (Some(url), Some(key)) => {
+                let mut notify =
+                    jiva_notify_amplify::Config::new(url, jiva_notify_amplify::ApiKey::new(key));
+                notify.primary_id = primary_id;
+                notify.supervisor_spelling = supervisor.unwrap_or_default();
+                notify.queue_capacity = queue;
+                notify.retry.max_retries = retries;
+                problems.extend(
+                    notify
+                        .problems()
+                        .into_iter()
+                        .map(|p| format!("GRAPHQL_API_URL / GRAPHQL_API_KEY: {p}")),
+                );
+                config.notify = Some(notify);
+            }
+            (Some(_), None) => {
+                problems.push("GRAPHQL_API_KEY: required when GRAPHQL_API_URL is set".into())
+            }
+            (None, _) => {}
         }
         if problems.is_empty() {
             Ok(config)
@@ -238,9 +346,17 @@ mod tests {
             "0",
             "--graphql-api-url",
             "ftp://x",
+            "--copilot-endpoint",
+            "nope",
+            "--copilot-idle-timeout-ms",
+            "0",
+            "--notify-supervisor-type",
+            "BOSS",
         ]))
         .unwrap_err();
-        assert_eq!(problems.len(), 6, "{problems:#?}");
+        // listen, store, log format, frame size, idle timeout, copilot URL, supervisor type,
+        // missing API key.
+        assert_eq!(problems.len(), 8, "{problems:#?}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! is here so that tests can start the real server on port 0 and stop it.
 
 pub mod config;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,24 +54,32 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let store = open_store(&config).await?;
-    let services = Services::new(store);
-    if config.copilot_endpoint.is_none() {
-        tracing::info!(
+    let mut services = Services::new(store);
+    match &config.copilot {
+        Some(copilot) => {
+            let client = jiva_copilot::HttpCopilot::new(copilot.clone())
+                .context("setting up the copilot client")?;
+            tracing::info!(endpoint = ?copilot, "copilot configured");
+            services = services.with_copilot(Arc::new(client));
+        }
+        None => tracing::info!(
             "copilot not configured (COPILOT_ENDPOINT unset): copilot questions get an error frame"
-        );
-    } else {
-        tracing::warn!(
-            "COPILOT_ENDPOINT is set, but this build has no copilot relay yet: copilot questions get an error frame"
-        );
+        ),
     }
-    if config.graphql_api_url.is_none() {
-        tracing::info!("notifications not configured (GRAPHQL_API_URL unset)");
-    } else {
-        tracing::warn!(
-            "GRAPHQL_API_URL is set, but this build has no notifier yet: notifications are not sent"
-        );
-    }
-    let transport = Transport::new(config.transport.clone(), services);
+    let notifications = match &config.notify {
+        Some(notify) => {
+            let queue = Arc::new(
+                jiva_notify_amplify::start(notify.clone()).context("starting notifications")?,
+            );
+            services = services.with_notifier(queue.clone());
+            Some(queue)
+        }
+        None => {
+            tracing::info!("notifications not configured (GRAPHQL_API_URL unset)");
+            None
+        }
+    };
+    let transport = telemetry::expose(Transport::new(config.transport.clone(), services));
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
@@ -78,6 +87,16 @@ where
     jiva_ws::serve(listener, transport, shutdown)
         .await
         .context("serving")?;
+    if let Some(queue) = notifications {
+        let report = queue.shutdown(config.transport.shutdown_grace).await;
+        tracing::info!(
+            delivered = report.delivered,
+            failed = report.failed,
+            dropped = report.dropped,
+            timed_out = report.timed_out,
+            "notification queue flushed"
+        );
+    }
     tracing::info!("JivaChat stopped");
     Ok(())
 }
