@@ -54,8 +54,9 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 /// Starts moto's threaded server on a free port, prints the port, and stops when its standard
 /// input closes, so the server cannot outlive the test process even if `Drop` never runs.
 const MOTO_SCRIPT: &str = "\
-import sys
+import logging, sys
 from moto.server import ThreadedMotoServer
+logging.getLogger('werkzeug').setLevel(logging.ERROR)
 server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
 server.start()
 print(server.get_host_and_port()[1], flush=True)
