@@ -80,7 +80,10 @@ fn describe() {
 
     let gauges = [
         ("jiva_sockets_open", "WebSocket connections open now."),
-        ("jiva_chats_open", "Chats with at least one socket open now."),
+        (
+            "jiva_chats_open",
+            "Chats with at least one socket open now.",
+        ),
     ];
     for (name, help) in gauges {
         describe_gauge!(name, Unit::Count, help);

@@ -13,3 +13,4 @@ mod chat;
 mod copilot;
 mod handshake;
 mod lifecycle;
+mod notify;
