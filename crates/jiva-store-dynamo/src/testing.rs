@@ -21,8 +21,10 @@
 //! This module reads one environment variable, `JIVA_TEST_DYNAMODB_ENDPOINT`; the rest of the
 //! crate reads none.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
@@ -75,6 +77,8 @@ pub struct LocalDynamo {
     endpoint: String,
     /// The moto process we started (none when [`ENDPOINT_VAR`] named a server).
     child: Option<(Child, Option<ChildStdin>)>,
+    /// moto's standard error, removed on drop.
+    log: Option<PathBuf>,
 }
 
 impl LocalDynamo {
@@ -87,6 +91,7 @@ impl LocalDynamo {
             return Ok(Self {
                 endpoint: endpoint.trim().to_owned(),
                 child: None,
+                log: None,
             });
         }
         Self::start_moto()
@@ -104,7 +109,12 @@ impl LocalDynamo {
     }
 
     fn start_moto() -> Result<Self, LocalDynamoError> {
-        let log_path = std::env::temp_dir().join(format!("jiva-moto-{}.log", std::process::id()));
+        static STARTED: AtomicU64 = AtomicU64::new(0);
+        let log_path = std::env::temp_dir().join(format!(
+            "jiva-moto-{}-{}.log",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
         let log = File::create(&log_path)
             .map_err(|e| LocalDynamoError(format!("cannot create {}: {e}", log_path.display())))?;
         let mut child = Command::new("python3")
@@ -136,16 +146,21 @@ impl LocalDynamo {
             let _ = child.wait();
             let mut stderr = String::new();
             let _ = File::open(&log_path).and_then(|mut f| f.read_to_string(&mut stderr));
-            let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            let lines: Vec<&str> = stderr.lines().collect();
+            let tail = lines
+                .get(lines.len().saturating_sub(5)..)
+                .unwrap_or_default()
+                .join(" | ");
             return Err(LocalDynamoError(format!(
-                "moto's server did not start within {}s (is moto installed? run \
-                 scripts/ensure-moto.sh, or set {ENDPOINT_VAR}); python said: {tail}",
+                "moto's server did not start (it exited, or sent no port within {}s); is moto \
+                 installed? Run scripts/ensure-moto.sh, or set {ENDPOINT_VAR}. python said: {tail}",
                 START_DEADLINE.as_secs()
             )));
         };
         Ok(Self {
             endpoint: format!("http://127.0.0.1:{port}"),
             child: Some((child, stdin)),
+            log: Some(log_path),
         })
     }
 
@@ -221,6 +236,9 @@ impl Drop for LocalDynamo {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(log) = self.log.take() {
+            let _ = std::fs::remove_file(log);
+        }
     }
 }
 
@@ -244,28 +262,35 @@ pub struct Request {
 
 /// Records the requests of a client (an SDK interceptor). Clones share one log.
 ///
-/// `ScannedCount`/`Count` are matched to the oldest Query or Scan still waiting for its
-/// answer, which is exact as long as the client sends them one at a time and they succeed.
+/// Each completed call is matched to the oldest call still waiting for its answer, which is
+/// exact as long as the client sends one request at a time (as a store serving one test does).
 #[derive(Debug, Clone, Default)]
 pub struct RequestLog {
-    requests: Arc<Mutex<Vec<Request>>>,
+    state: Arc<Mutex<LogState>>,
+}
+
+#[derive(Debug, Default)]
+struct LogState {
+    requests: Vec<Request>,
+    /// Indexes into `requests` of calls not answered yet, oldest first.
+    pending: VecDeque<usize>,
 }
 
 impl RequestLog {
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Everything recorded so far, in order.
     pub fn requests(&self) -> Vec<Request> {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.state().requests.clone()
     }
 
     /// Forgets what was recorded.
     pub fn clear(&self) {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut state = self.state();
+        state.requests.clear();
+        state.pending.clear();
     }
 
     /// The recorded requests of one operation.
@@ -277,20 +302,21 @@ impl RequestLog {
     }
 
     fn push(&self, request: Request) {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(request);
+        let mut state = self.state();
+        let index = state.requests.len();
+        state.requests.push(request);
+        state.pending.push_back(index);
     }
 
-    fn complete(&self, operation: &str, scanned: i32, returned: i32) {
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(r) = requests
-            .iter_mut()
-            .find(|r| r.operation == operation && r.returned.is_none())
+    fn complete(&self, counts: Option<(i32, i32)>) {
+        let mut state = self.state();
+        let Some(index) = state.pending.pop_front() else {
+            return;
+        };
+        if let (Some(request), Some((scanned, returned))) = (state.requests.get_mut(index), counts)
         {
-            r.scanned = Some(scanned);
-            r.returned = Some(returned);
+            request.scanned = Some(scanned);
+            request.returned = Some(returned);
         }
     }
 }
@@ -355,13 +381,19 @@ impl Intercept for RequestLog {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(Ok(output)) = context.output_or_error() {
-            if let Some(q) = output.downcast_ref::<QueryOutput>() {
-                self.complete("Query", q.scanned_count(), q.count());
-            } else if let Some(s) = output.downcast_ref::<ScanOutput>() {
-                self.complete("Scan", s.scanned_count(), s.count());
+        let counts = match context.output_or_error() {
+            Some(Ok(output)) => {
+                if let Some(q) = output.downcast_ref::<QueryOutput>() {
+                    Some((q.scanned_count(), q.count()))
+                } else {
+                    output
+                        .downcast_ref::<ScanOutput>()
+                        .map(|s| (s.scanned_count(), s.count()))
+                }
             }
-        }
+            _ => None,
+        };
+        self.complete(counts);
         Ok(())
     }
 }
