@@ -17,8 +17,8 @@ pub struct Config {
     /// Longest time to open the connection (TCP and TLS). Default: [`TurnTimeouts::connect`]
     /// (5 s).
     pub connect_timeout: Duration,
-    /// Longest time from sending the request to the response headers and the first byte of the
-    /// body. Default: [`TurnTimeouts::first_byte`] (30 s).
+    /// Longest time from starting the request (connecting included) to the response headers
+    /// and the first byte of the body. Default: [`TurnTimeouts::first_byte`] (30 s).
     pub first_byte_timeout: Duration,
     /// Longest silence between two pieces of the body. Default: [`TurnTimeouts::idle`] (30 s).
     pub idle_timeout: Duration,
