@@ -85,11 +85,10 @@ impl LocalDynamo {
     /// Uses [`ENDPOINT_VAR`] if set, else starts moto and waits until it listens (at most
     /// 60 s). The moto process is stopped when this value is dropped.
     pub fn start() -> Result<Self, LocalDynamoError> {
-        if let Ok(endpoint) = std::env::var(ENDPOINT_VAR)
-            && !endpoint.trim().is_empty()
-        {
+        let named = std::env::var(ENDPOINT_VAR).unwrap_or_default();
+        if !named.trim().is_empty() {
             return Ok(Self {
-                endpoint: endpoint.trim().to_owned(),
+                endpoint: named.trim().to_owned(),
                 child: None,
                 log: None,
             });
