@@ -24,7 +24,6 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
@@ -77,8 +76,6 @@ pub struct LocalDynamo {
     endpoint: String,
     /// The moto process we started (none when [`ENDPOINT_VAR`] named a server).
     child: Option<(Child, Option<ChildStdin>)>,
-    /// moto's standard error, removed on drop.
-    log: Option<PathBuf>,
 }
 
 impl LocalDynamo {
@@ -90,7 +87,6 @@ impl LocalDynamo {
             return Ok(Self {
                 endpoint: named.trim().to_owned(),
                 child: None,
-                log: None,
             });
         }
         Self::start_moto()
@@ -145,6 +141,7 @@ impl LocalDynamo {
             let _ = child.wait();
             let mut stderr = String::new();
             let _ = File::open(&log_path).and_then(|mut f| f.read_to_string(&mut stderr));
+            let _ = std::fs::remove_file(&log_path);
             let lines: Vec<&str> = stderr.lines().collect();
             let tail = lines
                 .get(lines.len().saturating_sub(5)..)
@@ -156,10 +153,11 @@ impl LocalDynamo {
                 START_DEADLINE.as_secs()
             )));
         };
+        // Only needed to explain a failed start; moto keeps writing to the unlinked file.
+        let _ = std::fs::remove_file(&log_path);
         Ok(Self {
             endpoint: format!("http://127.0.0.1:{port}"),
             child: Some((child, stdin)),
-            log: Some(log_path),
         })
     }
 
@@ -234,9 +232,6 @@ impl Drop for LocalDynamo {
             drop(stdin);
             let _ = child.kill();
             let _ = child.wait();
-        }
-        if let Some(log) = self.log.take() {
-            let _ = std::fs::remove_file(log);
         }
     }
 }
