@@ -14,15 +14,31 @@ use clap::Parser;
     about = "The JivaChat real-time chat server"
 )]
 pub struct Args {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "JIVA_LISTEN", default_value = "127.0.0.1:3030")]
     pub listen: String,
     /// Directory of the embedded store.
     #[arg(long, env = "JIVA_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Which store to use: `sqlite` (embedded).
+    /// Which store to use: `sqlite` (embedded) or `dynamodb`.
     #[arg(long, env = "JIVA_STORE", default_value = "sqlite")]
     pub store: String,
+    /// DynamoDB chats table.
+    #[arg(long, env = "JIVA_DYNAMODB_CHATS_TABLE", default_value = "Chats")]
+    pub dynamodb_chats_table: String,
+    /// DynamoDB messages table.
+    #[arg(long, env = "JIVA_DYNAMODB_MESSAGES_TABLE", default_value = "Messages")]
+    pub dynamodb_messages_table: String,
+    /// Legacy layout: read history through this GSI on (ChatID, Timestamp) of a `Messages`
+    /// table keyed by `MessageID` alone (see docs/dynamodb.md).
+    #[arg(long, env = "JIVA_DYNAMODB_LEGACY_INDEX")]
+    pub dynamodb_legacy_index: Option<String>,
+    /// DynamoDB attempts per request, first try included (retries with backoff).
+    #[arg(long, env = "JIVA_DYNAMODB_MAX_ATTEMPTS", default_value = "3")]
+    pub dynamodb_max_attempts: String,
     /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `jiva_ws=debug`).
     #[arg(long, env = "JIVA_LOG", default_value = "info")]
     pub log: String,
@@ -86,11 +102,22 @@ pub struct Args {
     pub notify_retries: String,
 }
 
+/// What the server binary does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Serve chats (the default).
+    Serve,
+    /// Create the store's tables if they do not exist, then exit (idempotent).
+    CreateTables,
+}
+
 /// Which store backs the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChoice {
     /// The embedded SQLite store in the data directory.
     Sqlite,
+    /// DynamoDB, with credentials and region from the AWS SDK's default chain.
+    Dynamodb(Box<jiva_store_dynamo::Config>),
 }
 
 /// Log output format.
@@ -105,6 +132,8 @@ pub enum LogFormat {
 /// The validated configuration of the server.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// What to do.
+    pub command: Command,
     /// Where to listen.
     pub listen: SocketAddr,
     /// The embedded store's directory.
@@ -128,6 +157,7 @@ impl Config {
     /// and embedding.
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Self {
+            command: Command::Serve,
             listen: SocketAddr::from(([127, 0, 0, 1], 3030)),
             data_dir: data_dir.into(),
             store: StoreChoice::Sqlite,
@@ -143,6 +173,7 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let mut config = Self::with_data_dir(args.data_dir.clone());
+        config.command = args.command.unwrap_or(Command::Serve);
         match args.listen.parse() {
             Ok(addr) => config.listen = addr,
             Err(_) => problems.push(format!(
@@ -155,8 +186,34 @@ impl Config {
         }
         match args.store.as_str() {
             "sqlite" => config.store = StoreChoice::Sqlite,
+            "dynamodb" => {
+                let mut dynamo = jiva_store_dynamo::Config {
+                    chats_table: args.dynamodb_chats_table.clone(),
+                    messages_table: args.dynamodb_messages_table.clone(),
+                    legacy_index: args.dynamodb_legacy_index.clone().filter(|i| !i.is_empty()),
+                    ..jiva_store_dynamo::Config::default()
+                };
+                match args.dynamodb_max_attempts.parse::<u32>() {
+                    Ok(n) if n > 0 => dynamo.max_attempts = n,
+                    _ => problems.push(format!(
+                        "--dynamodb-max-attempts / JIVA_DYNAMODB_MAX_ATTEMPTS: {:?} is not a positive whole number",
+                        args.dynamodb_max_attempts
+                    )),
+                }
+                for (name, table) in [
+                    ("JIVA_DYNAMODB_CHATS_TABLE", &dynamo.chats_table),
+                    ("JIVA_DYNAMODB_MESSAGES_TABLE", &dynamo.messages_table),
+                ] {
+                    if table.len() < 3 || table.len() > 255 {
+                        problems.push(format!(
+                            "{name}: {table:?} is not a DynamoDB table name (3 to 255 characters)"
+                        ));
+                    }
+                }
+                config.store = StoreChoice::Dynamodb(Box::new(dynamo));
+            }
             other => problems.push(format!(
-                "--store / JIVA_STORE: {other:?} is not a store (expected sqlite)"
+                "--store / JIVA_STORE: {other:?} is not a store (expected sqlite or dynamodb)"
             )),
         }
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use jiva_core::MessageStore;
+use jiva_store_dynamo::DynamoStore;
 use jiva_store_sqlite::SqliteStore;
 use jiva_ws::{Services, Transport};
 use tokio::net::TcpListener;
 
-pub use config::{Args, Config, LogFormat, StoreChoice};
+pub use config::{Args, Command, Config, LogFormat, StoreChoice};
 
 /// Installs the global tracing subscriber for `config` (once per process).
 pub fn init_tracing(config: &Config) {
@@ -33,7 +34,7 @@ pub fn init_tracing(config: &Config) {
 
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
-    match config.store {
+    match &config.store {
         StoreChoice::Sqlite => {
             let store_config = jiva_store_sqlite::Config::in_dir(&config.data_dir);
             let path = store_config.path.clone();
@@ -44,7 +45,38 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MessageStore>
             tracing::info!(store = "sqlite", path = %path.display(), "store ready");
             Ok(Arc::new(store))
         }
+        StoreChoice::Dynamodb(dynamo) => {
+            let store = DynamoStore::connect(dynamo.as_ref().clone()).await;
+            tracing::info!(
+                store = "dynamodb",
+                chats = %dynamo.chats_table,
+                messages = %dynamo.messages_table,
+                legacy_index = ?dynamo.legacy_index,
+                "store ready"
+            );
+            Ok(Arc::new(store))
+        }
     }
+}
+
+/// Creates the configured store's tables if they do not exist (the `create-tables` command).
+pub async fn create_tables(config: &Config) -> anyhow::Result<()> {
+    match &config.store {
+        StoreChoice::Sqlite => {
+            // Opening the embedded store creates its schema.
+            open_store(config).await?;
+            tracing::info!("the SQLite schema is in place");
+        }
+        StoreChoice::Dynamodb(dynamo) => {
+            let store = DynamoStore::connect(dynamo.as_ref().clone()).await;
+            let setup = store
+                .create_tables()
+                .await
+                .context("creating the DynamoDB tables")?;
+            tracing::info!(created = ?setup.created, existing = ?setup.existing, "DynamoDB tables ready");
+        }
+    }
+    Ok(())
 }
 
 /// Runs the server on `listener` until `shutdown` completes, then closes every socket with 1001
@@ -54,6 +86,20 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let store = open_store(&config).await?;
+    run_with_store(config, store, listener, shutdown).await
+}
+
+/// [`run`] with a store the caller opened (tests use it to put the server on a store of their
+/// own, such as fresh DynamoDB tables).
+pub async fn run_with_store<F>(
+    config: Config,
+    store: Arc<dyn MessageStore>,
+    listener: TcpListener,
+    shutdown: F,
+) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let mut services = Services::new(store);
     match &config.copilot {
         Some(copilot) => {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use jivachat_server::{Args, Config, init_tracing, run, shutdown_signal};
+use jivachat_server::{Args, Command, Config, create_tables, init_tracing, run, shutdown_signal};
 
 fn main() -> ExitCode {
     // A missing .env is normal; values already in the environment win over it.
@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if config.command == Command::CreateTables {
+            return create_tables(&config).await;
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

@@ -25,9 +25,8 @@ fn uuid_like(v: &Value) -> bool {
         .is_some_and(|s| s.len() == 36 && s.matches('-').count() == 4)
 }
 
-#[tokio::test]
-async fn history_is_replayed_oldest_first_with_the_live_ids() {
-    let server = TestServer::start().await;
+async fn history_is_replayed_oldest_first_with_the_live_ids(kind: StoreKind) {
+    let server = TestServer::start_on(kind).await;
     let mut ws = server.connect(AGENT, "supervisor").await;
     let mut live = Vec::new();
     for i in 0..7 {
@@ -51,9 +50,8 @@ async fn history_is_replayed_oldest_first_with_the_live_ids() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn broadcast_includes_the_sender_and_stays_inside_its_chat() {
-    let server = TestServer::start().await;
+async fn broadcast_includes_the_sender_and_stays_inside_its_chat(kind: StoreKind) {
+    let server = TestServer::start_on(kind).await;
     let mut a1 = server.connect(AGENT, "supervisor").await;
     let mut a2 = server.connect(AGENT, "supervisor").await;
     let mut same_agent_copilot = server.connect(AGENT, "copilot").await;
@@ -79,9 +77,8 @@ async fn broadcast_includes_the_sender_and_stays_inside_its_chat() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn keepalives_are_silent_and_not_stored() {
-    let server = TestServer::start().await;
+async fn keepalives_are_silent_and_not_stored(kind: StoreKind) {
+    let server = TestServer::start_on(kind).await;
     let mut a = server.connect(AGENT, "supervisor").await;
     let mut b = server.connect(AGENT, "supervisor").await;
     send(&mut a, json!({"ping": "pong"})).await;
@@ -108,9 +105,8 @@ async fn keepalives_are_silent_and_not_stored() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn invalid_frames_reach_the_sender_only() {
-    let server = TestServer::start().await;
+async fn invalid_frames_reach_the_sender_only(kind: StoreKind) {
+    let server = TestServer::start_on(kind).await;
     let mut a = server.connect(AGENT, "supervisor").await;
     let mut b = server.connect(AGENT, "supervisor").await;
     a.send(Message::text("this is not json")).await.unwrap();
@@ -139,9 +135,8 @@ async fn invalid_frames_reach_the_sender_only() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn an_oversized_frame_closes_that_socket_with_1009_only() {
-    let server = TestServer::start_with(|c| c.transport.max_frame_bytes = 1024).await;
+async fn an_oversized_frame_closes_that_socket_with_1009_only(kind: StoreKind) {
+    let server = TestServer::start_on_with(kind, |c| c.transport.max_frame_bytes = 1024).await;
     let mut big = server.connect(AGENT, "supervisor").await;
     let mut other = server.connect(AGENT, "supervisor").await;
     say(&mut big, "agent", &"x".repeat(4000)).await;
@@ -157,9 +152,8 @@ async fn an_oversized_frame_closes_that_socket_with_1009_only() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_socket_that_never_reads_does_not_stall_the_others() {
-    let server = TestServer::start_with(|c| c.transport.outbound_queue = 16).await;
+async fn a_socket_that_never_reads_does_not_stall_the_others(kind: StoreKind) {
+    let server = TestServer::start_on_with(kind, |c| c.transport.outbound_queue = 16).await;
     // A client that completes the handshake with a tiny receive buffer and never reads again.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -210,11 +204,10 @@ async fn a_socket_that_never_reads_does_not_stall_the_others() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_senders_reach_every_socket_once_in_order() {
+async fn concurrent_senders_reach_every_socket_once_in_order(kind: StoreKind) {
     const SENDERS: usize = 10;
     const EACH: usize = 50;
-    let server = TestServer::start_with(|c| c.transport.outbound_queue = 1024).await;
+    let server = TestServer::start_on_with(kind, |c| c.transport.outbound_queue = 1024).await;
     let mut sockets = Vec::new();
     for _ in 0..SENDERS + 2 {
         sockets.push(server.connect(AGENT, "supervisor").await);
@@ -270,3 +263,13 @@ async fn concurrent_senders_reach_every_socket_once_in_order() {
     assert!(orders.windows(2).all(|w| w[0] == w[1]));
     server.stop().await;
 }
+
+crate::on_both_stores!(
+    history_is_replayed_oldest_first_with_the_live_ids,
+    broadcast_includes_the_sender_and_stays_inside_its_chat,
+    keepalives_are_silent_and_not_stored,
+    invalid_frames_reach_the_sender_only,
+    an_oversized_frame_closes_that_socket_with_1009_only,
+    a_socket_that_never_reads_does_not_stall_the_others,
+    concurrent_senders_reach_every_socket_once_in_order,
+);

@@ -4,9 +4,8 @@ use serde_json::json;
 
 use crate::support::*;
 
-#[tokio::test]
-async fn an_unconfigured_copilot_answers_with_an_error_then_end() {
-    let server = TestServer::start().await;
+async fn an_unconfigured_copilot_answers_with_an_error_then_end(kind: StoreKind) {
+    let server = TestServer::start_on(kind).await;
     let mut ws = server.connect(AGENT, "copilot").await;
     send(
         &mut ws,
@@ -46,3 +45,5 @@ async fn an_unconfigured_copilot_answers_with_an_error_then_end() {
     );
     server.stop().await;
 }
+
+crate::on_both_stores!(an_unconfigured_copilot_answers_with_an_error_then_end,);

@@ -5,25 +5,23 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::*;
 
-#[tokio::test]
-async fn data_survives_a_restart_on_the_same_data_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+async fn data_survives_a_restart_on_the_same_data_directory(kind: StoreKind) {
+    let (backing, _dir) = Backing::fresh(kind).await;
+    let server = TestServer::start_in(&backing, |_| {}).await;
     let mut ws = server.connect(AGENT, "supervisor").await;
     say(&mut ws, "agent", "before restart").await;
     let before = next_json(&mut ws).await;
     server.stop().await;
 
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_in(&backing, |_| {}).await;
     let mut ws = server.connect(AGENT, "supervisor").await;
     assert_eq!(next_json(&mut ws).await, before);
     server.stop().await;
 }
 
-#[tokio::test]
-async fn shutdown_closes_sockets_with_1001_and_keeps_what_was_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+async fn shutdown_closes_sockets_with_1001_and_keeps_what_was_acknowledged(kind: StoreKind) {
+    let (backing, _dir) = Backing::fresh(kind).await;
+    let server = TestServer::start_in(&backing, |_| {}).await;
     let mut a = server.connect(AGENT, "supervisor").await;
     let mut b = server.connect(AGENT, "copilot").await;
     say(&mut a, "agent", "acknowledged").await;
@@ -37,8 +35,13 @@ async fn shutdown_closes_sockets_with_1001_and_keeps_what_was_acknowledged() {
     }
     stopping.await.unwrap();
 
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_in(&backing, |_| {}).await;
     let mut again = server.connect(AGENT, "supervisor").await;
     assert_eq!(next_json(&mut again).await, acknowledged);
     server.stop().await;
 }
+
+crate::on_both_stores!(
+    data_survives_a_restart_on_the_same_data_directory,
+    shutdown_closes_sockets_with_1001_and_keeps_what_was_acknowledged,
+);

@@ -1,7 +1,12 @@
 //! Starting servers and speaking to them.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jiva_core::MessageStore;
+use jiva_store_dynamo::DynamoStore;
+use jiva_store_dynamo::testing::LocalDynamo;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -28,29 +33,109 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// Which store a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Dynamo,
+}
+
+/// Where a test server keeps its data, so a second server can be started on the same data.
+#[derive(Debug, Clone)]
+pub enum Backing {
+    Sqlite(PathBuf),
+    Dynamo(jiva_store_dynamo::Config),
+}
+
+impl Backing {
+    /// Fresh, empty storage of `kind` (the returned directory must outlive the servers).
+    pub async fn fresh(kind: StoreKind) -> (Self, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = match kind {
+            StoreKind::Sqlite => Self::Sqlite(dir.path().to_path_buf()),
+            StoreKind::Dynamo => {
+                let dynamo =
+                    LocalDynamo::shared().expect("a DynamoDB-compatible server for the tests");
+                let store = dynamo.store().await.expect("creating DynamoDB test tables");
+                Self::Dynamo(store.config().clone())
+            }
+        };
+        (backing, dir)
+    }
+
+    async fn store(&self, config: &Config) -> Arc<dyn MessageStore> {
+        match self {
+            Self::Sqlite(_) => jivachat_server::open_store(config).await.unwrap(),
+            Self::Dynamo(dynamo) => {
+                let local = LocalDynamo::shared().unwrap();
+                Arc::new(DynamoStore::from_client(
+                    local.client(dynamo),
+                    dynamo.clone(),
+                ))
+            }
+        }
+    }
+}
+
+/// Runs an async test function once on each store, as `<name>::sqlite` and `<name>::dynamodb`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::StoreKind::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dynamodb() {
+                super::$name($crate::support::StoreKind::Dynamo).await;
+            }
+        }
+    )*};
+}
+
 impl TestServer {
-    /// A server with default settings on a fresh data directory.
+    /// A server with default settings on a fresh embedded store.
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut server = Self::start_in(dir.path(), tweak).await;
+        Self::start_on_with(StoreKind::Sqlite, tweak).await
+    }
+
+    /// A server with default settings on fresh storage of `kind`.
+    pub async fn start_on(kind: StoreKind) -> Self {
+        Self::start_on_with(kind, |_| {}).await
+    }
+
+    pub async fn start_on_with(kind: StoreKind, tweak: impl FnOnce(&mut Config)) -> Self {
+        let (backing, dir) = Backing::fresh(kind).await;
+        let mut server = Self::start_in(&backing, tweak).await;
         server._dir = Some(dir);
         server
     }
 
-    /// A server on an existing data directory (the caller keeps it alive).
-    pub async fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
+    /// A server on existing storage (the caller keeps it alive).
+    pub async fn start_in(backing: &Backing, tweak: impl FnOnce(&mut Config)) -> Self {
+        let data_dir: &Path = match backing {
+            Backing::Sqlite(dir) => dir,
+            Backing::Dynamo(_) => Path::new("/nonexistent/dynamo-backed"),
+        };
         let mut config = Config::with_data_dir(data_dir);
         tweak(&mut config);
+        let store = backing.store(&config).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(jivachat_server::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(jivachat_server::run_with_store(
+            config,
+            store,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
             stop: Some(stop),
