@@ -32,12 +32,26 @@ impl Transport {
         }
     }
 
-    /// The axum router: WebSocket upgrades on any path, `/healthz`, `/readyz`, and plain-HTTP
-    /// answers elsewhere. Mount it in a larger router to embed JivaChat.
+    /// Serves `render()` at `GET /metrics` (Prometheus text format). The transport only emits
+    /// through the `metrics` facade; the embedding program owns the recorder and renders it.
+    /// The first renderer given to a transport stays.
+    #[must_use]
+    pub fn with_metrics(self, render: Arc<dyn Fn() -> String + Send + Sync>) -> Self {
+        if self.state.metrics.set(render).is_err() {
+            tracing::warn!("a metrics renderer was already set; keeping the first");
+        }
+        self
+    }
+
+    /// The axum router: WebSocket upgrades on any path, `/healthz`, `/readyz`, `/metrics`, the
+    /// chat page at `/` (with `/app.js`, `/app.css`), and plain-HTTP answers elsewhere. Mount it in a larger router to embed JivaChat.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
+            .route("/metrics", get(pages::metrics))
+            .route("/app.js", get(pages::app_js))
+            .route("/app.css", get(pages::app_css))
             .fallback(plain_http)
             .layer(middleware::from_fn_with_state(
                 Arc::clone(&self.state),

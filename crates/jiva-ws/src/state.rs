@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use jiva_core::{
@@ -62,7 +62,12 @@ pub(crate) struct State {
     pub shutdown: CancellationToken,
     registered: Mutex<HashSet<ChatId>>,
     next_conn: AtomicU64,
+    /// Renders `/metrics`; set once by the embedding program (see `Transport::with_metrics`).
+    pub metrics: OnceLock<MetricsRender>,
 }
+
+/// Renders the process's metrics in Prometheus text format.
+pub(crate) type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl State {
     pub fn new(config: Config, services: Services) -> Self {
@@ -75,7 +80,13 @@ impl State {
             shutdown: CancellationToken::new(),
             registered: Mutex::new(HashSet::new()),
             next_conn: AtomicU64::new(1),
+            metrics: OnceLock::new(),
         }
+    }
+
+    /// The metrics text for `/metrics`, when the embedding program installed a renderer.
+    pub fn render_metrics(&self) -> Option<String> {
+        self.metrics.get().map(|render| render())
     }
 
     pub fn next_conn_id(&self) -> u64 {
