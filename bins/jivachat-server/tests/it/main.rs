@@ -13,4 +13,5 @@ mod chat;
 mod copilot;
 mod handshake;
 mod lifecycle;
+mod metrics;
 mod notify;

@@ -1,0 +1,232 @@
+//! `GET /metrics`: Prometheus text with the transport's counters.
+//!
+//! A process has one global metrics recorder, shared by every server the other tests start in
+//! this process, so exact values are checked on the real binary in a process of its own.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// The server binary in a process of its own, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts the binary on 127.0.0.1:0 with a fresh data directory, no `.env` and no
+    /// copilot or notification settings, and reads its address from its first log lines.
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jivachat-server"));
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy().into_owned();
+            if name.starts_with("JIVA_")
+                || name.starts_with("GRAPHQL_")
+                || name.starts_with("AWS_")
+                || name == "COPILOT_ENDPOINT"
+            {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Keeps draining the log so that the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if entry["fields"]["message"] == "JivaChat listening" {
+                    let addr = entry["fields"]["addr"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(PATIENCE) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the server did not say where it listens: {e}");
+            }
+        };
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn chat_url(&self, kind: &str) -> String {
+        format!("ws://{}/?agentID={AGENT}&secondaryID={kind}", self.addr)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path`: status, lower-cased head, body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8(raw).unwrap()
+    };
+    let text = tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .expect("no HTTP answer");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// The value of the sample `series` (name and labels, exactly as rendered).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn assert_samples(text: &str, expected: &[(&str, f64)]) {
+    for (series, value) in expected {
+        assert_eq!(sample(text, series), Some(*value), "{series} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_sockets_messages_frames_and_store_latency() {
+    let server = ServerProcess::start();
+
+    // Before any socket, every series is already there, at zero.
+    let (status, head, text) = get(server.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert_samples(
+        &text,
+        &[
+            ("jiva_sockets_open", 0.0),
+            ("jiva_chats_open", 0.0),
+            ("jiva_messages_in_total", 0.0),
+            ("jiva_frames_out_total", 0.0),
+            ("jiva_copilot_turns_total", 0.0),
+            ("jiva_slow_consumer_closes_total", 0.0),
+        ],
+    );
+    assert!(
+        text.contains("# TYPE jiva_messages_in_total counter"),
+        "{text}"
+    );
+
+    let mut writer = connect(&server.chat_url("supervisor")).await;
+    send(&mut writer, json!({"ping": "pong"})).await;
+    say(&mut writer, "agent", "one").await;
+    assert_eq!(next_json(&mut writer).await["message"], "one");
+    // The reader gets "one" from the history (not a broadcast), so it has joined the room
+    // before "two" is sent.
+    let mut reader = connect(&server.chat_url("supervisor")).await;
+    assert_eq!(next_json(&mut reader).await["message"], "one");
+    say(&mut writer, "supervisor", "two").await;
+    assert_eq!(next_json(&mut writer).await["message"], "two");
+    assert_eq!(next_json(&mut reader).await["message"], "two");
+
+    let (_, _, text) = get(server.addr, "/metrics").await;
+    assert_samples(
+        &text,
+        &[
+            ("jiva_sockets_open", 2.0),
+            ("jiva_chats_open", 1.0),
+            // The keepalive is a frame in, but not a message.
+            ("jiva_frames_in_total", 3.0),
+            ("jiva_messages_in_total", 2.0),
+            // "one" to the writer, "two" to both sockets.
+            ("jiva_frames_out_total", 3.0),
+            ("jiva_store_failures_total", 0.0),
+            ("jiva_store_append_seconds_count", 2.0),
+            // The configured buckets, cumulative.
+            (r#"jiva_store_append_seconds_bucket{le="2.5"}"#, 2.0),
+            (r#"jiva_store_append_seconds_bucket{le="+Inf"}"#, 2.0),
+        ],
+    );
+    assert!(
+        sample(&text, r#"jiva_store_append_seconds_bucket{le="0.00025"}"#).is_some(),
+        "{text}"
+    );
+    assert!(sample(&text, "jiva_store_append_seconds_sum").unwrap() > 0.0);
+
+    // A copilot question with no copilot configured: a turn, and a failed one.
+    let mut copilot = connect(&server.chat_url("copilot")).await;
+    say(&mut copilot, "agent", "anyone there?").await;
+    loop {
+        let frame = next_json(&mut copilot).await;
+        if frame["action"] == "end" {
+            break;
+        }
+    }
+    let (_, _, text) = get(server.addr, "/metrics").await;
+    assert_samples(
+        &text,
+        &[
+            ("jiva_sockets_open", 3.0),
+            ("jiva_chats_open", 2.0),
+            ("jiva_messages_in_total", 3.0),
+            ("jiva_copilot_turns_total", 1.0),
+            ("jiva_copilot_failures_total", 1.0),
+            ("jiva_store_append_seconds_count", 3.0),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn the_in_process_server_serves_metrics_too() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect(AGENT, "supervisor").await;
+    say(&mut ws, "agent", "hello").await;
+    next_json(&mut ws).await;
+    let (status, head, text) = get(server.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/plain"), "{head}");
+    // Other tests in this process count into the same recorder: at least ours is there.
+    assert!(
+        sample(&text, "jiva_messages_in_total").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert!(sample(&text, "jiva_sockets_open").unwrap() >= 1.0, "{text}");
+    server.stop().await;
+}
