@@ -125,6 +125,7 @@ where
             None
         }
     };
+    telemetry::watch_notifications(notifications.as_ref());
     let transport = telemetry::expose(Transport::new(config.transport.clone(), services));
     let addr = listener
         .local_addr()

@@ -6,10 +6,14 @@
 //! process (the end-to-end tests) share it and see each other's counts. When another recorder
 //! was installed first (a program embedding [`crate::run`]), `/metrics` stays off and a warning
 //! says why.
+//!
+//! The notification queue keeps its own counters ([`NotificationQueue::stats`]); they are read
+//! at each scrape into the `jiva_notify_*` series.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
+use jiva_notify_amplify::NotificationQueue;
 use jiva_ws::Transport;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -24,13 +28,53 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The notification queues whose counters each scrape reads (one per running server; dropped
+/// queues are forgotten).
+static QUEUES: Mutex<Vec<Weak<NotificationQueue>>> = Mutex::new(Vec::new());
+
 /// Gives `transport` a `/metrics` endpoint backed by the process's Prometheus recorder,
 /// installing the recorder first if this is the first call.
 pub fn expose(transport: Transport) -> Transport {
     match handle() {
-        Some(handle) => transport.with_metrics(Arc::new(move || handle.render())),
+        Some(handle) => transport.with_metrics(Arc::new(move || {
+            sample_notifications();
+            handle.render()
+        })),
         None => transport,
     }
+}
+
+/// Exports `queue`'s counters (depth, in flight, delivered, failed, dropped) at each scrape.
+pub fn watch_notifications(queue: Option<&Arc<NotificationQueue>>) {
+    if let Some(queue) = queue {
+        QUEUES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(queue));
+    }
+}
+
+/// Reads the live queues' counters into the `jiva_notify_*` series (summed, should a process
+/// run several servers).
+fn sample_notifications() {
+    let mut queues = QUEUES.lock().unwrap_or_else(PoisonError::into_inner);
+    queues.retain(|q| q.strong_count() > 0);
+    let mut total = (0usize, 0usize, 0u64, 0u64, 0u64);
+    for queue in queues.iter().filter_map(Weak::upgrade) {
+        let stats = queue.stats();
+        total.0 += stats.depth;
+        total.1 += usize::from(stats.in_flight);
+        total.2 += stats.delivered;
+        total.3 += stats.failed;
+        total.4 += stats.dropped;
+    }
+    drop(queues);
+    let (depth, in_flight, delivered, failed, dropped) = total;
+    metrics::gauge!("jiva_notify_queue_depth").set(depth as f64);
+    metrics::gauge!("jiva_notify_in_flight").set(in_flight as f64);
+    metrics::gauge!("jiva_notify_delivered").set(delivered as f64);
+    metrics::gauge!("jiva_notify_failed").set(failed as f64);
+    metrics::gauge!("jiva_notify_dropped").set(dropped as f64);
 }
 
 /// The process's recorder, installed on first use; `None` when it could not be installed.

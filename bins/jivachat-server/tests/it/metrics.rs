@@ -25,6 +25,11 @@ impl ServerProcess {
     /// Starts the binary on 127.0.0.1:0 with a fresh data directory, no `.env` and no
     /// copilot or notification settings, and reads its address from its first log lines.
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Self::start`] with these environment variables set.
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_jivachat-server"));
         command
@@ -50,6 +55,7 @@ impl ServerProcess {
                 command.env_remove(name);
             }
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -147,6 +153,7 @@ async fn metrics_count_sockets_messages_frames_and_store_latency() {
             ("jiva_frames_out_total", 0.0),
             ("jiva_copilot_turns_total", 0.0),
             ("jiva_slow_consumer_closes_total", 0.0),
+            ("jiva_notify_queue_depth", 0.0),
         ],
     );
     assert!(
@@ -229,4 +236,64 @@ async fn the_in_process_server_serves_metrics_too() {
     );
     assert!(sample(&text, "jiva_sockets_open").unwrap() >= 1.0, "{text}");
     server.stop().await;
+}
+
+/// An AppSync stand-in that takes each request and never answers; says when one arrived.
+async fn hanging_appsync() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if stream.read(&mut buf).await.unwrap_or(0) > 0 {
+                    let _ = tx.send(());
+                }
+                // Holds the connection open without answering.
+                std::future::pending::<()>().await;
+                drop(stream);
+            });
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn metrics_show_the_notification_queue() {
+    let (url, mut requests) = hanging_appsync().await;
+    let server = ServerProcess::start_with(&[
+        ("GRAPHQL_API_URL", url.as_str()),
+        ("GRAPHQL_API_KEY", "test-key"),
+    ]);
+    let mut ws = connect(&server.chat_url("supervisor")).await;
+    say(&mut ws, "agent", "first").await;
+    assert_eq!(next_json(&mut ws).await["message"], "first");
+    // The first notification is being sent (and never answered).
+    tokio::time::timeout(PATIENCE, requests.recv())
+        .await
+        .expect("no notification was sent")
+        .unwrap();
+    say(&mut ws, "agent", "second").await;
+    say(&mut ws, "supervisor", "third").await;
+    // Frames are handled in order: once this one is answered, "third" was fully handled,
+    // its notification queued included.
+    send(&mut ws, json!({"not": "a chat message"})).await;
+    assert_eq!(next_json(&mut ws).await["message"], "second");
+    assert_eq!(next_json(&mut ws).await["message"], "third");
+    assert!(next_json(&mut ws).await.get("error").is_some());
+
+    let (_, _, text) = get(server.addr, "/metrics").await;
+    assert_samples(
+        &text,
+        &[
+            ("jiva_notify_queue_depth", 2.0),
+            ("jiva_notify_in_flight", 1.0),
+            ("jiva_notify_delivered", 0.0),
+            ("jiva_notify_failed", 0.0),
+            ("jiva_notify_dropped", 0.0),
+        ],
+    );
 }
