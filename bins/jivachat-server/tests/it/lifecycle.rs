@@ -45,3 +45,76 @@ crate::on_both_stores!(
     data_survives_a_restart_on_the_same_data_directory,
     shutdown_closes_sockets_with_1001_and_keeps_what_was_acknowledged,
 );
+
+/// The real binary: SIGTERM closes open sockets with 1001 and the process exits 0.
+#[tokio::test]
+async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
+    use std::process::Stdio;
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jivachat-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--log",
+            "info",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("COPILOT_ENDPOINT")
+        .env_remove("GRAPHQL_API_URL")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the server exited before listening");
+            if line.contains("JivaChat listening") {
+                let addr = line
+                    .split("addr=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
+                return addr.to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the server did not start listening");
+    // Keep draining the log so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let mut ws = connect(&format!(
+        "ws://{addr}/?agentID={AGENT}&secondaryID=supervisor"
+    ))
+    .await;
+    say(&mut ws, "agent", "before SIGTERM").await;
+    assert_eq!(next_json(&mut ws).await["message"], "before SIGTERM");
+
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    match next_frame(&mut ws).await {
+        Message::Close(Some(close)) => assert_eq!(close.code, CloseCode::Away),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    let exit = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("the server did not exit")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
