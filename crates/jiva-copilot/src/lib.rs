@@ -10,6 +10,8 @@
 //!   [`jiva_core::CopilotError`].
 //! - [`decode`]: the incremental, bounded decoder of the answer body (objects back to back,
 //!   newline-delimited JSON or server-sent events), usable on its own and fuzzed.
+//! - `testing` (feature `testing`, for dev-dependencies): a scripted copilot stand-in on
+//!   loopback that records what it receives.
 //!
 //! What this crate deliberately is not: it knows nothing of WebSockets, storage, notifications or
 //! the chat. It does not assemble, store or relay the answer, send `end`, or limit the whole turn;
@@ -29,6 +31,8 @@
 mod client;
 mod config;
 pub mod decode;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod wire;
 
 pub use client::HttpCopilot;

@@ -11,7 +11,7 @@ use crate::server::{
 #[tokio::test]
 async fn a_422_answer_is_a_status_error() {
     let server = serve(vec![fixed(422, r#"{"detail":[{"msg":"field required"}]}"#)]).await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let result = within(copilot.ask(question())).await;
     assert!(
         matches!(result, Err(CopilotError::Status(422))),
@@ -28,7 +28,7 @@ async fn a_500_answer_is_a_status_error_even_with_a_streamed_body() {
         end(),
     ])
     .await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let result = within(copilot.ask(question())).await;
     assert!(
         matches!(result, Err(CopilotError::Status(500))),
@@ -45,7 +45,7 @@ async fn a_connection_closed_mid_object_is_truncated_after_the_chunks_so_far() {
         chunk(r#"{"action":null,"output":"so far"}{"action":null,"outp"#),
     ])
     .await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let stream = within(copilot.ask(question())).await.unwrap();
     let items = collect(stream).await;
     assert_eq!(items.len(), 2, "{items:?}");
@@ -63,7 +63,7 @@ async fn a_close_delimited_body_ending_mid_object_is_truncated() {
         raw(r#"{"action":null,"output":"so far"}{"action":"a","output":"cut "#),
     ])
     .await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let stream = within(copilot.ask(question())).await.unwrap();
     let items = collect(stream).await;
     assert_eq!(items.len(), 2, "{items:?}");
@@ -81,7 +81,7 @@ async fn a_body_cut_off_before_any_object_is_an_error_from_ask() {
         chunk(r#"{"action":null,"out"#),
     ])
     .await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let result = within(copilot.ask(question())).await;
     assert!(
         matches!(result, Err(CopilotError::Truncated)),
@@ -100,7 +100,7 @@ async fn undecodable_bytes_end_the_stream_with_a_decode_error() {
         end(),
     ])
     .await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let stream = within(copilot.ask(question())).await.unwrap();
     let items = collect(stream).await;
     assert_eq!(items.len(), 2, "{items:?}");
@@ -120,7 +120,7 @@ async fn an_object_over_the_limit_is_too_large() {
         end(),
     ])
     .await;
-    let mut config = config(&server.url);
+    let mut config = config(server.url());
     config.max_object_bytes = 64;
     let copilot = HttpCopilot::new(config).unwrap();
     let result = within(copilot.ask(question())).await;
@@ -156,7 +156,7 @@ async fn a_refused_connection_is_unavailable() {
 #[tokio::test]
 async fn a_connection_closed_before_any_answer_is_unavailable() {
     let server = serve(vec![]).await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let result = within(copilot.ask(question())).await;
     assert!(
         matches!(result, Err(CopilotError::Unavailable(_))),

@@ -25,7 +25,7 @@ async fn objects_back_to_back_split_inside_strings_and_characters_decode_exactly
     }
     steps.push(end());
     let server = serve(steps).await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let stream = within(copilot.ask(question())).await.unwrap();
     assert_eq!(
         all_ok(collect(stream).await),
@@ -46,7 +46,7 @@ async fn newline_delimited_json_is_accepted() {
         end(),
     ])
     .await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let stream = within(copilot.ask(question())).await.unwrap();
     assert_eq!(
         all_ok(collect(stream).await),
@@ -69,7 +69,7 @@ async fn server_sent_events_are_accepted_and_done_ends_the_answer_without_waitin
         Step::Hold,
     ])
     .await;
-    let mut config = config(&server.url);
+    let mut config = config(server.url());
     config.idle_timeout = std::time::Duration::from_millis(300);
     let copilot = HttpCopilot::new(config).unwrap();
     let stream = within(copilot.ask(question())).await.unwrap();
@@ -92,7 +92,7 @@ async fn chunks_are_delivered_as_they_arrive_not_at_the_end_of_the_body() {
         end(),
     ])
     .await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let mut stream = within(copilot.ask(question())).await.unwrap();
     let first = within(futures_util::StreamExt::next(&mut stream)).await;
     assert_eq!(first.unwrap().unwrap(), chunk_of(None, Some("first")));
@@ -106,7 +106,7 @@ async fn chunks_are_delivered_as_they_arrive_not_at_the_end_of_the_body() {
 #[tokio::test]
 async fn an_empty_answer_is_an_empty_stream() {
     let server = serve(vec![head_chunked(200, "application/json"), end()]).await;
-    let copilot = HttpCopilot::new(config(&server.url)).unwrap();
+    let copilot = HttpCopilot::new(config(server.url())).unwrap();
     let stream = within(copilot.ask(question())).await.unwrap();
     assert!(collect(stream).await.is_empty());
 }

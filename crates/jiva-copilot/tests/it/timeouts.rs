@@ -14,7 +14,7 @@ const LIMIT: Duration = Duration::from_millis(200);
 #[tokio::test]
 async fn slow_headers_are_a_first_byte_timeout() {
     let server = serve(vec![Step::Hold]).await;
-    let mut config = config(&server.url);
+    let mut config = config(server.url());
     config.first_byte_timeout = LIMIT;
     let copilot = HttpCopilot::new(config).unwrap();
     let started = Instant::now();
@@ -30,7 +30,7 @@ async fn slow_headers_are_a_first_byte_timeout() {
 #[tokio::test]
 async fn headers_without_a_body_are_a_first_byte_timeout() {
     let server = serve(vec![head_chunked(200, "application/json"), Step::Hold]).await;
-    let mut config = config(&server.url);
+    let mut config = config(server.url());
     config.first_byte_timeout = LIMIT;
     let copilot = HttpCopilot::new(config).unwrap();
     let result = within(copilot.ask(question())).await;
@@ -49,7 +49,7 @@ async fn a_copilot_that_goes_silent_ends_the_stream_with_an_idle_timeout() {
         Step::Hold,
     ])
     .await;
-    let mut config = config(&server.url);
+    let mut config = config(server.url());
     config.idle_timeout = LIMIT;
     let copilot = HttpCopilot::new(config).unwrap();
     let stream = within(copilot.ask(question())).await.unwrap();
