@@ -12,3 +12,8 @@ cd "$(dirname "$0")/.."
 scripts/ensure-moto.sh
 
 cargo test --workspace --all-features
+
+# The built-in chat page in a real browser: Debian's Chromium (installed if missing) driven by
+# playwright-core against the server binary.
+scripts/ensure-browser.sh
+scripts/test-browser.sh
