@@ -11,6 +11,7 @@ mod support;
 
 mod chat;
 mod copilot;
+mod copilot_relay;
 mod handshake;
 mod lifecycle;
 mod metrics;
