@@ -133,3 +133,45 @@ async fn a_hanging_notification_endpoint_does_not_delay_the_chat() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_copilot_answer_notifies_copilot_and_the_question_does_not() {
+    let (url, mut received) = appsync(false).await;
+    let copilot = jiva_copilot::testing::StandIn::start().await.unwrap();
+    let body = br#"{"action":null,"output":"Yes, "}{"action":null,"output":"gladly."}"#;
+    copilot.push(jiva_copilot::testing::split_body(
+        "application/json",
+        body,
+        &[],
+    ));
+    let server = TestServer::start_with(|c| {
+        with_notifications(c, &url);
+        c.copilot = Some(jiva_copilot::Config::new(copilot.url()));
+    })
+    .await;
+    let mut ws = server.connect(AGENT, "copilot").await;
+    send(
+        &mut ws,
+        json!({"chat_id": "test-copilot", "sender": "agent", "message": "Can you help?"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["message"], "Can you help?");
+    next_json(&mut ws).await;
+    next_json(&mut ws).await;
+    assert_eq!(next_json(&mut ws).await["output"], "Yes, gladly.");
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"action": "end", "output": ""})
+    );
+
+    let r = next_received(&mut received).await;
+    assert_eq!(
+        r.body["variables"]["input"],
+        json!({"primaryID": "0b5c7e2a", "secondaryID": "copilot", "notification_type": "COPILOT"})
+    );
+    server.stop().await;
+    assert!(
+        received.try_recv().is_err(),
+        "the agent's question must not notify"
+    );
+}
