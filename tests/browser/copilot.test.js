@@ -53,7 +53,7 @@ describe('copilot chat page', () => {
     const agent = newAgent();
     const context = await browser.newContext(PHONE);
     const page = await openChat(browser, server, { agent, kind: 'copilot', context });
-    assert.equal(await page.isVisible('#as'), false, 'no sender choice on the copilot chat');
+    assert.notEqual(await page.getAttribute('#as-field', 'hidden'), null, 'no sender choice on the copilot chat');
 
     await say(page, 'What is the {answer}?');
     await page.waitForFunction(

@@ -63,6 +63,15 @@ describe('page layout', () => {
       assert.ok(layout.composerBottom <= layout.innerHeight + 1, JSON.stringify(layout));
 
       await agentPage.screenshot({ path: artifactPath(`${name}-supervisor.png`) });
+
+      // On a phone the settings fold away while chatting, behind the "Chat…" button.
+      assert.equal(await agentPage.isVisible('#setup'), name === 'desktop');
+      assert.equal(await agentPage.isVisible('#toggle-setup'), name === 'phone');
+      if (name === 'phone') {
+        await agentPage.click('#toggle-setup');
+        assert.equal(await agentPage.isVisible('#agent'), true);
+        await agentPage.screenshot({ path: artifactPath('phone-settings.png') });
+      }
       assert.deepEqual(agentPage.problems, []);
       await context.close();
     });

@@ -20,6 +20,7 @@
     setup: $('setup'),
     agent: $('agent'),
     newAgent: $('new-agent'),
+    toggleSetup: $('toggle-setup'),
     kind: $('kind'),
     as: $('as'),
     asField: $('as-field'),
@@ -346,7 +347,15 @@
     if (view) view.stop();
     view = new ChatView(settings);
     ui.connect.textContent = 'Reopen';
+    document.body.classList.add('chatting');
+    showSetup(false);
     ui.text.focus();
+  }
+
+  /** On small screens the settings fold away while a chat is open. */
+  function showSetup(shown) {
+    ui.setup.classList.toggle('open', shown);
+    ui.toggleSetup.setAttribute('aria-expanded', String(shown));
   }
 
   ui.connect = $('connect');
@@ -358,6 +367,7 @@
   ui.newAgent.addEventListener('click', () => {
     ui.agent.value = randomUuid();
   });
+  ui.toggleSetup.addEventListener('click', () => showSetup(!ui.setup.classList.contains('open')));
   ui.kind.addEventListener('change', syncSetup);
   ui.as.addEventListener('change', () => {
     if (view && view.kind === 'supervisor') {
