@@ -13,7 +13,7 @@ COPY . .
 # copied out of the cached target dir, which is not part of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p jivachat-server \
+    cargo build --release --locked -p jivachat-server \
  && cp target/release/jivachat-server /usr/local/bin/jivachat-server
 
 FROM debian:bookworm-slim
