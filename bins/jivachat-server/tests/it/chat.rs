@@ -153,7 +153,11 @@ async fn an_oversized_frame_closes_that_socket_with_1009_only(kind: StoreKind) {
 }
 
 async fn a_socket_that_never_reads_does_not_stall_the_others(kind: StoreKind) {
-    let server = TestServer::start_on_with(kind, |c| c.transport.outbound_queue = 16).await;
+    const QUEUE: usize = 64;
+    // The reading sockets stay at most this many frames behind, however loaded the machine, so
+    // only the stuck socket can overflow its queue.
+    const WINDOW: usize = 8;
+    let server = TestServer::start_on_with(kind, |c| c.transport.outbound_queue = QUEUE).await;
     // A client that completes the handshake with a tiny receive buffer and never reads again.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -167,9 +171,13 @@ async fn a_socket_that_never_reads_does_not_stall_the_others(kind: StoreKind) {
     let (mut writer, mut echoes) =
         futures_util::StreamExt::split(server.connect(AGENT, "supervisor").await);
     let text = "y".repeat(40 * 1024);
-    let n = 300; // 12 MB in all: far more than the kernel buffers of the stuck socket hold.
+    let n = 300; // 12 MB in all: far more than the stuck socket's queue and kernel buffers hold.
+    let read_credit = tokio::sync::Semaphore::new(WINDOW);
+    let echo_credit = tokio::sync::Semaphore::new(WINDOW);
     let send_all = async {
         for i in 0..n {
+            read_credit.acquire().await.unwrap().forget();
+            echo_credit.acquire().await.unwrap().forget();
             let frame = json!({"sender": "agent", "message": format!("{i} {text}")});
             writer.send(Message::text(frame.to_string())).await.unwrap();
         }
@@ -180,8 +188,13 @@ async fn a_socket_that_never_reads_does_not_stall_the_others(kind: StoreKind) {
             let frame = tokio::time::timeout(PATIENCE, futures_util::StreamExt::next(&mut echoes))
                 .await
                 .unwrap();
-            if let Some(Ok(Message::Text(_))) = frame {
-                seen += 1;
+            match frame {
+                Some(Ok(Message::Text(_))) => {
+                    seen += 1;
+                    echo_credit.add_permits(1);
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("the sender's socket ended or failed: {other:?}"),
             }
         }
     };
@@ -193,6 +206,7 @@ async fn a_socket_that_never_reads_does_not_stall_the_others(kind: StoreKind) {
                 message.starts_with(&format!("{i} ")),
                 "frame {i} out of order"
             );
+            read_credit.add_permits(1);
         }
     };
     tokio::join!(send_all, read_all, drain_echoes);
