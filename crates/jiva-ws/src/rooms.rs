@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use jiva_core::ChatId;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::frames::Frame;
@@ -81,6 +83,43 @@ impl Rooms {
         let delivered = room.subscribers.len();
         metrics::counter!("jiva_frames_out_total").increment(delivered as u64);
         delivered
+    }
+
+    /// Waits, at most `patience`, until every socket of `chat` has room for `frames` more
+    /// frames (its whole queue, if that is smaller), so that a producer as fast as a copilot
+    /// answer arriving all at once goes at the pace of the sockets instead of overflowing
+    /// them. A socket still short of room after `patience` is closed as a slow consumer.
+    pub async fn wait_for_room(&self, chat: &ChatId, frames: usize, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        loop {
+            let short = {
+                let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+                rooms.get(chat).and_then(|room| {
+                    room.subscribers
+                        .iter()
+                        .find(|s| {
+                            !s.tx.is_closed()
+                                && !s.slow.is_cancelled()
+                                && s.tx.capacity() < frames.min(s.tx.max_capacity())
+                        })
+                        .map(|s| (s.conn, s.tx.clone(), s.slow.clone()))
+                })
+            };
+            let Some((conn, tx, slow)) = short else {
+                return;
+            };
+            let wanted = frames.min(tx.max_capacity());
+            // The permits are dropped at once: the room is there for the next broadcast.
+            match tokio::time::timeout_at(deadline, tx.reserve_many(wanted)).await {
+                Ok(Ok(_permits)) => {}
+                Ok(Err(_closed)) => {}
+                Err(_elapsed) => {
+                    metrics::counter!("jiva_slow_consumer_closes_total").increment(1);
+                    tracing::warn!(conn, "closing a slow consumer");
+                    slow.cancel();
+                }
+            }
+        }
     }
 
     /// Sockets of `chat` (for tests and metrics).

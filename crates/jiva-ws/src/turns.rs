@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use jiva_core::{
@@ -18,6 +19,13 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::frames;
 use crate::state::State;
+
+/// Frames a turn keeps room for on each socket of its chat before sending: a chunk, or the
+/// last frames of a turn (an error, the answer, an error, `end`).
+const ROOM: usize = 4;
+
+/// How long a turn waits for a socket to make that room before closing it as a slow consumer.
+const ROOM_PATIENCE: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct Entry {
@@ -162,7 +170,9 @@ async fn run_turn(state: &Arc<State>, chat: &ChatId, question: Message) {
     metrics::counter!("jiva_copilot_turns_total").increment(1);
     let deadline = Instant::now() + state.config.copilot_turn_timeout;
     let mut answer = AnswerAssembler::new();
-    if let Err(reason) = ask(state, chat, &question, deadline, &mut answer).await {
+    let asked = ask(state, chat, &question, deadline, &mut answer).await;
+    state.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
+    if let Err(reason) = asked {
         metrics::counter!("jiva_copilot_failures_total").increment(1);
         tracing::warn!(chat = %chat, reason, "copilot turn failed");
         state.rooms.broadcast(chat, &frames::error(reason));
@@ -233,6 +243,7 @@ async fn ask(
             Ok(Some(Err(e))) => return Err(reason(&e)),
             Ok(Some(Ok(chunk))) => {
                 answer.push(&chunk);
+                state.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
                 state.rooms.broadcast(chat, &frames::chunk(&chunk));
             }
         }
