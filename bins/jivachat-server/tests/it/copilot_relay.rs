@@ -631,6 +631,69 @@ async fn questions_queued_behind_a_turn_are_not_sent_as_its_history(kind: StoreK
     server.stop().await;
 }
 
+async fn an_answer_arriving_all_at_once_reaches_the_socket_whole(kind: StoreKind) {
+    // A buffering proxy may hand over a long answer in one piece: many more objects than a
+    // socket's outbound queue holds arrive at the relay at the same moment.
+    const OBJECTS: usize = 2000;
+    let body: String = (0..OBJECTS)
+        .map(|i| obj(None, Some(&format!("{i} "))))
+        .collect();
+    let stand_in = StandIn::serve(answer(&[body])).await.unwrap();
+    let server = start(kind, &stand_in).await;
+    let mut ws = server.connect(AGENT, "copilot").await;
+    ask_and_echo(&mut ws, "a long one").await;
+    let mut whole = String::new();
+    for i in 0..OBJECTS {
+        let output = format!("{i} ");
+        assert_eq!(next_json(&mut ws).await, chunk_frame(None, Some(&output)));
+        whole.push_str(&output);
+    }
+    expect_combined_then_end(&mut ws, &whole).await;
+    server.stop().await;
+}
+
+async fn a_socket_that_never_reads_does_not_stall_a_copilot_answer(kind: StoreKind) {
+    // 12 MB of chunks, far more than the stuck socket's kernel buffers hold; the bulk is in
+    // `action`, so the stored answer stays small.
+    const OBJECTS: usize = 600;
+    let filler = "z".repeat(20 * 1024);
+    let mut body: String = (0..OBJECTS).map(|_| obj(Some(&filler), None)).collect();
+    body.push_str(&obj(None, Some("done")));
+    let stand_in = StandIn::serve(answer(&[body])).await.unwrap();
+    let server = start(kind, &stand_in).await;
+    // A client with a tiny receive buffer that reads nothing after joining.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let (mut stuck, _) = tokio_tungstenite::client_async(
+        server.chat_url(AGENT, "copilot"),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    .unwrap();
+    assert!(frames_before_marker(&mut stuck).await.is_empty());
+
+    let (mut ws, _) = join(&server).await;
+    ask_and_echo(&mut ws, "a long one").await;
+    for _ in 0..OBJECTS {
+        assert_eq!(next_json(&mut ws).await, chunk_frame(Some(&filler), None));
+    }
+    expect_chunks(&mut ws, &[(None, Some("done"))]).await;
+    expect_combined_then_end(&mut ws, "done").await;
+
+    // The stuck socket was dropped as a slow consumer: reading it now reaches its end.
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(frame)) = stuck.next().await {
+            if frame.is_close() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the server kept the stuck socket open");
+    server.stop().await;
+}
+
 crate::on_both_stores!(
     objects_split_anywhere_are_relayed_one_frame_each_then_combined_then_end,
     newline_delimited_json_is_relayed,
@@ -645,4 +708,6 @@ crate::on_both_stores!(
     every_socket_of_the_chat_receives_the_turn,
     a_question_during_a_turn_is_echoed_at_once_and_answered_after_its_end,
     questions_queued_behind_a_turn_are_not_sent_as_its_history,
+    an_answer_arriving_all_at_once_reaches_the_socket_whole,
+    a_socket_that_never_reads_does_not_stall_a_copilot_answer,
 );
