@@ -694,6 +694,50 @@ async fn a_socket_that_never_reads_does_not_stall_a_copilot_answer(kind: StoreKi
     server.stop().await;
 }
 
+async fn a_turn_over_its_whole_time_limit_ends_with_the_partial_answer(kind: StoreKind) {
+    // The copilot is not silent long enough for its idle limit, but the turn has a limit too.
+    let stand_in = StandIn::serve(vec![
+        head_chunked(200, "application/json"),
+        chunk(obj(None, Some("slowly"))),
+        Step::Hold,
+    ])
+    .await
+    .unwrap();
+    let copilot = copilot_config(stand_in.url());
+    let server = TestServer::start_on_with(kind, |config| {
+        config.copilot = Some(copilot);
+        config.transport.copilot_turn_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut ws = server.connect(AGENT, "copilot").await;
+    let echo = ask_and_echo(&mut ws, "take your time").await;
+    expect_chunks(&mut ws, &[(None, Some("slowly"))]).await;
+    assert_eq!(next_json(&mut ws).await, error_frame("copilot timed out"));
+    let combined = expect_combined_then_end(&mut ws, "slowly").await;
+    let (_again, replayed) = join(&server).await;
+    assert_eq!(replayed, [echo, combined]);
+    server.stop().await;
+}
+
+async fn an_unreachable_copilot_gives_an_error_frame_and_end(kind: StoreKind) {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let copilot = copilot_config(&format!("http://127.0.0.1:{port}/ask"));
+    let server = TestServer::start_on_with(kind, |config| config.copilot = Some(copilot)).await;
+    let mut ws = server.connect(AGENT, "copilot").await;
+    for question in ["anyone?", "still nobody?"] {
+        ask_and_echo(&mut ws, question).await;
+        assert_eq!(
+            next_json(&mut ws).await,
+            error_frame("copilot is unavailable")
+        );
+        assert_eq!(next_json(&mut ws).await, end_frame());
+    }
+    server.stop().await;
+}
+
 crate::on_both_stores!(
     objects_split_anywhere_are_relayed_one_frame_each_then_combined_then_end,
     newline_delimited_json_is_relayed,
@@ -710,4 +754,6 @@ crate::on_both_stores!(
     questions_queued_behind_a_turn_are_not_sent_as_its_history,
     an_answer_arriving_all_at_once_reaches_the_socket_whole,
     a_socket_that_never_reads_does_not_stall_a_copilot_answer,
+    a_turn_over_its_whole_time_limit_ends_with_the_partial_answer,
+    an_unreachable_copilot_gives_an_error_frame_and_end,
 );
