@@ -8,6 +8,11 @@
 //! pool of read-only connections in `spawn_blocking`; the database is in WAL mode so reads never
 //! wait for the writer.
 //!
+//! Checkpoints (copying the WAL back into the database, with its fsyncs) run on a separate
+//! checkpointer thread every [`CHECKPOINT_EVERY`], never on the writer: an fsync that takes tens
+//! of milliseconds on a busy disk would otherwise stall every append behind it. The writer still
+//! checkpoints by itself if the WAL ever grows past [`WRITER_CHECKPOINT_PAGES`].
+//!
 //! Durability: a committed append survives the server being killed (`kill -9`) with the default
 //! `synchronous = NORMAL` in WAL mode; [`Synchronous::Full`] also survives power loss, at the cost
 //! of an fsync per commit.
@@ -170,10 +175,17 @@ impl SqliteStore {
         };
         writer
             .execute_batch(&format!(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;
+                 PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
             ))
             .map_err(sqlite)?;
         writer.execute_batch(SCHEMA).map_err(sqlite)?;
+        let checkpointer = Connection::open(&config.path).map_err(sqlite)?;
+        checkpointer
+            .execute_batch(&format!(
+                "PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+            ))
+            .map_err(sqlite)?;
 
         let readers = Arc::new(ReaderPool {
             path: config.path.clone(),
@@ -186,9 +198,18 @@ impl SqliteStore {
 
         let (writes, jobs) = mpsc::channel(config.queue.max(1));
         let max_batch = config.max_batch.max(1);
+        // The checkpointer stops when the writer does (its sender is dropped).
+        let (writer_alive, writer_gone) = std::sync::mpsc::channel::<()>();
+        thread::Builder::new()
+            .name("jiva-sqlite-ckpt".into())
+            .spawn(move || checkpoint_loop(checkpointer, writer_gone))
+            .map_err(OpenError::Thread)?;
         thread::Builder::new()
             .name("jiva-sqlite-writer".into())
-            .spawn(move || writer_loop(writer, jobs, max_batch))
+            .spawn(move || {
+                writer_loop(writer, jobs, max_batch);
+                drop(writer_alive);
+            })
             .map_err(OpenError::Thread)?;
         Ok(Self { writes, readers })
     }
@@ -266,6 +287,30 @@ impl ReaderPool {
             if idle.len() < self.keep {
                 idle.push(conn);
             }
+        }
+    }
+}
+
+/// How often the checkpointer copies committed WAL frames into the database.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// WAL size (pages) past which the writer checkpoints by itself: a safety net for a
+/// checkpointer that cannot keep up (SQLite's default is 1000).
+pub const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+
+fn checkpoint_loop(conn: Connection, writer_gone: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let stop = matches!(
+            writer_gone.recv_timeout(CHECKPOINT_EVERY),
+            Err(RecvTimeoutError::Disconnected) | Ok(())
+        );
+        // PASSIVE: copies what it can without waiting for (or blocking) the writer or readers.
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "SQLite checkpoint failed");
+        }
+        if stop {
+            return;
         }
     }
 }
