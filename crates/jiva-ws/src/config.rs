@@ -39,7 +39,7 @@ impl Default for Config {
             max_frame_bytes: 64 * 1024,
             outbound_queue: 256,
             history_page: 200,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 4 * 1024,
             close_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),

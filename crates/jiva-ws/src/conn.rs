@@ -110,7 +110,9 @@ async fn read_loop(
                     Ok(Inbound::Keepalive) => {}
                     Ok(Inbound::Chat { sender, text }) => {
                         let message = Message::user(chat.clone(), sender, text);
-                        if let Err(reason) = accept(state, message).await {
+                        // Boxed: an idle socket's task then holds only what waiting for the
+                        // next frame needs, not room for a whole store round-trip.
+                        if let Err(reason) = Box::pin(accept(state, message)).await {
                             reply(frames::error(reason));
                         }
                     }
@@ -197,7 +199,19 @@ async fn write_loop(
     };
     done.cancel();
     if let Some(frame) = outcome {
-        let _ = timeout(close_timeout, sink.send(WsMessage::Close(Some(frame)))).await;
+        let too_big = frame.code == CLOSE_TOO_BIG;
+        let code = frame.code;
+        let r = timeout(close_timeout, sink.send(WsMessage::Close(Some(frame)))).await;
+        tracing::debug!(?r, code, "DEBUGCLOSE");
+        if too_big {
+            // The rest of the oversized frame is still unread, so closing the TCP socket now
+            // makes the kernel send a reset, which can destroy the close frame before the client
+            // has read it. Linger a moment (or until shutdown) so that the client sees 1009.
+            tokio::select! {
+                () = tokio::time::sleep(close_timeout) => {}
+                () = state.shutdown.cancelled() => {}
+            }
+        }
     }
 }
 
@@ -209,7 +223,8 @@ async fn serve_frames(
     rx: &mut mpsc::Receiver<Frame>,
     joined_at: Timestamp,
 ) -> Result<(), axum::Error> {
-    let replayed = replay(state, chat, sink, joined_at).await?;
+    // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
+    let replayed = Box::pin(replay(state, chat, sink, joined_at)).await?;
     while let Some(frame) = rx.recv().await {
         let mut batch = 0;
         let mut next = Some(frame);
