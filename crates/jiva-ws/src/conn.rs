@@ -197,6 +197,10 @@ async fn write_loop(
             None
         }
     };
+    // However the race between the branches above went, a server that is shutting down says so.
+    let outcome = outcome.or_else(|| {
+        state.shutdown.is_cancelled().then(|| close(CLOSE_GOING_AWAY, "server shutting down"))
+    });
     done.cancel();
     if let Some(frame) = outcome {
         let too_big = frame.code == CLOSE_TOO_BIG;
