@@ -204,9 +204,7 @@ async fn write_loop(
     done.cancel();
     if let Some(frame) = outcome {
         let too_big = frame.code == CLOSE_TOO_BIG;
-        let code = frame.code;
-        let r = timeout(close_timeout, sink.send(WsMessage::Close(Some(frame)))).await;
-        tracing::debug!(?r, code, "DEBUGCLOSE");
+        let _ = timeout(close_timeout, sink.send(WsMessage::Close(Some(frame)))).await;
         if too_big {
             // The rest of the oversized frame is still unread, so closing the TCP socket now
             // makes the kernel send a reset, which can destroy the close frame before the client
