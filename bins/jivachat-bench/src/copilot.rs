@@ -53,6 +53,8 @@ pub async fn run(args: &CopilotArgs) -> anyhow::Result<Value> {
     .await?;
     let mut hist = common::histogram()?;
     let (mut received, mut combined, mut errors, mut other) = (0u64, false, 0u64, 0u64);
+    let mut first_chunk_ns = None;
+    let mut slowest = (0u64, 0u64);
     let deadline = Instant::now()
         + Duration::from_secs(30)
         + interval.saturating_mul(u32::try_from(chunks).unwrap_or(u32::MAX));
@@ -81,8 +83,13 @@ pub async fn run(args: &CopilotArgs) -> anyhow::Result<Value> {
             .and_then(|o| o.split('|').next())
             .and_then(|n| n.parse::<u64>().ok())
         {
+            let latency = now.saturating_sub(sent).max(1);
+            first_chunk_ns.get_or_insert(latency);
+            if latency > slowest.1 {
+                slowest = (received, latency);
+            }
             received += 1;
-            hist.saturating_record(now.saturating_sub(sent).max(1));
+            hist.saturating_record(latency);
         } else {
             other += 1;
         }
@@ -101,6 +108,8 @@ pub async fn run(args: &CopilotArgs) -> anyhow::Result<Value> {
         "other_frames": other,
         "interval_us": args.interval_us,
         "relay_latency": common::percentiles(&hist),
+        "first_chunk_ms": first_chunk_ns.map(|n| n as f64 / 1e6),
+        "slowest_chunk_index": slowest.0,
         "load_before": load_before,
         "load_after": common::loadavg(),
     }))

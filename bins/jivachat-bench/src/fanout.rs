@@ -58,6 +58,9 @@ pub struct FanoutArgs {
     /// Spread client sockets over this many source addresses (127.0.0.2, …).
     #[arg(long, default_value_t = 1)]
     pub sources: usize,
+    /// Sockets being opened at once.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
     /// The server's pid, to report the share of a core it used while sending.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -109,7 +112,7 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Value> {
     // Connect everything first.
     let agents: Vec<String> = (0..chats).map(|_| common::fresh_agent()).collect();
     let mut opened = JoinSet::new();
-    let connect_limit = Arc::new(Semaphore::new(256));
+    let connect_limit = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     for (chat, agent) in agents.iter().enumerate() {
         for slot in 0..sockets {
             let agent = agent.clone();
