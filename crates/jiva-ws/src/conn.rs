@@ -199,7 +199,10 @@ async fn write_loop(
     };
     // However the race between the branches above went, a server that is shutting down says so.
     let outcome = outcome.or_else(|| {
-        state.shutdown.is_cancelled().then(|| close(CLOSE_GOING_AWAY, "server shutting down"))
+        state
+            .shutdown
+            .is_cancelled()
+            .then(|| close(CLOSE_GOING_AWAY, "server shutting down"))
     });
     done.cancel();
     if let Some(frame) = outcome {
