@@ -177,12 +177,26 @@ impl Default for HistoryLimits {
 }
 
 /// The earlier turns of a copilot chat, oldest first, from its stored messages (oldest first):
-/// the agent's messages are `human`, copilot answers are `ai`; the message `current` (the input
-/// being asked about) is left out, and only the newest turns within `limits` are kept.
+/// the agent's messages are `human`, copilot answers are `ai`, and only the newest turns within
+/// `limits` are kept.
+///
+/// The message `current` (the input being asked about) is left out, and so are the questions
+/// stored after it: they wait behind it and are not earlier turns. Answers stored after it are
+/// kept, since turns run one at a time and those answer questions asked before it. When
+/// `current` is not among `messages`, all of them are earlier turns.
 pub fn history_turns(messages: &[Message], current: MessageId, limits: HistoryLimits) -> Vec<Turn> {
+    let at = messages
+        .iter()
+        .position(|m| m.id == current)
+        .unwrap_or(messages.len());
+    let before = messages.get(..at).unwrap_or_default();
+    let after = messages.get(at..).unwrap_or_default();
+    let earlier = before
+        .iter()
+        .chain(after.iter().filter(|m| m.is_copilot_answer()));
     let mut turns = Vec::new();
     let mut bytes = 0usize;
-    for message in messages.iter().rev().filter(|m| m.id != current) {
+    for message in earlier.rev() {
         if turns.len() >= limits.max_turns {
             break;
         }
@@ -273,6 +287,31 @@ mod tests {
                     content: "a1".into()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn questions_queued_behind_the_current_one_are_not_earlier_turns() {
+        let q = |text: &str| Message::user(chat(), Sender::Agent, text.into());
+        let a = |text: &str| Message::copilot_answer(chat(), text.into());
+        let stored = vec![q("q1"), q("q2"), q("q3"), a("a1"), a("a2")];
+        let turns = |current| {
+            history_turns(&stored, current, HistoryLimits::default())
+                .into_iter()
+                .map(|t| (t.role, t.content))
+                .collect::<Vec<_>>()
+        };
+        let human = |t: &str| (Role::Human, t.to_owned());
+        let ai = |t: &str| (Role::Ai, t.to_owned());
+        assert_eq!(turns(stored[1].id), [human("q1"), ai("a1"), ai("a2")]);
+        assert_eq!(
+            turns(stored[2].id),
+            [human("q1"), human("q2"), ai("a1"), ai("a2")]
+        );
+        let absent = q("not stored").id;
+        assert_eq!(
+            turns(absent),
+            [human("q1"), human("q2"), human("q3"), ai("a1"), ai("a2")]
         );
     }
 

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use jiva_core::{
-    AnswerAssembler, Body, ChatId, CopilotError, CopilotRequest, Message, MessageId, Notification,
-    history_turns,
+    AnswerAssembler, ChatId, CopilotError, CopilotRequest, Message, Notification, history_turns,
 };
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
@@ -136,21 +135,6 @@ async fn worker(state: Arc<State>, chat: ChatId, mut rx: mpsc::UnboundedReceiver
     }
 }
 
-/// `messages` (oldest first) without the questions stored after `question`: those wait behind
-/// it in the queue and are not earlier turns. Answers stored after it are kept: turns run one at
-/// a time, so they answer questions asked before it.
-fn up_to(mut messages: Vec<Message>, question: MessageId) -> Vec<Message> {
-    // Not among the newest messages: every question fetched came after it.
-    let at = messages.iter().position(|m| m.id == question).unwrap_or(0);
-    let later = messages.split_off(at);
-    messages.extend(
-        later
-            .into_iter()
-            .filter(|m| matches!(m.body, Body::CopilotAnswer(_))),
-    );
-    messages
-}
-
 /// A stable, short reason for the client; never internal text.
 fn reason(error: &CopilotError) -> &'static str {
     match error {
@@ -205,11 +189,12 @@ async fn ask(
     answer: &mut AnswerAssembler,
 ) -> Result<(), &'static str> {
     let limits = state.config.copilot_history;
-    // Room for the question itself and for the questions queued behind it.
+    // Room for the question itself, the questions queued behind it and the answers to the
+    // turns ahead of it, all of which may be stored after it.
     let fetch = limits
         .max_turns
         .saturating_add(1)
-        .saturating_add(state.config.copilot_queue);
+        .saturating_add(state.config.copilot_queue.saturating_mul(2));
     let earlier = match timeout_at(deadline, state.services.store.recent(chat, fetch)).await {
         Ok(Ok(messages)) => messages,
         Ok(Err(e)) => {
@@ -221,7 +206,7 @@ async fn ask(
     let request = CopilotRequest {
         chat: chat.clone(),
         input: question.text().to_owned(),
-        history: history_turns(&up_to(earlier, question.id), question.id, limits),
+        history: history_turns(&earlier, question.id, limits),
     };
     let shutdown = state.shutdown.clone();
     let mut stream = tokio::select! {
@@ -247,38 +232,5 @@ async fn ask(
                 state.rooms.broadcast(chat, &frames::chunk(&chunk));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use jiva_core::{AgentId, ConnectionType, Sender};
-
-    #[test]
-    fn questions_queued_behind_the_current_one_are_not_earlier_turns() {
-        let chat = ChatId::new(
-            AgentId::parse("0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21").unwrap(),
-            ConnectionType::Copilot,
-        );
-        let q = |text: &str| Message::user(chat.clone(), Sender::Agent, text.into());
-        let a = |text: &str| Message::copilot_answer(chat.clone(), text.into());
-        let stored = vec![q("q1"), q("q2"), q("q3"), a("a1"), a("a2")];
-        let texts = |messages: Vec<Message>| {
-            messages
-                .iter()
-                .map(|m| m.text().to_owned())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            texts(up_to(stored.clone(), stored[1].id)),
-            ["q1", "a1", "a2"]
-        );
-        assert_eq!(
-            texts(up_to(stored.clone(), stored[2].id)),
-            ["q1", "q2", "a1", "a2"]
-        );
-        let absent = q("older").id;
-        assert_eq!(texts(up_to(stored, absent)), ["a1", "a2"]);
     }
 }
