@@ -27,16 +27,21 @@ impl Subscriber {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                if !self.slow.is_cancelled() {
-                    metrics::counter!("jiva_slow_consumer_closes_total").increment(1);
-                    tracing::warn!(conn = self.conn, "closing a slow consumer");
-                }
-                self.slow.cancel();
+                close_slow(self.conn, &self.slow);
                 false
             }
             Err(TrySendError::Closed(_)) => false,
         }
     }
+}
+
+/// Marks socket `conn` slow, so its writer closes it; counted and logged once per socket.
+fn close_slow(conn: u64, slow: &CancellationToken) {
+    if !slow.is_cancelled() {
+        metrics::counter!("jiva_slow_consumer_closes_total").increment(1);
+        tracing::warn!(conn, "closing a slow consumer");
+    }
+    slow.cancel();
 }
 
 #[derive(Default)]
@@ -113,11 +118,7 @@ impl Rooms {
             match tokio::time::timeout_at(deadline, tx.reserve_many(wanted)).await {
                 Ok(Ok(_permits)) => {}
                 Ok(Err(_closed)) => {}
-                Err(_elapsed) => {
-                    metrics::counter!("jiva_slow_consumer_closes_total").increment(1);
-                    tracing::warn!(conn, "closing a slow consumer");
-                    slow.cancel();
-                }
+                Err(_elapsed) => close_slow(conn, &slow),
             }
         }
     }
