@@ -156,6 +156,22 @@ fn describe() {
             "jiva_slow_consumer_closes_total",
             "Sockets closed because their outbound queue was full.",
         ),
+        (
+            "jiva_seq_held_frames_total",
+            "Stored frames held until the frames numbered before them went out.",
+        ),
+        (
+            "jiva_seq_gaps_skipped_total",
+            "Sequence numbers skipped because they never arrived within the gap wait.",
+        ),
+        (
+            "jiva_seq_late_frames_total",
+            "Stored frames that arrived after their gap was skipped (shown out of order).",
+        ),
+        (
+            "jiva_dynamo_seq_conflicts_total",
+            "DynamoDB appends that found their sequence number taken and read the chat again.",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, Unit::Count, help);

@@ -7,7 +7,7 @@
 //! - [`chat`]: [`AgentId`], [`ConnectionType`] and [`ChatId`]. A chat is the *pair* (agent id,
 //!   connection type); its canonical string `"{agent}-{kind}"` is only ever produced, never split.
 //! - [`message`]: [`Message`], [`MessageId`] (UUID v7), [`Timestamp`] (epoch milliseconds),
-//!   [`Sender`], [`Body`].
+//!   [`Seq`] (a message's place in its chat, assigned by the store), [`Sender`], [`Body`].
 //! - [`store`]: the [`MessageStore`] port, history pages and the opaque [`Cursor`].
 //! - [`copilot`]: the [`Copilot`] port, chunks, [`AnswerAssembler`] and [`history_turns`].
 //! - [`notify`]: the [`Notifier`] port and [`Notification::for_message`].
@@ -20,6 +20,8 @@
 //! Invariants:
 //! - Every [`AgentId`] is non-empty, at most [`AgentId::MAX_LEN`] bytes, and made of
 //!   `[A-Za-z0-9._:@-]` only; it is kept whole (agent ids are UUIDs and contain `-`).
+//! - A chat has one order: the [`Seq`] its store assigns. History is read in that order and
+//!   live frames are shown in it.
 //! - Ports speak core types only: no SDK error, raw item or pagination key crosses a trait.
 //! - With the `mocks` feature, mockall mocks of every port are exported (`MockMessageStore`,
 //!   `MockNotifier`, `MockCopilot`); enable it only in dev-dependencies.
@@ -35,7 +37,9 @@ pub use copilot::{
     AnswerAssembler, ChunkStream, Copilot, CopilotChunk, CopilotError, CopilotRequest,
     HistoryLimits, Role, TOOL_STATUS, TimeoutKind, Turn, TurnTimeouts, Unconfigured, history_turns,
 };
-pub use message::{Body, InvalidMessageId, Message, MessageId, Sender, Timestamp, UnknownSender};
+pub use message::{
+    Body, InvalidMessageId, Message, MessageId, Sender, Seq, Timestamp, UnknownSender,
+};
 pub use notify::{Disabled, Notification, NotificationKind, Notifier, NotifyError};
 pub use store::{Appended, Cursor, HistoryPage, MessageStore, StoreError};
 

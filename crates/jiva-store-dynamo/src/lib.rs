@@ -42,6 +42,7 @@
 //!   `InvalidInput`, lost transactional writes to `Conflict`.
 
 mod config;
+mod counters;
 mod cursor;
 mod error;
 mod item;
@@ -53,8 +54,8 @@ pub mod testing;
 
 pub use config::Config;
 pub use item::{
-    ACTION, AGENT_ID, CHAT_ID, COMBINED, MESSAGE, MESSAGE_ID, OUTPUT, SECONDARY_ID, SENDER,
-    SORT_KEY, TIMESTAMP,
+    ACTION, AGENT_ID, CHAT_ID, COMBINED, LAST_SEQ, MESSAGE, MESSAGE_ID, OUTPUT, SECONDARY_ID,
+    SENDER, SEQ, SEQ_PREFIX, SORT_KEY, TIMESTAMP,
 };
-pub use store::{DynamoStore, MAX_PAGE};
+pub use store::{DynamoStore, MAX_PAGE, RECENT_WINDOW};
 pub use tables::TableSetup;

@@ -1,12 +1,12 @@
 //! One WebSocket connection: a reader (this task) and a writer task, joined on exit.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use jiva_core::{ChatId, ConnectionType, Message, MessageId, Notification, Timestamp};
+use jiva_core::{ChatId, ConnectionType, Message, Notification, Seq};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -18,9 +18,10 @@ use crate::state::State;
 use crate::turns::Turns;
 use crate::{CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG};
 
-/// History messages at most this old when the socket joined its room are remembered, so that a
-/// message both replayed and broadcast live is shown once.
-const DEDUPE_WINDOW_MS: i64 = 60_000;
+/// Replayed sequence numbers remembered to drop their live copies: a live frame numbered below
+/// the room's position when the socket joined is a frame that arrived late (its gap had been
+/// skipped), so only the newest numbers matter.
+const REPLAYED_KEPT: usize = 4096;
 
 /// Frames written per flush.
 const WRITE_BATCH: usize = 64;
@@ -44,8 +45,7 @@ pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
         tracing::debug!("socket opened");
         let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
         let slow = CancellationToken::new();
-        let joined_at = Timestamp::now();
-        state.rooms.join(
+        let start = state.rooms.join(
             &chat,
             Subscriber {
                 conn,
@@ -66,7 +66,7 @@ pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
                 slow.clone(),
                 end_rx,
                 done.clone(),
-                joined_at,
+                start,
             )
             .in_current_span(),
         );
@@ -174,7 +174,7 @@ async fn write_loop(
     slow: CancellationToken,
     mut ending: oneshot::Receiver<Ending>,
     done: CancellationToken,
-    joined_at: Timestamp,
+    start: Option<Seq>,
 ) {
     let close_timeout = state.config.close_timeout;
     let close = |code: u16, reason: &'static str| CloseFrame {
@@ -190,7 +190,7 @@ async fn write_loop(
         },
         () = slow.cancelled() => Some(close(CLOSE_SLOW_CONSUMER, "slow consumer")),
         () = state.shutdown.cancelled() => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
-        result = serve_frames(&state, &chat, &mut sink, &mut rx, joined_at) => {
+        result = serve_frames(&state, &chat, &mut sink, &mut rx, start) => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "socket write failed");
             }
@@ -226,15 +226,16 @@ async fn serve_frames(
     chat: &ChatId,
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Frame>,
-    joined_at: Timestamp,
+    start: Option<Seq>,
 ) -> Result<(), axum::Error> {
     // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
-    let replayed = Box::pin(replay(state, chat, sink, joined_at)).await?;
+    let replayed = Box::pin(replay(state, chat, sink, start)).await?;
     while let Some(frame) = rx.recv().await {
         let mut batch = 0;
         let mut next = Some(frame);
         while let Some(frame) = next {
-            if !frame.id.is_some_and(|id| replayed.contains(&id)) {
+            // A live frame of a message the replay already showed is dropped.
+            if !frame.seq.is_some_and(|seq| replayed.contains(&seq)) {
                 sink.feed(WsMessage::Text(frame.text)).await?;
                 batch += 1;
             }
@@ -249,17 +250,23 @@ async fn serve_frames(
     Ok(())
 }
 
-/// Sends the stored history, oldest first; returns the ids of replayed messages recent enough
-/// to arrive live as well.
+/// Sends the stored history, oldest first, and tells the room where the chat is; returns the
+/// newest sequence numbers replayed (their live copies are duplicates).
+///
+/// `start` is the number the room was about to deliver when the socket joined: the socket gets
+/// that frame and every later one live, so messages numbered from `start` on are left out here
+/// (they may be stored already, with frames still on their way, or stored out of order: the
+/// replay never shows a number before the ones it precedes). Without a `start` (a new room)
+/// the whole history is replayed.
 async fn replay(
     state: &State,
     chat: &ChatId,
     sink: &mut Sink,
-    joined_at: Timestamp,
-) -> Result<HashSet<MessageId>, axum::Error> {
-    let mut recent = HashSet::new();
+    start: Option<Seq>,
+) -> Result<BTreeSet<Seq>, axum::Error> {
+    let mut last: Option<Seq> = None;
+    let mut replayed = BTreeSet::new();
     let mut cursor = None;
-    let window_start = joined_at.as_millis().saturating_sub(DEDUPE_WINDOW_MS);
     loop {
         let page = match state
             .services
@@ -272,20 +279,30 @@ async fn replay(
                 tracing::error!(error = %e, "reading history failed");
                 sink.send(WsMessage::Text(frames::error("history unavailable").text))
                     .await?;
-                return Ok(recent);
+                return Ok(replayed);
             }
         };
         for message in &page.messages {
-            if message.timestamp.as_millis() >= window_start {
-                recent.insert(message.id);
+            if let Some(seq) = message.seq {
+                if start.is_some_and(|start| seq >= start) {
+                    continue;
+                }
+                replayed.insert(seq);
+                if replayed.len() > REPLAYED_KEPT {
+                    replayed.pop_first();
+                }
             }
-            sink.feed(WsMessage::Text(frames::stored(message).text))
+            last = last.max(message.seq);
+            sink.feed(WsMessage::Text(frames::stored(message, message.seq).text))
                 .await?;
         }
         sink.flush().await?;
         match page.next {
             Some(next) if !page.messages.is_empty() => cursor = Some(next),
-            _ => return Ok(recent),
+            _ => {
+                state.rooms.replayed(chat, last.map_or(0, Seq::get));
+                return Ok(replayed);
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - `conn`: one socket: a reader that accepts chat messages and a writer task that replays
 //!   history and then writes live frames through a bounded queue.
 //! - `rooms`: the sockets of each chat and fan-out (each frame encoded once, shared by all).
+//! - `sequencer`: the per-chat reorder step: stored frames leave a room in sequence order.
 //! - `turns`: copilot turns, one at a time per chat, in their own tasks.
 //! - `frames`: the wire frames, converted by hand from and to core types.
 //!
@@ -18,9 +19,10 @@
 //! - Stored before shown: a message is broadcast only after the store acknowledged it; a store
 //!   failure gives the sender an error frame and shows nothing.
 //! - A socket first receives its chat's history, oldest first, then live frames, with no
-//!   duplicate and no gap (it joins its room before reading history and drops live copies of
-//!   replayed messages).
-//! - Every socket of a chat sees that chat's frames in the same order.
+//!   duplicate and no gap (it joins its room before reading history, replays the messages
+//!   numbered below the room's next frame, and drops live frames of messages it replayed).
+//! - Every socket of a chat sees that chat's stored frames in the chat's sequence order, the
+//!   order a replay returns (a number that never arrives is skipped after a bounded wait).
 //! - Memory is bounded per socket: a socket whose queue of [`Config::outbound_queue`] frames is
 //!   full is closed with [`CLOSE_SLOW_CONSUMER`]; frames over [`Config::max_frame_bytes`] close
 //!   that socket with [`CLOSE_TOO_BIG`].
@@ -32,6 +34,7 @@ mod frames;
 mod handshake;
 mod pages;
 mod rooms;
+mod sequencer;
 mod server;
 mod state;
 mod turns;

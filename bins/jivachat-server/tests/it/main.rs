@@ -16,3 +16,4 @@ mod handshake;
 mod lifecycle;
 mod metrics;
 mod notify;
+mod order;

@@ -12,4 +12,6 @@ mod legacy;
 #[cfg(test)]
 mod round_trip;
 #[cfg(test)]
+mod seq;
+#[cfg(test)]
 mod support;
