@@ -1,7 +1,7 @@
 //! `jiva-core` is the domain of JivaChat: what a chat and a message are, the pure rules of a chat
 //! (which notification a stored message raises, how a copilot answer is assembled, which earlier
 //! turns a copilot sees), and the port traits that adapters implement ([`MessageStore`],
-//! [`Notifier`], [`Copilot`]).
+//! [`Notifier`], [`Copilot`], [`Bus`]).
 //!
 //! Layout:
 //! - [`chat`]: [`AgentId`], [`ConnectionType`] and [`ChatId`]. A chat is the *pair* (agent id,
@@ -11,6 +11,7 @@
 //! - [`store`]: the [`MessageStore`] port, history pages and the opaque [`Cursor`].
 //! - [`copilot`]: the [`Copilot`] port, chunks, [`AnswerAssembler`] and [`history_turns`].
 //! - [`notify`]: the [`Notifier`] port and [`Notification::for_message`].
+//! - [`bus`]: the [`Bus`] port: stored messages fanned out between servers.
 //!
 //! What this crate deliberately is not: it does no I/O. It knows nothing of sockets, HTTP, JSON,
 //! SQLite, DynamoDB or AppSync, and starts no runtime. Serialization belongs to the adapters, which
@@ -24,14 +25,16 @@
 //!   live frames are shown in it.
 //! - Ports speak core types only: no SDK error, raw item or pagination key crosses a trait.
 //! - With the `mocks` feature, mockall mocks of every port are exported (`MockMessageStore`,
-//!   `MockNotifier`, `MockCopilot`); enable it only in dev-dependencies.
+//!   `MockNotifier`, `MockCopilot`, `MockBus`); enable it only in dev-dependencies.
 
+pub mod bus;
 pub mod chat;
 pub mod copilot;
 pub mod message;
 pub mod notify;
 pub mod store;
 
+pub use bus::{Bus, BusError, Incoming};
 pub use chat::{AgentId, ChatId, ConnectionType, InvalidAgentId, UnknownConnectionType};
 pub use copilot::{
     AnswerAssembler, ChunkStream, Copilot, CopilotChunk, CopilotError, CopilotRequest,
@@ -43,6 +46,8 @@ pub use message::{
 pub use notify::{Disabled, Notification, NotificationKind, Notifier, NotifyError};
 pub use store::{Appended, Cursor, HistoryPage, MessageStore, StoreError};
 
+#[cfg(any(test, feature = "mocks"))]
+pub use bus::MockBus;
 #[cfg(any(test, feature = "mocks"))]
 pub use copilot::MockCopilot;
 #[cfg(any(test, feature = "mocks"))]
