@@ -172,33 +172,23 @@ impl DynamoStore {
                 read = true;
                 continue;
             };
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.config.messages_table)
-                .set_item(Some(item::message_item(message, seq, true)))
-                .condition_expression("attribute_not_exists(#key)")
-                .expression_attribute_names("#key", CHAT_ID)
-                .send()
-                .await;
-            match result {
-                Ok(_) => {
+            match self
+                .put_new(item::message_item(message, seq, true), CHAT_ID)
+                .await
+            {
+                Ok(true) => {
                     self.counters.settled(message.id, seq);
                     return Ok(Appended::Stored(seq));
                 }
                 // Someone holds this number: another server, or this message's own earlier
                 // attempt (the read above tells which).
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
+                Ok(false) => {
                     metrics::counter!("jiva_dynamo_seq_conflicts_total").increment(1);
                     read = true;
                 }
                 Err(err) => {
                     self.counters.doubt(&chat, message.id);
-                    return Err(translate("PutItem", err));
+                    return Err(err);
                 }
             }
         }
@@ -268,44 +258,57 @@ impl DynamoStore {
             _ => None,
         }
         .ok_or_else(|| unavailable("UpdateItem returned no readable LastSeq"))?;
+        if self
+            .put_new(item::message_item(message, seq, false), MESSAGE_ID)
+            .await?
+        {
+            return Ok(Appended::Stored(seq));
+        }
+        // A retry: the message is there with the number it was stored with.
+        let stored = self
+            .client
+            .get_item()
+            .table_name(&self.config.messages_table)
+            .set_key(Some(HashMap::from([(
+                MESSAGE_ID.to_owned(),
+                AttributeValue::S(message.id.to_string()),
+            )])))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| translate("GetItem", e))?;
+        stored
+            .item
+            .as_ref()
+            .and_then(|raw| item::seq(raw).ok().flatten())
+            .map(Appended::AlreadyStored)
+            .ok_or_else(|| {
+                StoreError::Conflict(Box::new(Problem(
+                    "the message id is stored without a sequence number".to_owned(),
+                )))
+            })
+    }
+
+    /// Puts a `Messages` item on the condition that its `key` attribute does not exist yet:
+    /// `Ok(true)` when written, `Ok(false)` when an item with that key is already there.
+    async fn put_new(&self, item: Item, key: &str) -> Result<bool, StoreError> {
         let result = self
             .client
             .put_item()
             .table_name(&self.config.messages_table)
-            .set_item(Some(item::message_item(message, seq, false)))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(#key)")
-            .expression_attribute_names("#key", MESSAGE_ID)
+            .expression_attribute_names("#key", key)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Appended::Stored(seq)),
+            Ok(_) => Ok(true),
             Err(err)
                 if err
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                let stored = self
-                    .client
-                    .get_item()
-                    .table_name(&self.config.messages_table)
-                    .set_key(Some(HashMap::from([(
-                        MESSAGE_ID.to_owned(),
-                        AttributeValue::S(message.id.to_string()),
-                    )])))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| translate("GetItem", e))?;
-                stored
-                    .item
-                    .as_ref()
-                    .and_then(|raw| item::seq(raw).ok().flatten())
-                    .map(Appended::AlreadyStored)
-                    .ok_or_else(|| {
-                        StoreError::Conflict(Box::new(Problem(
-                            "the message id is stored without a sequence number".to_owned(),
-                        )))
-                    })
+                Ok(false)
             }
             Err(err) => Err(translate("PutItem", err)),
         }
