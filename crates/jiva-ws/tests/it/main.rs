@@ -224,3 +224,29 @@ async fn a_failing_copilot_stream_stores_the_partial_answer_then_ends() {
     assert_eq!(chat.canonical(), "agent-1-copilot");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_sequence_number_that_never_arrives_does_not_stall_the_chat() {
+    // The store takes number 1 for nothing (an append that failed after taking it, as seen by
+    // this server): the first message shown is number 2.
+    let mut store = accepting_store();
+    let mut calls = 0;
+    store.expect_append().returning(move |_| {
+        calls += 1;
+        Ok(Appended::Stored(Seq::new(calls + 1)))
+    });
+    let server = Running::start(Services::new(Arc::new(store))).await;
+    let mut sender = server.connect("supervisor").await;
+    let mut watcher = server.connect("supervisor").await;
+    say(&mut sender, "after the gap").await;
+    say(&mut sender, "next").await;
+    for ws in [&mut sender, &mut watcher] {
+        let first = next_json(ws).await;
+        assert_eq!(first["message"], "after the gap");
+        assert_eq!(first["seq"], 2);
+        let second = next_json(ws).await;
+        assert_eq!(second["message"], "next");
+        assert_eq!(second["seq"], 3);
+    }
+    server.stop().await;
+}
