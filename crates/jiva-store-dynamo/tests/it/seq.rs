@@ -107,3 +107,108 @@ async fn messages_stored_before_numbers_come_first_in_time_order() {
     );
     assert_eq!(recent[0].timestamp.as_millis(), 1_600_000_000_300);
 }
+
+/// A TCP proxy in front of the test server that, when armed, lets one `PutItem` through but
+/// closes the caller's connection instead of passing the answer back: the write lands, and the
+/// caller sees a failure (as with a time-out after DynamoDB wrote).
+struct LosingProxy {
+    addr: std::net::SocketAddr,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LosingProxy {
+    async fn start(upstream: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let armed_all = Arc::clone(&armed);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let armed = Arc::clone(&armed_all);
+                let lose = Arc::new(AtomicBool::new(false));
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let lose_up = Arc::clone(&lose);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_read.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let chunk = &buf[..n];
+                        let put = chunk.windows(7).any(|w| w == b"PutItem");
+                        if put && armed.swap(false, Ordering::SeqCst) {
+                            lose_up.store(true, Ordering::SeqCst);
+                        }
+                        if server_write.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 || lose.load(Ordering::SeqCst) {
+                            // Dropping both halves closes the caller's connection unanswered.
+                            return;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, armed }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_retry_of_an_append_that_failed_after_writing_returns_its_first_number() {
+    let direct = store().await;
+    let proxy = LosingProxy::start(crate::support::dynamo().endpoint()).await;
+    let config = jiva_store_dynamo::Config {
+        endpoint_url: Some(format!("http://{}", proxy.addr)),
+        max_attempts: 1,
+        ..direct.config().clone()
+    };
+    let store = DynamoStore::from_client(crate::support::dynamo().client(&config), config);
+    let chat = chat(ConnectionType::Supervisor);
+    let first = text(&chat, Sender::Agent, 1_700_000_000_001, "first");
+    let lost = text(
+        &chat,
+        Sender::Agent,
+        1_700_000_000_002,
+        "written, answer lost",
+    );
+    let other = text(&chat, Sender::Agent, 1_700_000_000_003, "other");
+    assert_eq!(store.append(&first).await.unwrap().seq(), Seq::new(1));
+
+    proxy.arm();
+    assert!(
+        store.append(&lost).await.is_err(),
+        "the caller saw a failure"
+    );
+    // Another message first: the chat is in doubt, so its number is read again (2 is taken).
+    assert_eq!(store.append(&other).await.unwrap().seq(), Seq::new(3));
+    // The retry finds the message where its first attempt wrote it.
+    assert_eq!(
+        store.append(&lost).await.unwrap(),
+        jiva_core::Appended::AlreadyStored(Seq::new(2))
+    );
+    let history = direct.history(&chat, None, 10).await.unwrap().messages;
+    let ids: Vec<_> = history
+        .iter()
+        .map(|m| (m.seq.unwrap().get(), m.id))
+        .collect();
+    assert_eq!(ids, vec![(1, first.id), (2, lost.id), (3, other.id)]);
+}
