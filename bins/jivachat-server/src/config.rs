@@ -100,15 +100,96 @@ pub struct Args {
     /// Retries of a notification after a transient failure.
     #[arg(long, env = "JIVA_NOTIFY_RETRIES", default_value = "3")]
     pub notify_retries: String,
+    /// Who may connect: `none` (anyone: the deployed client sends no token), `jwt` (HS256
+    /// tokens signed with JIVA_JWT_SECRET) or `cognito` (RS256 tokens of a Cognito user pool).
+    #[arg(long, env = "JIVA_AUTH", default_value = "none")]
+    pub auth: String,
+    /// The HS256 secret of `--auth jwt` and of the `token` command (at least 32 bytes).
+    #[arg(long, env = "JIVA_JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<jiva_auth::JwtSecret>,
+    /// The Cognito user pool's AWS region (`--auth cognito`).
+    #[arg(long, env = "JIVA_COGNITO_REGION")]
+    pub cognito_region: Option<String>,
+    /// The Cognito user pool id (`--auth cognito`).
+    #[arg(long, env = "JIVA_COGNITO_USER_POOL_ID")]
+    pub cognito_user_pool_id: Option<String>,
+    /// The Cognito app client id: `aud` of id tokens, `client_id` of access tokens.
+    #[arg(long, env = "JIVA_COGNITO_CLIENT_ID")]
+    pub cognito_client_id: Option<String>,
+    /// Where the Cognito signing keys are fetched from (default: the pool's JWKS URL).
+    #[arg(long, env = "JIVA_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Seconds of clock skew allowed on a token's `exp` and `nbf`.
+    #[arg(long, env = "JIVA_AUTH_LEEWAY_SECS", default_value = "60")]
+    pub auth_leeway_secs: String,
+    /// The Cognito key set is fetched again for an unknown `kid` at most once per this many
+    /// seconds.
+    #[arg(long, env = "JIVA_JWKS_REFETCH_SECS", default_value = "30")]
+    pub jwks_refetch_secs: String,
+    /// The token claim holding the caller's agent id.
+    #[arg(long, env = "JIVA_CLAIM_AGENT_ID", default_value = "custom:profileId")]
+    pub claim_agent_id: String,
+    /// The token claim holding the caller's groups.
+    #[arg(long, env = "JIVA_CLAIM_GROUPS", default_value = "cognito:groups")]
+    pub claim_groups: String,
+    /// Members of this group are supervisors.
+    #[arg(long, env = "JIVA_SUPERVISOR_GROUP", default_value = "Supervisor")]
+    pub supervisor_group: String,
+    /// Comma-separated origins (`https://host[:port]`) browsers may connect from; unset: any.
+    #[arg(long, env = "JIVA_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+}
+
+fn secret(raw: &str) -> Result<jiva_auth::JwtSecret, String> {
+    Ok(jiva_auth::JwtSecret::new(raw))
 }
 
 /// What the server binary does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
     /// Serve chats (the default).
     Serve,
     /// Create the store's tables if they do not exist, then exit (idempotent).
     CreateTables,
+    /// Print an HS256 token signed with JIVA_JWT_SECRET, with the configured claim names, then
+    /// exit (development and service clients).
+    Token(TokenArgs),
+}
+
+/// The flags of the `token` command.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct TokenArgs {
+    /// The agent id the token is for.
+    #[arg(long)]
+    pub agent: String,
+    /// `agent` or `supervisor`.
+    #[arg(long, default_value = "agent")]
+    pub role: String,
+    /// How long the token is valid: a number with `s`, `m`, `h` or `d` (e.g. `90s`, `1h`).
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+}
+
+/// A validated `token` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Whose token.
+    pub agent: jiva_core::AgentId,
+    /// Agent or supervisor.
+    pub role: jiva_core::UserRole,
+    /// Valid for this long from now.
+    pub ttl: Duration,
+}
+
+/// Who may connect.
+#[derive(Debug, Clone)]
+pub enum AuthChoice {
+    /// Anyone, as the deployed client expects (it sends no token).
+    None,
+    /// HS256 tokens signed with a shared secret.
+    Jwt(jiva_auth::JwtConfig),
+    /// RS256 tokens of a Cognito user pool.
+    Cognito(Box<jiva_auth::CognitoConfig>),
 }
 
 /// Which store backs the server.
@@ -150,6 +231,14 @@ pub struct Config {
     pub copilot: Option<jiva_copilot::Config>,
     /// The Amplify notifier, when `GRAPHQL_API_URL` is set.
     pub notify: Option<jiva_notify_amplify::Config>,
+    /// Who may connect.
+    pub auth: AuthChoice,
+    /// The token to print, for the `token` command.
+    pub token: Option<TokenRequest>,
+    /// The HS256 secret, when one is set (the `token` command signs with it).
+    pub jwt_secret: Option<jiva_auth::JwtSecret>,
+    /// Claim names, for the `token` command.
+    pub claims: jiva_auth::ClaimNames,
 }
 
 impl Config {
@@ -166,6 +255,10 @@ impl Config {
             transport: jiva_ws::Config::default(),
             copilot: None,
             notify: None,
+            auth: AuthChoice::None,
+            token: None,
+            jwt_secret: None,
+            claims: jiva_auth::ClaimNames::default(),
         }
     }
 
@@ -173,7 +266,8 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let mut config = Self::with_data_dir(args.data_dir.clone());
-        config.command = args.command.unwrap_or(Command::Serve);
+        config.command = args.command.clone().unwrap_or(Command::Serve);
+        crate::auth_config::from_args(&args, &mut config, &mut problems);
         match args.listen.parse() {
             Ok(addr) => config.listen = addr,
             Err(_) => problems.push(format!(

@@ -31,6 +31,9 @@ pub struct Config {
     /// Copilot questions of one chat that may wait behind the running turn. A question beyond
     /// that is refused with an error frame and not stored.
     pub copilot_queue: usize,
+    /// Origins (`scheme://host[:port]`) a browser may open sockets from; empty: any. A request
+    /// without an `Origin` header (not a browser) is always allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             copilot_history: HistoryLimits::default(),
             copilot_turn_timeout: Duration::from_secs(120),
             copilot_queue: 4,
+            allowed_origins: Vec::new(),
         }
     }
 }

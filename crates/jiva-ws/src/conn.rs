@@ -6,7 +6,9 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use jiva_core::{ChatId, ConnectionType, Message, MessageId, Notification, Timestamp};
+use jiva_core::{
+    ChatId, ConnectionType, Identity, Message, MessageId, Notification, Timestamp, sender_for,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +18,7 @@ use crate::frames::{self, Frame, Inbound};
 use crate::rooms::Subscriber;
 use crate::state::State;
 use crate::turns::Turns;
-use crate::{CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG};
+use crate::{CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_BIG, auth};
 
 /// History messages at most this old when the socket joined its room are remembered, so that a
 /// message both replayed and broadcast live is shown once.
@@ -35,8 +37,14 @@ enum Ending {
     Shutdown,
 }
 
-/// Runs one socket of `chat` until it closes.
-pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
+/// Runs one socket of `chat` until it closes. `identity` is the caller's (none when
+/// authentication is off).
+pub(crate) async fn run(
+    state: Arc<State>,
+    chat: ChatId,
+    identity: Option<Identity>,
+    socket: WebSocket,
+) {
     let conn = state.next_conn_id();
     let span = tracing::debug_span!("conn", conn, chat = %chat);
     async move {
@@ -67,10 +75,11 @@ pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
                 end_rx,
                 done.clone(),
                 joined_at,
+                identity.as_ref().and_then(|i| i.expires_at),
             )
             .in_current_span(),
         );
-        let ending = read_loop(&state, &chat, stream, &tx, &slow, &done).await;
+        let ending = read_loop(&state, &chat, identity.as_ref(), stream, &tx, &slow, &done).await;
         state.rooms.leave(&chat, conn);
         let _ = end_tx.send(ending);
         drop(tx);
@@ -85,6 +94,7 @@ pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
 async fn read_loop(
     state: &Arc<State>,
     chat: &ChatId,
+    identity: Option<&Identity>,
     mut stream: SplitStream<WebSocket>,
     tx: &mpsc::Sender<Frame>,
     slow: &CancellationToken,
@@ -109,6 +119,14 @@ async fn read_loop(
                 match frames::parse_inbound(&text) {
                     Ok(Inbound::Keepalive) => {}
                     Ok(Inbound::Chat { sender, text }) => {
+                        let sender = match sender_for(identity, chat, sender) {
+                            Ok(sender) => sender,
+                            Err(denied) => {
+                                metrics::counter!("jiva_auth_refusals_total", "reason" => denied.code()).increment(1);
+                                reply(frames::error(&denied.to_string()));
+                                continue;
+                            }
+                        };
                         let message = Message::user(chat.clone(), sender, text);
                         // Boxed: an idle socket's task then holds only what waiting for the
                         // next frame needs, not room for a whole store round-trip.
@@ -175,6 +193,7 @@ async fn write_loop(
     mut ending: oneshot::Receiver<Ending>,
     done: CancellationToken,
     joined_at: Timestamp,
+    expires_at: Option<Timestamp>,
 ) {
     let close_timeout = state.config.close_timeout;
     let close = |code: u16, reason: &'static str| CloseFrame {
@@ -190,6 +209,10 @@ async fn write_loop(
         },
         () = slow.cancelled() => Some(close(CLOSE_SLOW_CONSUMER, "slow consumer")),
         () = state.shutdown.cancelled() => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
+        () = auth::expiry(expires_at) => {
+            metrics::counter!("jiva_token_expired_closes_total").increment(1);
+            Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
+        }
         result = serve_frames(&state, &chat, &mut sink, &mut rx, joined_at) => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "socket write failed");

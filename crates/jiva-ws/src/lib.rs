@@ -10,6 +10,8 @@
 //! - `rooms`: the sockets of each chat and fan-out (each frame encoded once, shared by all).
 //! - `turns`: copilot turns, one at a time per chat, in their own tasks.
 //! - `frames`: the wire frames, converted by hand from and to core types.
+//! - `auth`: before the upgrade, the Origin allow-list, the caller's token and
+//!   `jiva_core::authorize` (401/403 with a reason); `GET /auth-mode`.
 //!
 //! It receives its ports as [`Services`] (`Arc<dyn MessageStore>` and friends) and never names a
 //! concrete store, notification service or copilot endpoint. It never reads the environment.
@@ -25,7 +27,12 @@
 //!   full is closed with [`CLOSE_SLOW_CONSUMER`]; frames over [`Config::max_frame_bytes`] close
 //!   that socket with [`CLOSE_TOO_BIG`].
 //! - A copilot turn always ends with `{"action":"end","output":""}`.
+//! - With an [`Authenticator`](jiva_core::Authenticator) that is on, no socket opens without a
+//!   verified identity allowed on its chat; on a supervisor chat a message is stored as the
+//!   identity's role (a claim of the other role gets an error frame and is not stored); a socket
+//!   is closed with [`CLOSE_TOKEN_EXPIRED`] when its token expires. Tokens are never logged.
 
+mod auth;
 mod config;
 mod conn;
 mod frames;
@@ -46,3 +53,6 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code for a socket that did not read its frames fast enough (private-use range).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code for a socket whose token expired while it was open (private-use range): the
+/// client should get a fresh token and reconnect.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;

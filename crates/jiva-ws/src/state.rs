@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use jiva_core::{
-    ChatId, Copilot, Disabled, Message, MessageStore, Notification, Notifier, StoreError,
-    Unconfigured,
+    Authenticator, ChatId, Copilot, Disabled, Message, MessageStore, NoAuth, Notification,
+    Notifier, StoreError, Unconfigured,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,6 +26,8 @@ pub struct Services {
     pub notifier: Arc<dyn Notifier>,
     /// Who answers copilot questions.
     pub copilot: Arc<dyn Copilot>,
+    /// Who verifies callers' tokens ([`NoAuth`] by default: everyone may open every chat).
+    pub authenticator: Arc<dyn Authenticator>,
 }
 
 impl Services {
@@ -35,6 +37,7 @@ impl Services {
             store,
             notifier: Arc::new(Disabled),
             copilot: Arc::new(Unconfigured),
+            authenticator: Arc::new(NoAuth),
         }
     }
 
@@ -47,6 +50,12 @@ impl Services {
     /// Replaces the copilot.
     pub fn with_copilot(mut self, copilot: Arc<dyn Copilot>) -> Self {
         self.copilot = copilot;
+        self
+    }
+
+    /// Replaces the authenticator.
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = authenticator;
         self
     }
 }

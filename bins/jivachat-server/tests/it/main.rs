@@ -9,6 +9,7 @@
 
 mod support;
 
+mod auth;
 mod chat;
 mod copilot;
 mod copilot_relay;
