@@ -224,7 +224,91 @@ pub fn issue_token(config: &Config) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    fn config(extra: &[&str]) -> Result<Config, Vec<String>> {
+        let mut argv = vec!["jivachat-server"];
+        argv.extend_from_slice(extra);
+        Config::from_args(Args::try_parse_from(argv).unwrap())
+    }
+
+    const SECRET: &str = "a secret that is long enough for HS256";
+
+    #[test]
+    fn auth_is_off_by_default_and_modes_are_validated() {
+        assert!(matches!(config(&[]).unwrap().auth, AuthChoice::None));
+        assert!(matches!(
+            config(&["--auth", "jwt", "--jwt-secret", SECRET])
+                .unwrap()
+                .auth,
+            AuthChoice::Jwt(_)
+        ));
+        let AuthChoice::Cognito(cognito) = config(&[
+            "--auth",
+            "cognito",
+            "--cognito-region",
+            "eu-west-1",
+            "--cognito-user-pool-id",
+            "eu-west-1_Pool",
+            "--cognito-client-id",
+            "client",
+            "--jwks-refetch-secs",
+            "5",
+        ])
+        .unwrap()
+        .auth
+        else {
+            panic!("cognito expected");
+        };
+        assert_eq!(cognito.min_refetch_interval, Duration::from_secs(5));
+        assert_eq!(cognito.claims, ClaimNames::default());
+        assert_eq!(
+            config(&["--auth", "jwt"]).unwrap_err(),
+            ["--jwt-secret / JIVA_JWT_SECRET: required with --auth jwt"]
+        );
+        assert_eq!(config(&["--auth", "cognito"]).unwrap_err().len(), 3);
+        assert_eq!(
+            config(&["--auth", "oauth"]).unwrap_err(),
+            ["--auth / JIVA_AUTH: \"oauth\" is not none, jwt or cognito"]
+        );
+        assert_eq!(
+            config(&[
+                "--auth",
+                "jwt",
+                "--jwt-secret",
+                "short",
+                "--claim-groups",
+                ""
+            ])
+            .unwrap_err()
+            .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn the_jwt_secret_never_debug_prints() {
+        let argv = ["jivachat-server", "--auth", "jwt", "--jwt-secret", SECRET];
+        let args = Args::try_parse_from(argv).unwrap();
+        assert!(!format!("{args:?}").contains("long enough"));
+        let config = Config::from_args(args).unwrap();
+        assert!(!format!("{config:?}").contains("long enough"));
+    }
+
+    #[test]
+    fn allowed_origins_are_a_comma_separated_list() {
+        let config = config(&[
+            "--allowed-origins",
+            "https://a.example, http://127.0.0.1:3030,",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.transport.allowed_origins,
+            ["https://a.example", "http://127.0.0.1:3030"]
+        );
+    }
 
     #[test]
     fn ttls() {
