@@ -473,3 +473,104 @@ async fn the_token_command_prints_a_token_the_server_accepts() {
     assert!(output.stdout.is_empty());
     assert!(String::from_utf8_lossy(&output.stderr).contains("JIVA_JWT_SECRET"));
 }
+
+/// Tokens and the secret never reach the log, even at `trace` level, whether the token is good,
+/// bad, in the query or in a header.
+#[tokio::test]
+async fn tokens_and_the_secret_are_never_logged() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jivachat-server"));
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log",
+            "trace",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("JIVA_") || name.starts_with("GRAPHQL_") || name == "COPILOT_ENDPOINT" {
+            command.env_remove(name);
+        }
+    }
+    command.envs([("JIVA_AUTH", "jwt"), ("JIVA_JWT_SECRET", SECRET)]);
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                if entry["fields"]["message"] == "JivaChat listening" {
+                    let _ = addr_tx.send(
+                        entry["fields"]["addr"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr: std::net::SocketAddr = addr_rx.recv_timeout(PATIENCE).unwrap().parse().unwrap();
+
+    let auth = Auth::Jwt;
+    let good = auth.token(AGENT, UserRole::Agent, 3600);
+    let other = auth.token(OTHER, UserRole::Agent, 3600);
+    let bad = format!("{}x", &good[..good.len() - 5]);
+    let mut ws = connect(&format!(
+        "ws://{addr}{}",
+        chat_path(AGENT, "supervisor", &good)
+    ))
+    .await;
+    say(&mut ws, "agent", "logged?").await;
+    assert_eq!(next_json(&mut ws).await["message"], "logged?");
+    for path in [
+        chat_path(AGENT, "supervisor", &bad),
+        chat_path(AGENT, "copilot", &other),
+    ] {
+        let (code, _) = raw_http(addr, &upgrade_request(&path)).await;
+        assert!(code == 401 || code == 403, "{code}");
+        let (code, _) = raw_http(addr, &get(&path)).await;
+        assert!(code == 401 || code == 403, "{code}");
+    }
+    let bearer = format!(
+        "GET /?agentID={AGENT}&secondaryID=copilot HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {other}\r\n\r\n"
+    );
+    assert_eq!(raw_http(addr, &bearer).await.0, 403);
+    drop(ws);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lines = reader.join().unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("request refused")),
+        "refusals are logged"
+    );
+    // The signature part of each token is what would make a leaked token usable.
+    for secret in [
+        SECRET,
+        good.rsplit('.').next().unwrap(),
+        other.rsplit('.').next().unwrap(),
+        &bad,
+    ] {
+        if let Some(line) = lines.iter().find(|l| l.contains(secret)) {
+            panic!("a secret reached the log: {line}");
+        }
+    }
+}
