@@ -475,92 +475,42 @@ async fn the_token_command_prints_a_token_the_server_accepts() {
 }
 
 /// Tokens and the secret never reach the log, even at `trace` level, whether the token is good,
-/// bad, in the query or in a header.
-#[tokio::test]
+/// bad, in the query or in a header. The server runs in this test's single-threaded runtime, so
+/// a subscriber set for this thread sees everything it logs.
+#[tokio::test(flavor = "current_thread")]
 async fn tokens_and_the_secret_are_never_logged() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_jivachat-server"));
-    command
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--log",
-            "trace",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("JIVA_") || name.starts_with("GRAPHQL_") || name == "COPILOT_ENDPOINT" {
-            command.env_remove(name);
-        }
-    }
-    command.envs([("JIVA_AUTH", "jwt"), ("JIVA_JWT_SECRET", SECRET)]);
-    let mut child = command.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(entry) = serde_json::from_str::<Value>(&line) {
-                if entry["fields"]["message"] == "JivaChat listening" {
-                    let _ = addr_tx.send(
-                        entry["fields"]["addr"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
-                }
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr: std::net::SocketAddr = addr_rx.recv_timeout(PATIENCE).unwrap().parse().unwrap();
+    let (capture, _guard) = Capture::this_thread();
 
     let auth = Auth::Jwt;
+    let server = auth.server().await;
     let good = auth.token(AGENT, UserRole::Agent, 3600);
     let other = auth.token(OTHER, UserRole::Agent, 3600);
     let bad = format!("{}x", &good[..good.len() - 5]);
-    let mut ws = connect(&format!(
-        "ws://{addr}{}",
-        chat_path(AGENT, "supervisor", &good)
-    ))
-    .await;
+    let mut ws = connect(&server.url(&chat_path(AGENT, "supervisor", &good))).await;
     say(&mut ws, "agent", "logged?").await;
     assert_eq!(next_json(&mut ws).await["message"], "logged?");
     for path in [
         chat_path(AGENT, "supervisor", &bad),
         chat_path(AGENT, "copilot", &other),
     ] {
-        let (code, _) = raw_http(addr, &upgrade_request(&path)).await;
+        let (code, _) = raw_http(server.addr, &upgrade_request(&path)).await;
         assert!(code == 401 || code == 403, "{code}");
-        let (code, _) = raw_http(addr, &get(&path)).await;
+        let (code, _) = raw_http(server.addr, &get(&path)).await;
         assert!(code == 401 || code == 403, "{code}");
     }
     let bearer = format!(
         "GET /?agentID={AGENT}&secondaryID=copilot HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {other}\r\n\r\n"
     );
-    assert_eq!(raw_http(addr, &bearer).await.0, 403);
+    assert_eq!(raw_http(server.addr, &bearer).await.0, 403);
     drop(ws);
+    server.stop().await;
 
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let lines = reader.join().unwrap();
+    let log = capture.text();
+    assert!(log.contains("request refused"), "refusals are logged");
     assert!(
-        lines.iter().any(|l| l.contains("request refused")),
-        "refusals are logged"
+        log.contains("JivaChat listening"),
+        "the server's log was captured"
     );
     // The signature part of each token is what would make a leaked token usable.
     for secret in [
@@ -569,8 +519,72 @@ async fn tokens_and_the_secret_are_never_logged() {
         other.rsplit('.').next().unwrap(),
         &bad,
     ] {
-        if let Some(line) = lines.iter().find(|l| l.contains(secret)) {
+        if let Some(line) = log.lines().find(|l| l.contains(secret)) {
             panic!("a secret reached the log: {line}");
         }
     }
+}
+
+/// Everything logged on this thread, at every level, from [`Capture::this_thread`] until its
+/// guard is dropped. A server started in a `current_thread` test runtime logs on this thread.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Capture {
+    fn this_thread() -> (Self, tracing::subscriber::DefaultGuard) {
+        let capture = Self::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `--auth none` on an address other than loopback says, once, at start-up, that anyone who
+/// reaches it may open any chat; on loopback, or with auth on, it says nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn auth_none_on_a_public_address_warns_once() {
+    async fn log_of(address: &str, auth: AuthChoice) -> String {
+        let (capture, _guard) = Capture::this_thread();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::with_data_dir(dir.path());
+        config.auth = auth;
+        // Bound on every interface, but only ever spoken to over loopback.
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(jivachat_server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let (code, _) = raw_http(([127, 0, 0, 1], port).into(), &get("/healthz")).await;
+        assert_eq!(code, 200);
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        capture.text()
+    }
+    let warning = "authentication is off (--auth none) on a non-loopback address";
+    let public = log_of("0.0.0.0:0", AuthChoice::None).await;
+    assert_eq!(public.matches(warning).count(), 1, "{public}");
+    assert!(public.contains("WARN"), "{public}");
+    let local = log_of("127.0.0.1:0", AuthChoice::None).await;
+    assert!(!local.contains(warning), "{local}");
+    let secured = log_of("0.0.0.0:0", Auth::Jwt.choice()).await;
+    assert!(!secured.contains(warning), "{secured}");
 }
