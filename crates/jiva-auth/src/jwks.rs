@@ -67,7 +67,9 @@ impl KeyCache {
             return Ok(key);
         }
         let recent = last.is_some_and(|at| at.elapsed() < self.min_refetch_interval);
-        if !recent {
+        if recent {
+            metrics::counter!("jiva_jwks_refetches_limited_total").increment(1);
+        } else {
             *last = Some(Instant::now());
             self.refresh().await;
         }
