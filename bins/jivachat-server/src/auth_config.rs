@@ -188,7 +188,13 @@ fn parse_ttl(raw: &str) -> Result<Duration, ()> {
 /// failure is logged and retried on the first token).
 pub(crate) async fn authenticator(config: &Config) -> anyhow::Result<Arc<dyn Authenticator>> {
     Ok(match &config.auth {
-        AuthChoice::None => Arc::new(NoAuth),
+        AuthChoice::None => {
+            tracing::info!(
+                auth = "none",
+                "authentication off: anyone who reaches the listener may open any chat"
+            );
+            Arc::new(NoAuth)
+        }
         AuthChoice::Jwt(jwt) => {
             tracing::info!(auth = "jwt", "callers must present an HS256 token");
             Arc::new(HmacAuthenticator::new(jwt))
