@@ -28,6 +28,9 @@ pub enum BuildError {
 ///   [`CognitoConfig::leeway`];
 /// - `token_use` `id` (then `aud` must be the app client id) or `access` (then `client_id`
 ///   must be); any other `token_use` is refused.
+///
+/// Cognito puts custom attributes (the default agent id claim, `custom:profileId`) in id tokens
+/// only; an access token passes only if its claims carry the configured agent id claim.
 pub struct CognitoAuthenticator {
     keys: KeyCache,
     validation: Validation,
