@@ -10,10 +10,10 @@ import { DESKTOP, PATIENCE_MS, launchBrowser, newAgent, say, serverBin, startFre
 const SECRET = 'the shared secret of the browser tests';
 
 /** A token from the server's own `token` command. */
-async function token(agent, role = 'agent') {
+async function token(agent, { role = 'agent', ttl = '1h' } = {}) {
   const { stdout } = await promisify(execFile)(
     serverBin(),
-    ['token', '--agent', agent, '--role', role, '--ttl', '1h'],
+    ['token', '--agent', agent, '--role', role, '--ttl', ttl],
     { env: { PATH: process.env.PATH, JIVA_JWT_SECRET: SECRET } },
   );
   return stdout.trim();
@@ -46,7 +46,10 @@ describe('chat page with tokens required', () => {
   let browser;
 
   before(async () => {
-    server = await startFreshServer({ env: { JIVA_AUTH: 'jwt', JIVA_JWT_SECRET: SECRET } });
+    // No clock skew allowed, so that a short-lived token expires when its `exp` says.
+    server = await startFreshServer({
+      env: { JIVA_AUTH: 'jwt', JIVA_JWT_SECRET: SECRET, JIVA_AUTH_LEEWAY_SECS: '0' },
+    });
     browser = await launchBrowser();
   });
 
@@ -96,6 +99,26 @@ describe('chat page with tokens required', () => {
     );
     assert.equal(await page.textContent('#refused'), 'Not allowed (403): an agent may only open its own chats');
     assert.equal(await page.isDisabled('#send'), true, 'no sending on a refused chat');
+    assert.deepEqual(realProblems(page), []);
+    await page.context().close();
+  });
+
+  test('when the token expires the socket closes and the page says why', async () => {
+    const agent = newAgent();
+    const page = await openPage(browser, server, agent);
+    await waitRefused(page);
+    await page.fill('#token', await token(agent, { ttl: '2s' }));
+    await page.click('#connect');
+    await waitOpen(page);
+    // The server closes the socket at expiry (4001); the page reconnects, asks first, and is
+    // told the token has expired.
+    await page.waitForFunction(
+      () => document.querySelector('#refused').textContent.includes('expired'),
+      null,
+      { timeout: PATIENCE_MS },
+    );
+    assert.equal(await page.textContent('#refused'), 'Not signed in (401): the token has expired');
+    assert.equal(await page.isDisabled('#send'), true);
     assert.deepEqual(realProblems(page), []);
     await page.context().close();
   });

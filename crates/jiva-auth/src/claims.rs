@@ -1,5 +1,7 @@
 //! From verified claims to an [`Identity`], and from `jsonwebtoken` errors to [`AuthError`].
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiva_core::{AgentId, AuthError, Identity, Timestamp, UserRole};
@@ -11,8 +13,14 @@ use crate::config::ClaimNames;
 /// The claims of a token, as verified (names are configurable, so no fixed struct).
 pub(crate) type Claims = Map<String, Value>;
 
-/// The caller the verified `claims` describe.
-pub(crate) fn identity(claims: &Claims, names: &ClaimNames) -> Result<Identity, AuthError> {
+/// The caller the verified `claims` describe. Its `expires_at` is `exp` plus `leeway`: the
+/// moment the token stops being accepted here, so that a socket is closed exactly when a new
+/// one with the same token would be refused.
+pub(crate) fn identity(
+    claims: &Claims,
+    names: &ClaimNames,
+    leeway: Duration,
+) -> Result<Identity, AuthError> {
     let missing = |name: &str| AuthError::MissingClaim(name.to_owned());
     let agent = claims
         .get(&names.agent_id)
@@ -27,10 +35,10 @@ pub(crate) fn identity(claims: &Claims, names: &ClaimNames) -> Result<Identity, 
             .any(|g| g.as_str() == Some(names.supervisor_group.as_str())),
         Some(_) => return Err(missing(&names.groups)),
     };
-    let expires_at = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .map(|secs| Timestamp::from_millis(secs.saturating_mul(1000)));
+    let expires_at = claims.get("exp").and_then(Value::as_i64).map(|secs| {
+        let leeway = i64::try_from(leeway.as_millis()).unwrap_or(i64::MAX);
+        Timestamp::from_millis(secs.saturating_mul(1000).saturating_add(leeway))
+    });
     Ok(Identity {
         agent,
         role: if supervisor {
@@ -110,11 +118,11 @@ mod tests {
             let c = claims(
                 json!({"custom:profileId": "a-1", "cognito:groups": groups, "exp": 10, "sub": "s"}),
             );
-            let id = identity(&c, &names).unwrap();
+            let id = identity(&c, &names, Duration::from_secs(2)).unwrap();
             assert_eq!(id.role, role, "{groups}");
             assert_eq!(id.agent.as_str(), "a-1");
             assert_eq!(id.subject, "s");
-            assert_eq!(id.expires_at, Some(Timestamp::from_millis(10_000)));
+            assert_eq!(id.expires_at, Some(Timestamp::from_millis(12_000)));
         }
     }
 
@@ -129,7 +137,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    identity(&claims(c.clone()), &names),
+                    identity(&claims(c.clone()), &names, Duration::ZERO),
                     Err(AuthError::MissingClaim(_))
                 ),
                 "{c}"

@@ -1,5 +1,7 @@
 //! RS256 tokens of an AWS Cognito user pool.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use jiva_core::{AuthError, Authenticator, Identity};
 use jsonwebtoken::{Algorithm, Validation};
@@ -36,6 +38,7 @@ pub struct CognitoAuthenticator {
     validation: Validation,
     client_id: String,
     claims: ClaimNames,
+    leeway: Duration,
 }
 
 impl std::fmt::Debug for CognitoAuthenticator {
@@ -65,6 +68,7 @@ impl CognitoAuthenticator {
             validation,
             client_id: config.client_id.clone(),
             claims: config.claims.clone(),
+            leeway: config.leeway,
         })
     }
 
@@ -110,6 +114,6 @@ impl Authenticator for CognitoAuthenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map_err(|e| claims::auth_error(&e))?;
         self.check_audience(&data.claims)?;
-        claims::identity(&data.claims, &self.claims).map(Some)
+        claims::identity(&data.claims, &self.claims, self.leeway).map(Some)
     }
 }

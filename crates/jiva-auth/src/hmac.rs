@@ -18,6 +18,7 @@ pub struct HmacAuthenticator {
     key: DecodingKey,
     validation: Validation,
     claims: ClaimNames,
+    leeway: Duration,
 }
 
 impl std::fmt::Debug for HmacAuthenticator {
@@ -36,6 +37,7 @@ impl HmacAuthenticator {
             key: DecodingKey::from_secret(config.secret.expose()),
             validation: validation(Algorithm::HS256, config.leeway),
             claims: config.claims.clone(),
+            leeway: config.leeway,
         }
     }
 }
@@ -61,7 +63,7 @@ impl Authenticator for HmacAuthenticator {
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| claims::auth_error(&e))?;
-        claims::identity(&data.claims, &self.claims).map(Some)
+        claims::identity(&data.claims, &self.claims, self.leeway).map(Some)
     }
 }
 

@@ -47,7 +47,8 @@ pub struct Identity {
     pub role: UserRole,
     /// The token's subject (`sub`), for logs; may be empty.
     pub subject: String,
-    /// When the token stops being valid; a socket opened with it is closed then.
+    /// When the token stops being accepted (its `exp` plus the allowed clock skew); a socket
+    /// opened with it is closed then.
     pub expires_at: Option<Timestamp>,
 }
 

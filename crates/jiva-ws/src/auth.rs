@@ -47,6 +47,12 @@ pub(crate) async fn admit(
         Ok(None) => return Err(unauthorized(&AuthError::Missing)),
         Err(e) => return Err(unauthorized(&e)),
     };
+    // The verifier counts whole seconds; the socket would be closed at `expires_at` to the
+    // millisecond. A token past it is refused here, so that a reconnect never opens a socket
+    // only to close it at once.
+    if identity.expires_at.is_some_and(|at| at <= Timestamp::now()) {
+        return Err(unauthorized(&AuthError::Expired));
+    }
     if let Err(denied) = authorize(&identity, chat) {
         return Err(refuse(
             StatusCode::FORBIDDEN,

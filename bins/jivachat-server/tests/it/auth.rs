@@ -58,8 +58,17 @@ impl Auth {
 
     fn choice(&self) -> AuthChoice {
         match self {
-            Self::Jwt => AuthChoice::Jwt(JwtConfig::new(JwtSecret::new(SECRET))),
-            Self::Cognito { config, .. } => AuthChoice::Cognito(config.clone()),
+            // No clock skew allowed, so that a short-lived token expires when its `exp` says.
+            Self::Jwt => {
+                let mut jwt = JwtConfig::new(JwtSecret::new(SECRET));
+                jwt.leeway = std::time::Duration::ZERO;
+                AuthChoice::Jwt(jwt)
+            }
+            Self::Cognito { config, .. } => {
+                let mut config = config.clone();
+                config.leeway = std::time::Duration::ZERO;
+                AuthChoice::Cognito(config)
+            }
         }
     }
 
@@ -297,6 +306,13 @@ async fn an_expiring_token_closes_its_socket_with_4001(auth: Auth) {
     // The other socket of the chat goes on.
     say(&mut lasting, "agent", "still here").await;
     assert_eq!(next_json(&mut lasting).await["message"], "still here");
+    // Reconnecting with the expired token is refused, not opened and closed again.
+    let (code, body) = raw_http(
+        server.addr,
+        &upgrade_request(&chat_path(AGENT, "supervisor", &short)),
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (401, "the token has expired\n"));
     server.stop().await;
 }
 
