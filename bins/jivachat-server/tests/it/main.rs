@@ -14,5 +14,6 @@ mod copilot;
 mod copilot_relay;
 mod handshake;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod notify;
