@@ -568,6 +568,45 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_tls_flags_are_validated() {
+        let problems = Config::from_args(args(&[
+            "--max-sockets",
+            "many",
+            "--trust-forwarded-for",
+            "maybe",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--admin-listen",
+            "nowhere",
+        ]))
+        .unwrap_err();
+        // max sockets, trust, the key missing beside the certificate, admin address.
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        let problems = Config::from_args(args(&[
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ]))
+        .unwrap_err();
+        assert!(
+            problems[0].contains("/nonexistent/cert.pem"),
+            "{problems:#?}"
+        );
+        let config = Config::from_args(args(&[
+            "--trust-forwarded-for",
+            "--max-sockets-per-ip",
+            "0",
+            "--admin-listen",
+            "127.0.0.1:9090",
+        ]))
+        .unwrap();
+        assert!(config.transport.limits.trust_forwarded_for);
+        assert_eq!(config.transport.limits.max_sockets_per_ip, 0);
+        assert!(!config.transport.metrics_on_main_listener);
+    }
+
+    #[test]
     fn secrets_do_not_debug_print() {
         let config = Config::from_args(args(&[
             "--graphql-api-url",

@@ -193,6 +193,14 @@ fn describe_limits() {
     for reason in ["message_rate", "copilot_rate"] {
         counter!("jiva_messages_refused_total", "reason" => reason).increment(0);
     }
+    describe_counter!(
+        "jiva_tls_reloads_total",
+        Unit::Count,
+        "TLS certificate reloads (file change or SIGHUP), by outcome; a failed one keeps the old certificate."
+    );
+    for outcome in ["ok", "failed"] {
+        counter!("jiva_tls_reloads_total", "outcome" => outcome).increment(0);
+    }
     let counters = [
         (
             "jiva_rate_limit_closes_total",
@@ -201,6 +209,10 @@ fn describe_limits() {
         (
             "jiva_idle_closes_total",
             "Sockets closed after the idle timeout with no frame and no pong.",
+        ),
+        (
+            "jiva_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out.",
         ),
     ];
     for (name, help) in counters {

@@ -17,3 +17,4 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod notify;
+mod tls;

@@ -89,6 +89,10 @@ impl ServerProcess {
         }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn chat_url(&self, kind: &str) -> String {
         format!("ws://{}/?agentID={AGENT}&secondaryID={kind}", self.addr)
     }
