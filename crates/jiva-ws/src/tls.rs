@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Extension;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -251,7 +251,9 @@ where
                     return;
                 }
             };
+            // With a timer, hyper closes a connection whose request headers take over 30 s.
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
                 .with_upgrades();
             tokio::pin!(connection);
