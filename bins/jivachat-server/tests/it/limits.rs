@@ -25,6 +25,15 @@ async fn metric(addr: SocketAddr, series: &str) -> f64 {
     sample(&text, series).unwrap_or_else(|| panic!("{series} missing in:\n{text}"))
 }
 
+/// Handshakes refused for `reason`.
+async fn refused(addr: SocketAddr, reason: &str) -> f64 {
+    metric(
+        addr,
+        &format!(r#"jiva_handshakes_refused_total{{reason="{reason}"}}"#),
+    )
+    .await
+}
+
 /// Polls `/metrics` until `series` has `value` (for state the server updates after a socket
 /// closes, which no client event marks).
 async fn await_metric(addr: SocketAddr, series: &str, value: f64) {
@@ -75,14 +84,7 @@ async fn sockets_over_the_total_limit_get_503() {
     let (status, body) = raw_http(server.addr, &upgrade_request(CHAT)).await;
     assert_eq!(status, 503);
     assert_eq!(body, "too many connections\n");
-    assert_eq!(
-        metric(
-            server.addr,
-            r#"jiva_handshakes_refused_total{reason="sockets_total"}"#
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(refused(server.addr, "sockets_total").await, 1.0);
     // Plain HTTP is not a socket and still answers.
     let (status, _, _) = get(server.addr, "/healthz").await;
     assert_eq!(status, 200);
@@ -96,14 +98,7 @@ async fn sockets_over_the_per_ip_limit_get_429_and_forwarded_for_is_ignored_by_d
     let (status, body) = raw_http(server.addr, &upgrade_from("192.0.2.2")).await;
     assert_eq!(status, 429);
     assert_eq!(body, "too many connections from this address\n");
-    assert_eq!(
-        metric(
-            server.addr,
-            r#"jiva_handshakes_refused_total{reason="sockets_per_ip"}"#
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(refused(server.addr, "sockets_per_ip").await, 1.0);
 }
 
 #[tokio::test]
@@ -117,41 +112,27 @@ async fn trusted_forwarded_for_limits_each_client_by_its_right_most_entry() {
     // The proxy appended 192.0.2.1; whatever the client claimed before it does not count.
     let (status, _) = raw_http(server.addr, &upgrade_from("198.51.100.7, 192.0.2.1")).await;
     assert_eq!(status, 429);
-    assert_eq!(
-        metric(
-            server.addr,
-            r#"jiva_handshakes_refused_total{reason="sockets_per_ip"}"#
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(refused(server.addr, "sockets_per_ip").await, 1.0);
 }
 
 #[tokio::test]
 async fn handshakes_over_the_per_ip_rate_get_429() {
     let server = ServerProcess::start_with(&[("JIVA_HANDSHAKES_PER_IP_PER_SEC", "2")]);
-    let mut refused = 0;
+    let mut refusals = 0;
     // Two per second are allowed: well before fifty quick attempts, one is refused.
     for _ in 0..50 {
         let (status, _) = raw_http(server.addr, &upgrade_request(CHAT)).await;
         match status {
             101 => {}
             429 => {
-                refused += 1;
+                refusals += 1;
                 break;
             }
             other => panic!("unexpected status {other}"),
         }
     }
-    assert_eq!(refused, 1);
-    assert_eq!(
-        metric(
-            server.addr,
-            r#"jiva_handshakes_refused_total{reason="handshake_rate"}"#
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(refusals, 1);
+    assert_eq!(refused(server.addr, "handshake_rate").await, 1.0);
 }
 
 #[tokio::test]
@@ -205,16 +186,7 @@ async fn messages_over_the_rate_get_an_error_then_close_1008() {
     );
     // What was refused was not stored: a new socket replays only what was echoed.
     let mut again = connect(&server.chat_url("supervisor")).await;
-    send(&mut again, json!({"not": "a chat message"})).await;
-    let mut replayed = Vec::new();
-    loop {
-        let frame = next_json(&mut again).await;
-        if frame.get("error").is_some() {
-            break;
-        }
-        replayed.push(frame["message"].clone());
-    }
-    assert_eq!(replayed, stored);
+    assert_eq!(replayed_messages(&mut again).await, stored);
 }
 
 #[tokio::test]
@@ -248,16 +220,10 @@ async fn copilot_questions_over_the_per_minute_limit_get_an_error_and_end_and_ar
     assert_eq!(metric(server.addr, "jiva_copilot_turns_total").await, 1.0);
 
     let mut again = connect(&server.chat_url("copilot")).await;
-    send(&mut again, json!({"not": "a chat message"})).await;
-    let mut replayed = Vec::new();
-    loop {
-        let frame = next_json(&mut again).await;
-        if frame.get("error").is_some() {
-            break;
-        }
-        replayed.push(frame["message"].clone());
-    }
-    assert_eq!(replayed, vec![json!("first question")]);
+    assert_eq!(
+        replayed_messages(&mut again).await,
+        vec![json!("first question")]
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{Connector, MaybeTlsStream};
 
@@ -73,6 +72,19 @@ fn write_pair(dir: &Path, leaf: &(String, String, CertificateDer<'static>)) -> (
     replace_file(&key, &leaf.1);
     replace_file(&cert, &leaf.0);
     (cert, key)
+}
+
+/// Stops a server started in the test and waits for it to return without error.
+async fn stop_serving<E: std::fmt::Debug>(
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<Result<(), E>>,
+) {
+    let _ = stop.send(());
+    tokio::time::timeout(PATIENCE, serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 /// A `wss://` client of the supervisor chat, and the leaf certificate the server presented.
@@ -146,10 +158,7 @@ async fn wss_clients_chat_and_a_certificate_swapped_on_disk_is_served_to_the_nex
     assert_eq!(next_json(&mut b).await["message"], "after the swap");
     let stopping = tokio::spawn(server.stop());
     for ws in [&mut a, &mut b] {
-        match next_frame(ws).await {
-            Message::Close(Some(close)) => assert_eq!(close.code, CloseCode::Away),
-            other => panic!("expected close 1001, got {other:?}"),
-        }
+        expect_close(ws, CloseCode::Away).await;
     }
     stopping.await.unwrap();
 }
@@ -202,12 +211,7 @@ async fn a_failed_reload_keeps_the_certificate_in_use() {
     }));
     let (_ws, presented) = connect_wss(addr, &ca).await;
     assert_eq!(presented, first.2);
-    let _ = stop.send(());
-    tokio::time::timeout(PATIENCE, serving)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_serving(stop, serving).await;
 }
 
 /// The real binary reloads on SIGHUP (file polling off), and refuses to start on a key that
@@ -290,10 +294,5 @@ async fn the_admin_listener_serves_metrics_and_the_main_listener_no_longer_does(
     )
     .await;
     assert_eq!(status, 404);
-    let _ = stop.send(());
-    tokio::time::timeout(PATIENCE, serving)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_serving(stop, serving).await;
 }
