@@ -454,7 +454,7 @@ mod tests {
     }
 
     #[test]
-    fn handshake_rate_is_per_ip_and_swept() {
+    fn handshake_rate_is_per_ip_and_a_sweep_keeps_active_keys() {
         let limiter = Limiter::new(Limits {
             handshakes_per_ip_per_sec: 1,
             ..Limits::default()
@@ -501,6 +501,26 @@ mod tests {
             assert_eq!(bucket.take(), Verdict::Drop);
         }
         assert_eq!(bucket.take(), Verdict::Close);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_socket_is_pinged_then_given_up_and_any_frame_keeps_it() {
+        let mut liveness = Liveness::new(Duration::from_secs(3));
+        // Pinged at 1 s and 2 s, given up at 3 s.
+        assert!(liveness.tick().await);
+        assert!(liveness.tick().await);
+        assert!(!liveness.tick().await);
+        // Something arrived just before each tick: never given up.
+        let mut liveness = Liveness::new(Duration::from_secs(3));
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_millis(900)).await;
+            liveness.seen();
+            assert!(liveness.tick().await);
+        }
+        // Off: never ticks.
+        let mut off = Liveness::new(Duration::ZERO);
+        let ticked = tokio::time::timeout(Duration::from_secs(3600), off.tick()).await;
+        assert!(ticked.is_err());
     }
 
     #[test]
