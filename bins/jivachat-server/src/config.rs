@@ -131,6 +131,9 @@ pub struct Args {
     /// Seconds a socket may stay silent (no frame, no pong) before it is closed (0: never).
     #[arg(long, env = "JIVA_IDLE_TIMEOUT_SECS", default_value = "90")]
     pub idle_timeout_secs: String,
+    /// Seconds a connection may take to send a request head (0: no limit).
+    #[arg(long, env = "JIVA_REQUEST_HEADER_TIMEOUT_SECS", default_value = "30")]
+    pub request_header_timeout_secs: String,
     /// PEM certificate chain; with `--tls-key`, the server speaks HTTPS and `wss://`.
     #[arg(long, env = "JIVA_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -277,6 +280,10 @@ fn read_limits(args: &Args, limits: &mut jiva_ws::Limits, problems: &mut Vec<Str
     limits.idle_timeout = Duration::from_secs(u64::from(whole(
         "--idle-timeout-secs / JIVA_IDLE_TIMEOUT_SECS",
         &args.idle_timeout_secs,
+    )));
+    limits.request_header_timeout = Duration::from_secs(u64::from(whole(
+        "--request-header-timeout-secs / JIVA_REQUEST_HEADER_TIMEOUT_SECS",
+        &args.request_header_timeout_secs,
     )));
     match boolish(&args.trust_forwarded_for) {
         Some(trust) => limits.trust_forwarded_for = trust,

@@ -214,6 +214,10 @@ fn describe_limits() {
             "jiva_tls_handshake_failures_total",
             "TLS handshakes that failed or timed out.",
         ),
+        (
+            "jiva_request_header_timeouts_total",
+            "Connections closed for not sending a request head in time.",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, Unit::Count, help);

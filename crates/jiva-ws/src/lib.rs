@@ -38,6 +38,7 @@ mod conn;
 mod frames;
 mod handshake;
 mod limits;
+mod listen;
 mod pages;
 mod rooms;
 mod server;

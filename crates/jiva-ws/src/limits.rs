@@ -57,6 +57,9 @@ pub struct Limits {
     /// A socket from which nothing (no frame, no pong) arrived for this long is closed; the
     /// server pings it every third of this.
     pub idle_timeout: Duration,
+    /// A connection that has not sent a whole request head this long after connecting (or
+    /// after its previous request) is closed.
+    pub request_header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
             message_burst: 500,
             copilot_questions_per_min: 30,
             idle_timeout: Duration::from_secs(90),
+            request_header_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! HTTP routing, the upgrade, and serving with graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +88,11 @@ impl Transport {
         self.state.shutdown.clone()
     }
 
+    /// How long a connection may take to send its request headers.
+    pub(crate) fn request_header_timeout(&self) -> Duration {
+        self.state.config.limits.request_header_timeout
+    }
+
     /// How long shutdown waits for sockets and turns.
     pub(crate) fn shutdown_grace(&self) -> Duration {
         self.state.config.shutdown_grace
@@ -119,21 +123,7 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let state = Arc::clone(&transport.state);
-    let signal = async move {
-        shutdown.await;
-        state.shutdown.cancel();
-    };
-    let app = transport
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await?;
-    if !transport.drain().await {
-        tracing::warn!("shutdown grace period ran out with sockets or copilot turns still open");
-    }
-    Ok(())
+    crate::listen::serve_connections(listener, transport, None, shutdown).await
 }
 
 /// Serves [`Transport::admin_router`] on its own listener (plain HTTP) until the transport

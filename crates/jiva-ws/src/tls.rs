@@ -4,19 +4,14 @@
 //! depends on a process-wide default provider (with both `ring` and `aws-lc-rs` in the
 //! dependency tree, `ServerConfig::builder()` would panic). The certificate is chosen per
 //! handshake by a resolver whose key pair [`Tls::reload`] swaps; a reload that fails keeps the
-//! certificate in use. [`serve_tls`] accepts TCP connections, does the TLS handshake within
-//! [`HANDSHAKE_TIMEOUT`], and serves each connection with hyper (HTTP/1.1 with upgrades).
+//! certificate in use. [`serve_tls`] serves through the same accept loop as plain serving
+//! (`listen.rs`), with the TLS handshake within [`HANDSHAKE_TIMEOUT`].
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use axum::Extension;
-use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -25,7 +20,6 @@ use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::server::Transport;
 
@@ -213,68 +207,7 @@ pub async fn serve_tls<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let stop = transport.shutdown_token();
-    tls.watch(stop.clone());
-    let router = transport.router();
-    let connections = TaskTracker::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a moment rather than spin.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-            () = stop.cancelled() => break,
-        };
-        let acceptor = tls.acceptor.clone();
-        let app = router
-            .clone()
-            .layer(Extension(ConnectInfo::<SocketAddr>(peer)));
-        let stop = stop.clone();
-        connections.spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    metrics::counter!("jiva_tls_handshake_failures_total").increment(1);
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    metrics::counter!("jiva_tls_handshake_failures_total").increment(1);
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            // With a timer, hyper closes a connection whose request headers take over 30 s.
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
-                .with_upgrades();
-            tokio::pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    transport.begin_shutdown();
-    connections.close();
-    let plain_done = tokio::time::timeout(transport.shutdown_grace(), connections.wait()).await;
-    if plain_done.is_err() || !transport.drain().await {
-        tracing::warn!("shutdown grace period ran out with sockets or copilot turns still open");
-    }
-    Ok(())
+    tls.watch(transport.shutdown_token());
+    crate::listen::serve_connections(listener, transport, Some(tls.acceptor.clone()), shutdown)
+        .await
 }

@@ -274,6 +274,19 @@ async fn a_socket_that_answers_no_ping_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_connection_that_sends_no_request_is_closed_after_the_header_timeout() {
+    let server = ServerProcess::start_with(&[("JIVA_REQUEST_HEADER_TIMEOUT_SECS", "1")]);
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, silent.read_to_end(&mut seen)).await;
+    assert!(closed.is_ok(), "the silent connection was not closed");
+    assert_eq!(
+        metric(server.addr, "jiva_request_header_timeouts_total").await,
+        1.0
+    );
+}
+
+#[tokio::test]
 async fn per_chat_state_is_dropped_when_the_last_socket_of_a_chat_leaves() {
     const CHATS: usize = 20;
     let server = ServerProcess::start_with(&[]);
