@@ -12,6 +12,8 @@
 //! - `frames`: the wire frames, converted by hand from and to core types.
 //! - `limits`: socket counts per IP and in total, handshake, message and copilot rate limits
 //!   (`governor`), and the idle timeout.
+//! - `listen`: the accept loop of [`serve`] and [`serve_tls`] (hyper HTTP/1.1 with upgrades,
+//!   the peer address for the per-IP limits, a request-head timeout, graceful shutdown).
 //! - `tls`: [`serve_tls`], native TLS (rustls, explicit `ring` provider) with certificates
 //!   swapped without a restart.
 //!
