@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -11,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::handshake::{chat_from_query, names_a_chat};
@@ -45,12 +47,18 @@ impl Transport {
 
     /// The axum router: WebSocket upgrades on any path, `/healthz`, `/readyz`, `/metrics`, the
     /// chat page at `/` (with `/app.js`, `/app.css`), and plain-HTTP answers elsewhere. Mount it in a larger router to embed JivaChat.
+    /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so that the per-IP
+    /// limits see the client's address; without that connect info (and without a trusted
+    /// `X-Forwarded-For`) only the total socket limit applies.
     pub fn router(&self) -> Router {
-        Router::new()
+        let mut router = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
-            .route("/auth-mode", get(auth::mode))
-            .route("/metrics", get(pages::metrics))
+            .route("/auth-mode", get(auth::mode));
+        if self.state.config.metrics_on_main_listener {
+            router = router.route("/metrics", get(pages::metrics));
+        }
+        router
             .route("/app.js", get(pages::app_js))
             .route("/app.css", get(pages::app_css))
             .fallback(plain_http)
@@ -59,6 +67,36 @@ impl Transport {
                 upgrades_first,
             ))
             .with_state(Arc::clone(&self.state))
+    }
+
+    /// The admin router: `/metrics`, `/healthz` and `/readyz` only (see [`serve_admin`]).
+    pub fn admin_router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(pages::metrics))
+            .route("/healthz", get(healthz_full))
+            .route("/readyz", get(readyz))
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// Completes once shutdown has started (for tasks the embedding program runs beside the
+    /// transport).
+    pub fn shutting_down(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.state.shutdown.clone().cancelled_owned()
+    }
+
+    /// Cancelled when shutdown starts.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// How long a connection may take to send its request headers.
+    pub(crate) fn request_header_timeout(&self) -> Duration {
+        self.state.config.limits.request_header_timeout
+    }
+
+    /// How long shutdown waits for sockets and turns.
+    pub(crate) fn shutdown_grace(&self) -> Duration {
+        self.state.config.shutdown_grace
     }
 
     /// Starts shutdown: every socket is closed with 1001 and running copilot turns end.
@@ -86,18 +124,16 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let state = Arc::clone(&transport.state);
-    let signal = async move {
-        shutdown.await;
-        state.shutdown.cancel();
-    };
-    axum::serve(listener, transport.router())
-        .with_graceful_shutdown(signal)
-        .await?;
-    if !transport.drain().await {
-        tracing::warn!("shutdown grace period ran out with sockets or copilot turns still open");
-    }
-    Ok(())
+    crate::listen::serve_connections(listener, transport, None, shutdown).await
+}
+
+/// Serves [`Transport::admin_router`] on its own listener (plain HTTP) until the transport
+/// starts shutting down.
+pub async fn serve_admin(listener: TcpListener, transport: Transport) -> std::io::Result<()> {
+    let stop = transport.shutdown_token();
+    axum::serve(listener, transport.admin_router())
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -120,6 +156,11 @@ async fn upgrades_first(
     if !is_upgrade(request.headers()) {
         return next.run(request).await;
     }
+    // Counted from here until the socket closes; refused before any other work.
+    let permit = match state.limiter.admit(state.limiter.client_ip(&request)) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal.response(),
+    };
     let chat = match chat_from_query(request.uri().query()) {
         Ok(chat) => chat,
         Err(reason) => return bad_request(reason),
@@ -152,6 +193,7 @@ async fn upgrades_first(
         .max_frame_size(config.max_frame_bytes)
         .on_upgrade(move |socket| async move {
             conn::run(task_state, chat, identity, socket).await;
+            drop(permit);
             drop(token);
         })
 }
@@ -190,6 +232,12 @@ async fn healthz(AxumState(state): AxumState<Arc<State>>) -> Response {
         )
             .into_response();
     }
+    healthz_full(AxumState(state)).await
+}
+
+/// `/healthz` with the version and store kind: on the admin listener always, on the main one
+/// only while authentication is off.
+async fn healthz_full(AxumState(state): AxumState<Arc<State>>) -> Response {
     let body = format!(
         "{{\"status\":\"ok\",\"version\":\"{}\",\"store\":\"{}\"}}",
         env!("CARGO_PKG_VERSION"),

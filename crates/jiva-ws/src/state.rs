@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::frames;
+use crate::limits::Limiter;
 use crate::rooms::Rooms;
 use crate::turns::Turns;
 
@@ -71,6 +72,8 @@ pub(crate) struct State {
     pub shutdown: CancellationToken,
     registered: Mutex<HashSet<ChatId>>,
     next_conn: AtomicU64,
+    /// Socket counts and rate limits.
+    pub limiter: Limiter,
     /// Renders `/metrics`; set once by the embedding program (see `Transport::with_metrics`).
     pub metrics: OnceLock<MetricsRender>,
 }
@@ -80,6 +83,7 @@ pub(crate) type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl State {
     pub fn new(config: Config, services: Services) -> Self {
+        let limiter = Limiter::new(config.limits.clone());
         Self {
             config,
             services,
@@ -89,6 +93,7 @@ impl State {
             shutdown: CancellationToken::new(),
             registered: Mutex::new(HashSet::new()),
             next_conn: AtomicU64::new(1),
+            limiter,
             metrics: OnceLock::new(),
         }
     }
@@ -111,12 +116,33 @@ impl State {
             .contains(chat);
         if !known {
             self.services.store.register_chat(chat).await?;
-            self.registered
+            let inserted = self
+                .registered
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(chat.clone());
+            if inserted {
+                metrics::gauge!("jiva_chats_registered").increment(1.0);
+            }
         }
         Ok(())
+    }
+
+    /// Forgets that `chat` is registered once no socket of it is left, so that this memory
+    /// follows the open chats rather than every chat ever seen. Registering again is
+    /// idempotent in every store.
+    pub fn forget_if_unused(&self, chat: &ChatId) {
+        if self.rooms.sockets(chat) > 0 {
+            return;
+        }
+        let removed = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(chat);
+        if removed {
+            metrics::gauge!("jiva_chats_registered").decrement(1.0);
+        }
     }
 
     /// Stores `message`, then shows it to every socket of its chat. Nothing is shown that is

@@ -604,3 +604,38 @@ async fn auth_none_on_a_public_address_warns_once() {
     let secured = log_of("0.0.0.0:0", Auth::Jwt.choice()).await;
     assert!(!secured.contains(warning), "{secured}");
 }
+
+/// With auth on, the main listener's `/healthz` tells anonymous callers nothing about the
+/// build; the admin listener's still gives the version and store.
+#[tokio::test]
+async fn the_admin_listener_still_tells_the_version_with_auth_on() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::with_data_dir(data.path());
+    config.auth = Auth::Jwt.choice();
+    let store = jivachat_server::open_store(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (main_addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(jivachat_server::run_with_listeners(
+        config,
+        store,
+        listener,
+        Some(admin),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let (code, body) = raw_http(main_addr, &get("/healthz")).await;
+    assert_eq!((code, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (code, body) = raw_http(admin_addr, &get("/healthz")).await;
+    assert_eq!(code, 200);
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    stop.send(()).unwrap();
+    tokio::time::timeout(PATIENCE, serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -15,5 +15,7 @@ mod copilot;
 mod copilot_relay;
 mod handshake;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod notify;
+mod tls;
