@@ -9,11 +9,14 @@
 
 mod support;
 
+mod auth;
 mod chat;
 mod copilot;
 mod copilot_relay;
 mod handshake;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod notify;
 mod order;
+mod tls;
