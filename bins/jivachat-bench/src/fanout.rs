@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::check::{Checker, Verdict};
 use crate::common::{self, Ws};
 
 /// Limits that keep a run bounded whatever the flags say.
@@ -313,7 +314,7 @@ pub fn row(v: &Value) -> String {
 pub const HEADER: &str = "| workload | chats×sockets | senders/chat | offered deliveries/s | deliveries/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | stored msgs/s | lost/dup/reordered | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 #[allow(clippy::too_many_arguments)]
-async fn send_loop(
+pub(crate) async fn send_loop(
     mut sink: SplitSink<Ws, WsMessage>,
     chat: usize,
     slot: usize,
@@ -357,7 +358,7 @@ async fn send_loop(
 }
 
 /// Parses `"{sender}.{seq}.{sent_nanos}"`.
-fn parse_text(text: &str) -> Option<(usize, u64, u64)> {
+pub(crate) fn parse_text(text: &str) -> Option<(usize, u64, u64)> {
     let mut parts = text.split('.');
     let sender = parts.next()?.parse().ok()?;
     let seq = parts.next()?.parse().ok()?;
@@ -376,12 +377,9 @@ async fn read_loop(
 ) -> ReaderStats {
     let mut stats = ReaderStats {
         chat,
-        distinct: vec![0; senders],
-        order_hash: 0xcbf2_9ce4_8422_2325,
         ..ReaderStats::default()
     };
-    let mut seen: Vec<Vec<u64>> = vec![Vec::new(); senders];
-    let mut next: Vec<u64> = vec![0; senders];
+    let mut check = Checker::new(senders);
     loop {
         let frame = tokio::select! {
             f = stream.next() => f,
@@ -423,34 +421,14 @@ async fn read_loop(
                 p.add_permits(1);
             }
         }
-        let (Some(bits), Some(expect), Some(distinct)) = (
-            seen.get_mut(sender),
-            next.get_mut(sender),
-            stats.distinct.get_mut(sender),
-        ) else {
-            stats.foreign += 1;
-            continue;
-        };
-        let word = usize::try_from(seq / 64).unwrap_or(usize::MAX);
-        if bits.len() <= word {
-            bits.resize(word.saturating_add(1), 0);
+        match check.record(sender, seq, None, false) {
+            Verdict::New => {}
+            Verdict::Duplicate => continue,
+            Verdict::Foreign => {
+                stats.foreign += 1;
+                continue;
+            }
         }
-        let mask = 1u64 << (seq % 64);
-        let Some(w) = bits.get_mut(word) else {
-            continue;
-        };
-        if *w & mask != 0 {
-            stats.duplicated += 1;
-            continue;
-        }
-        *w |= mask;
-        *distinct += 1;
-        if seq != *expect {
-            stats.reordered += 1;
-        }
-        *expect = (*expect).max(seq + 1);
-        stats.order_hash =
-            (stats.order_hash ^ ((sender as u64) << 48 | seq)).wrapping_mul(0x0100_0000_01b3);
         shared.delivered.fetch_add(1, Ordering::Relaxed);
         if (shared.measure_from..shared.measure_to).contains(&now) {
             shared.in_window.fetch_add(1, Ordering::Relaxed);
@@ -463,5 +441,9 @@ async fn read_loop(
                 .saturating_record(now.saturating_sub(sent).max(1));
         }
     }
+    stats.duplicated = check.duplicated;
+    stats.reordered = check.reordered;
+    stats.order_hash = check.order_hash;
+    stats.distinct = check.distinct;
     stats
 }
