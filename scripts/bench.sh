@@ -10,9 +10,6 @@
 #   PORT (3130)  server port       OUT (target/bench)  results     RUNS (3)  runs per figure
 #   NICE (0)     niceness of server and generator (e.g. -10 on a machine shared with builds)
 #   MOTO_PORT (5005)  port of the local DynamoDB-compatible server (moto) for `dynamodb`
-# `cluster` (not part of `all`): three nodes on moto sharing chats over a local Redis, the
-# generator's senders on the first and receivers on all three (ports PORT+1..PORT+3; REDIS_PORT
-# (6391) for Redis). It needs a server with the Redis bus wired in (`--bus redis`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -207,8 +204,12 @@ w_dynamodb() {
     summary dynamo-connect connects_per_s latency.p50_ms latency.p99_ms
 }
 
-# Fan-out across three nodes (docs/CLUSTER.md). Runs in a subshell with its own EXIT trap, so
-# that Redis, moto and the nodes are stopped however it ends.
+# `scripts/bench.sh cluster` (alone; not part of `all`): fan-out across three nodes on moto
+# sharing chats over a local Redis (docs/CLUSTER.md), the generator's senders on the first node
+# and receivers on all three. Nodes on CLUSTER_PORT+1..+3 (CLUSTER_PORT 3160), Redis on
+# REDIS_PORT (6391), moto on MOTO_PORT. Needs a server with the Redis bus wired in (`--bus`).
+# Runs in a subshell with its own EXIT trap, so that Redis, moto and the nodes are stopped
+# however it ends.
 w_cluster() (
     if ! "$SERVER" --help | grep -q -- '--bus'; then
         echo "cluster: $SERVER has no --bus flag (the Redis bus is not wired in yet)" >&2
@@ -235,7 +236,7 @@ w_cluster() (
     env "${env[@]}" "$SERVER" create-tables >&2
     local nodes=()
     for i in 1 2 3; do
-        local addr=127.0.0.1:$((PORT + i))
+        local addr=127.0.0.1:$((${CLUSTER_PORT:-3160} + i))
         env JIVA_MAX_SOCKETS=0 JIVA_MAX_SOCKETS_PER_IP=0 JIVA_HANDSHAKES_PER_IP_PER_SEC=0 \
             JIVA_MESSAGES_PER_SEC=0 JIVA_IDLE_TIMEOUT_SECS=0 "${env[@]}" \
             nice -n "$NICE" taskset -c 0 "$SERVER" --listen "$addr" --data-dir "$(fresh "cluster-$i")" \
@@ -255,6 +256,10 @@ w_cluster() (
         latency_other_nodes.p50_ms latency_other_nodes.p99_ms lost duplicated reordered \
         seq_reordered seq_gaps order_mismatch
 )
+if [ $# -eq 1 ] && [ "$1" = cluster ]; then
+    w_cluster
+    exit
+fi
 
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(all)
@@ -262,7 +267,6 @@ for t in "${targets[@]}"; do
     case $t in
         all) for w in fanout idle connect store durability copilot sweep dynamodb; do "w_$w"; done ;;
         fanout|sweep|idle|connect|store|durability|copilot|dynamodb) "w_$t" ;;
-        cluster) w_cluster ;;
         *) echo "unknown workload $t" >&2; exit 2 ;;
     esac
 done

@@ -17,6 +17,7 @@ mod connect;
 mod copilot;
 mod fanout;
 mod idle;
+mod measure;
 mod store;
 
 use std::io::Write as _;
