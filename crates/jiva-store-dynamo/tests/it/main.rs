@@ -13,3 +13,5 @@ mod legacy;
 mod round_trip;
 #[cfg(test)]
 mod support;
+#[cfg(test)]
+mod tables;
