@@ -60,6 +60,8 @@
 mod breaker;
 mod client;
 mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod graphql;
 mod queue;
 mod retry;

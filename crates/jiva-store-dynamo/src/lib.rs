@@ -44,6 +44,8 @@
 mod config;
 mod cursor;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod item;
 mod store;
 mod tables;

@@ -23,6 +23,9 @@
 //! Invariants: messages are read back oldest first by `(timestamp, id)`; a chat's history is read
 //! through the `(agent_id, secondary_id, ts, message_id)` index only, never by scanning other chats.
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;

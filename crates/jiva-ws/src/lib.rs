@@ -29,6 +29,8 @@
 mod config;
 mod conn;
 mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod pages;
 mod rooms;
