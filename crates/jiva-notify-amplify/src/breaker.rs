@@ -152,6 +152,15 @@ mod tests {
         })
     }
 
+    /// A breaker just opened by three failures in a row.
+    fn opened() -> Breaker {
+        let mut b = breaker();
+        for _ in 0..3 {
+            b.on_transient_failure(Instant::now());
+        }
+        b
+    }
+
     #[tokio::test(start_paused = true)]
     async fn closed_allows_up_to_the_concurrency() {
         let mut b = breaker();
@@ -188,10 +197,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn open_half_opens_after_its_delay_with_one_probe() {
-        let mut b = breaker();
-        for _ in 0..3 {
-            b.on_transient_failure(Instant::now());
-        }
+        let mut b = opened();
         tokio::time::advance(OPEN_FOR - Duration::from_millis(1)).await;
         assert_eq!(b.allowance(Instant::now(), 0, 4), 0);
         assert_eq!(b.state(), BreakerState::Open);
@@ -204,10 +210,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_probe_waits_for_stragglers_from_before_the_breaker_opened() {
-        let mut b = breaker();
-        for _ in 0..3 {
-            b.on_transient_failure(Instant::now());
-        }
+        let mut b = opened();
         tokio::time::advance(OPEN_FOR).await;
         assert_eq!(b.allowance(Instant::now(), 2, 4), 0);
         assert_eq!(b.state(), BreakerState::HalfOpen);
@@ -216,10 +219,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_probe_reopens_for_the_full_delay() {
-        let mut b = breaker();
-        for _ in 0..3 {
-            b.on_transient_failure(Instant::now());
-        }
+        let mut b = opened();
         tokio::time::advance(OPEN_FOR).await;
         assert_eq!(b.allowance(Instant::now(), 0, 4), 1);
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -230,10 +230,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_successful_probe_closes_and_restores_the_concurrency() {
-        let mut b = breaker();
-        for _ in 0..3 {
-            b.on_transient_failure(Instant::now());
-        }
+        let mut b = opened();
         tokio::time::advance(OPEN_FOR).await;
         assert_eq!(b.allowance(Instant::now(), 0, 4), 1);
         b.on_answer();
@@ -246,10 +243,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failures_while_open_do_not_extend_it() {
-        let mut b = breaker();
-        for _ in 0..3 {
-            b.on_transient_failure(Instant::now());
-        }
+        let mut b = opened();
         let reopens = b.reopens_at();
         tokio::time::advance(Duration::from_secs(2)).await;
         b.on_transient_failure(Instant::now());

@@ -707,16 +707,13 @@ mod tests {
     async fn a_transient_failure_goes_back_into_the_queue_and_is_delivered_later() {
         let mut mock = MockNotifier::new();
         let mut seq = Sequence::new();
-        mock.expect_notify()
-            .with(eq(notification("a")))
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_| Err(unavailable()));
-        mock.expect_notify()
-            .with(eq(notification("a")))
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_| Ok(()));
+        for fails in [true, false] {
+            mock.expect_notify()
+                .with(eq(notification("a")))
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(move |_| if fails { Err(unavailable()) } else { Ok(()) });
+        }
         let queue = NotificationQueue::start(mock, 4).unwrap();
         queue.notify(notification("a")).await.unwrap();
         let report = queue.shutdown(Duration::from_secs(60)).await;
@@ -774,6 +771,31 @@ mod tests {
         }
         let report = queue.shutdown(Duration::from_secs(60)).await;
         assert_eq!((report.delivered, report.failed, report.dropped), (3, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_with_the_breaker_open_ends_at_its_deadline_and_counts_the_rest_dropped() {
+        let mut mock = MockNotifier::new();
+        mock.expect_notify().returning(|_| Err(unavailable()));
+        let mut settings = QueueSettings::new(16);
+        settings.concurrency = 1;
+        settings.breaker.open_for = Duration::from_secs(60);
+        let queue = NotificationQueue::start_with(mock, settings).unwrap();
+        for agent in ["a", "b", "c"] {
+            queue.notify(notification(agent)).await.unwrap();
+        }
+        let started = Instant::now();
+        let report = queue.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(
+            report,
+            ShutdownReport {
+                delivered: 0,
+                failed: 0,
+                dropped: 3,
+                timed_out: true
+            }
+        );
     }
 
     #[test]
