@@ -109,15 +109,142 @@ pub struct Args {
     /// How long the notification breaker stays open before one probe is sent.
     #[arg(long, env = "JIVA_NOTIFY_BREAKER_OPEN_MS", default_value = "5000")]
     pub notify_breaker_open_ms: String,
+    /// Sockets open at once; one more handshake is answered 503 (0: no limit).
+    #[arg(long, env = "JIVA_MAX_SOCKETS", default_value = "100000")]
+    pub max_sockets: String,
+    /// Sockets open at once per client IP; one more handshake is answered 429 (0: no limit).
+    #[arg(long, env = "JIVA_MAX_SOCKETS_PER_IP", default_value = "100")]
+    pub max_sockets_per_ip: String,
+    /// Take the client IP from the right-most `X-Forwarded-For` entry (behind a proxy that
+    /// appends it) instead of the TCP peer.
+    #[arg(
+        long,
+        env = "JIVA_TRUST_FORWARDED_FOR",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub trust_forwarded_for: String,
+    /// WebSocket handshakes per client IP per second; more are answered 429 (0: no limit).
+    #[arg(long, env = "JIVA_HANDSHAKES_PER_IP_PER_SEC", default_value = "50")]
+    pub handshakes_per_ip_per_sec: String,
+    /// Frames per socket per second after the burst (0: no limit).
+    #[arg(long, env = "JIVA_MESSAGES_PER_SEC", default_value = "50")]
+    pub messages_per_sec: String,
+    /// Frames a socket may send at once before `--messages-per-sec` paces it.
+    #[arg(long, env = "JIVA_MESSAGE_BURST", default_value = "500")]
+    pub message_burst: String,
+    /// Copilot questions per agent per minute (0: no limit).
+    #[arg(long, env = "JIVA_COPILOT_QUESTIONS_PER_MIN", default_value = "30")]
+    pub copilot_questions_per_min: String,
+    /// Seconds a socket may stay silent (no frame, no pong) before it is closed (0: never).
+    #[arg(long, env = "JIVA_IDLE_TIMEOUT_SECS", default_value = "90")]
+    pub idle_timeout_secs: String,
+    /// Seconds a connection may take to send a request head (0: no limit).
+    #[arg(long, env = "JIVA_REQUEST_HEADER_TIMEOUT_SECS", default_value = "30")]
+    pub request_header_timeout_secs: String,
+    /// PEM certificate chain; with `--tls-key`, the server speaks HTTPS and `wss://`.
+    #[arg(long, env = "JIVA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "JIVA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between checks of the TLS files for changes (0: reload on SIGHUP only).
+    #[arg(long, env = "JIVA_TLS_RELOAD_SECS", default_value = "5")]
+    pub tls_reload_secs: String,
+    /// Serve `/metrics` on this separate address (plain HTTP) instead of the main listener.
+    #[arg(long, env = "JIVA_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Who may connect: `none` (anyone: the deployed client sends no token), `jwt` (HS256
+    /// tokens signed with JIVA_JWT_SECRET) or `cognito` (RS256 tokens of a Cognito user pool).
+    #[arg(long, env = "JIVA_AUTH", default_value = "none")]
+    pub auth: String,
+    /// The HS256 secret of `--auth jwt` and of the `token` command (at least 32 bytes).
+    #[arg(long, env = "JIVA_JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<jiva_auth::JwtSecret>,
+    /// The Cognito user pool's AWS region (`--auth cognito`).
+    #[arg(long, env = "JIVA_COGNITO_REGION")]
+    pub cognito_region: Option<String>,
+    /// The Cognito user pool id (`--auth cognito`).
+    #[arg(long, env = "JIVA_COGNITO_USER_POOL_ID")]
+    pub cognito_user_pool_id: Option<String>,
+    /// The Cognito app client id: `aud` of id tokens, `client_id` of access tokens.
+    #[arg(long, env = "JIVA_COGNITO_CLIENT_ID")]
+    pub cognito_client_id: Option<String>,
+    /// Where the Cognito signing keys are fetched from (default: the pool's JWKS URL).
+    #[arg(long, env = "JIVA_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Seconds of clock skew allowed on a token's `exp` and `nbf`.
+    #[arg(long, env = "JIVA_AUTH_LEEWAY_SECS", default_value = "60")]
+    pub auth_leeway_secs: String,
+    /// The Cognito key set is fetched again for an unknown `kid` at most once per this many
+    /// seconds.
+    #[arg(long, env = "JIVA_JWKS_REFETCH_SECS", default_value = "30")]
+    pub jwks_refetch_secs: String,
+    /// The token claim holding the caller's agent id.
+    #[arg(long, env = "JIVA_CLAIM_AGENT_ID", default_value = "custom:profileId")]
+    pub claim_agent_id: String,
+    /// The token claim holding the caller's groups.
+    #[arg(long, env = "JIVA_CLAIM_GROUPS", default_value = "cognito:groups")]
+    pub claim_groups: String,
+    /// Members of this group are supervisors.
+    #[arg(long, env = "JIVA_SUPERVISOR_GROUP", default_value = "Supervisor")]
+    pub supervisor_group: String,
+    /// Comma-separated origins (`https://host[:port]`) browsers may connect from; unset: any.
+    #[arg(long, env = "JIVA_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+}
+
+fn secret(raw: &str) -> Result<jiva_auth::JwtSecret, String> {
+    Ok(jiva_auth::JwtSecret::new(raw))
 }
 
 /// What the server binary does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
     /// Serve chats (the default).
     Serve,
     /// Create the store's tables if they do not exist, then exit (idempotent).
     CreateTables,
+    /// Print an HS256 token signed with JIVA_JWT_SECRET, with the configured claim names, then
+    /// exit (development and service clients).
+    Token(TokenArgs),
+}
+
+/// The flags of the `token` command.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct TokenArgs {
+    /// The agent id the token is for.
+    #[arg(long)]
+    pub agent: String,
+    /// `agent` or `supervisor`.
+    #[arg(long, default_value = "agent")]
+    pub role: String,
+    /// How long the token is valid: a number with `s`, `m`, `h` or `d` (e.g. `90s`, `1h`).
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+}
+
+/// A validated `token` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Whose token.
+    pub agent: jiva_core::AgentId,
+    /// Agent or supervisor.
+    pub role: jiva_core::UserRole,
+    /// Valid for this long from now.
+    pub ttl: Duration,
+}
+
+/// Who may connect.
+#[derive(Debug, Clone)]
+pub enum AuthChoice {
+    /// Anyone, as the deployed client expects (it sends no token).
+    None,
+    /// HS256 tokens signed with a shared secret.
+    Jwt(jiva_auth::JwtConfig),
+    /// RS256 tokens of a Cognito user pool.
+    Cognito(Box<jiva_auth::CognitoConfig>),
 }
 
 /// Which store backs the server.
@@ -159,6 +286,110 @@ pub struct Config {
     pub copilot: Option<jiva_copilot::Config>,
     /// The Amplify notifier, when `GRAPHQL_API_URL` is set.
     pub notify: Option<jiva_notify_amplify::Config>,
+    /// Who may connect.
+    pub auth: AuthChoice,
+    /// The token to print, for the `token` command.
+    pub token: Option<TokenRequest>,
+    /// The HS256 secret, when one is set (the `token` command signs with it).
+    pub jwt_secret: Option<jiva_auth::JwtSecret>,
+    /// Claim names, for the `token` command.
+    pub claims: jiva_auth::ClaimNames,
+    /// Native TLS, when `--tls-cert` and `--tls-key` are set.
+    pub tls: Option<jiva_ws::TlsFiles>,
+    /// The admin listener's address (`/metrics` only there), when set.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// Reads a "true"/"false" style value.
+fn boolish(raw: &str) -> Option<bool> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// Validates the TLS flags: both files or neither, and they must load (parse, key matching).
+fn read_tls(args: &Args, problems: &mut Vec<String>) -> Option<jiva_ws::TlsFiles> {
+    let poll = match args.tls_reload_secs.parse::<u64>() {
+        Ok(0) => None,
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) => {
+            problems.push(format!(
+                "--tls-reload-secs / JIVA_TLS_RELOAD_SECS: {:?} is not a whole number",
+                args.tls_reload_secs
+            ));
+            None
+        }
+    };
+    let cert = args.tls_cert.clone().filter(|p| !p.as_os_str().is_empty());
+    let key = args.tls_key.clone().filter(|p| !p.as_os_str().is_empty());
+    match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let files = jiva_ws::TlsFiles { cert, key, poll };
+            match jiva_ws::Tls::load(files.clone()) {
+                Ok(_) => Some(files),
+                Err(e) => {
+                    problems.push(format!("--tls-cert / --tls-key: {e}"));
+                    None
+                }
+            }
+        }
+        (Some(_), None) => {
+            problems.push("--tls-key / JIVA_TLS_KEY: required with --tls-cert".into());
+            None
+        }
+        (None, Some(_)) => {
+            problems.push("--tls-cert / JIVA_TLS_CERT: required with --tls-key".into());
+            None
+        }
+    }
+}
+
+/// Validates the limit flags into `limits`, one problem per bad value.
+fn read_limits(args: &Args, limits: &mut jiva_ws::Limits, problems: &mut Vec<String>) {
+    let mut whole = |name: &str, raw: &str| -> u32 {
+        raw.parse::<u32>().unwrap_or_else(|_| {
+            problems.push(format!(
+                "{name}: {raw:?} is not a whole number (0 turns the limit off)"
+            ));
+            0
+        })
+    };
+    limits.max_sockets = whole("--max-sockets / JIVA_MAX_SOCKETS", &args.max_sockets) as usize;
+    limits.max_sockets_per_ip = whole(
+        "--max-sockets-per-ip / JIVA_MAX_SOCKETS_PER_IP",
+        &args.max_sockets_per_ip,
+    ) as usize;
+    limits.handshakes_per_ip_per_sec = whole(
+        "--handshakes-per-ip-per-sec / JIVA_HANDSHAKES_PER_IP_PER_SEC",
+        &args.handshakes_per_ip_per_sec,
+    );
+    limits.messages_per_sec = whole(
+        "--messages-per-sec / JIVA_MESSAGES_PER_SEC",
+        &args.messages_per_sec,
+    );
+    limits.message_burst = whole("--message-burst / JIVA_MESSAGE_BURST", &args.message_burst);
+    limits.copilot_questions_per_min = whole(
+        "--copilot-questions-per-min / JIVA_COPILOT_QUESTIONS_PER_MIN",
+        &args.copilot_questions_per_min,
+    );
+    limits.idle_timeout = Duration::from_secs(u64::from(whole(
+        "--idle-timeout-secs / JIVA_IDLE_TIMEOUT_SECS",
+        &args.idle_timeout_secs,
+    )));
+    limits.request_header_timeout = Duration::from_secs(u64::from(whole(
+        "--request-header-timeout-secs / JIVA_REQUEST_HEADER_TIMEOUT_SECS",
+        &args.request_header_timeout_secs,
+    )));
+    match boolish(&args.trust_forwarded_for) {
+        Some(trust) => limits.trust_forwarded_for = trust,
+        None => problems.push(format!(
+            "--trust-forwarded-for / JIVA_TRUST_FORWARDED_FOR: {:?} is not true or false",
+            args.trust_forwarded_for
+        )),
+    }
 }
 
 impl Config {
@@ -175,6 +406,12 @@ impl Config {
             transport: jiva_ws::Config::default(),
             copilot: None,
             notify: None,
+            auth: AuthChoice::None,
+            token: None,
+            jwt_secret: None,
+            claims: jiva_auth::ClaimNames::default(),
+            tls: None,
+            admin_listen: None,
         }
     }
 
@@ -182,7 +419,22 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let mut config = Self::with_data_dir(args.data_dir.clone());
-        config.command = args.command.unwrap_or(Command::Serve);
+        config.command = args.command.clone().unwrap_or(Command::Serve);
+        crate::auth_config::from_args(&args, &mut config, &mut problems);
+        read_limits(&args, &mut config.transport.limits, &mut problems);
+        config.tls = read_tls(&args, &mut problems);
+        match args.admin_listen.as_deref().filter(|a| !a.is_empty()) {
+            None => {}
+            Some(raw) => match raw.parse() {
+                Ok(addr) => {
+                    config.admin_listen = Some(addr);
+                    config.transport.metrics_on_main_listener = false;
+                }
+                Err(_) => problems.push(format!(
+                    "--admin-listen / JIVA_ADMIN_LISTEN: {raw:?} is not an address like 127.0.0.1:9090"
+                )),
+            },
+        }
         match args.listen.parse() {
             Ok(addr) => config.listen = addr,
             Err(_) => problems.push(format!(
@@ -442,6 +694,45 @@ mod tests {
         // listen, store, log format, frame size, idle timeout, copilot URL, supervisor type,
         // missing API key.
         assert_eq!(problems.len(), 8, "{problems:#?}");
+    }
+
+    #[test]
+    fn limits_and_tls_flags_are_validated() {
+        let problems = Config::from_args(args(&[
+            "--max-sockets",
+            "many",
+            "--trust-forwarded-for",
+            "maybe",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--admin-listen",
+            "nowhere",
+        ]))
+        .unwrap_err();
+        // max sockets, trust, the key missing beside the certificate, admin address.
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        let problems = Config::from_args(args(&[
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ]))
+        .unwrap_err();
+        assert!(
+            problems[0].contains("/nonexistent/cert.pem"),
+            "{problems:#?}"
+        );
+        let config = Config::from_args(args(&[
+            "--trust-forwarded-for",
+            "--max-sockets-per-ip",
+            "0",
+            "--admin-listen",
+            "127.0.0.1:9090",
+        ]))
+        .unwrap();
+        assert!(config.transport.limits.trust_forwarded_for);
+        assert_eq!(config.transport.limits.max_sockets_per_ip, 0);
+        assert!(!config.transport.metrics_on_main_listener);
     }
 
     #[test]

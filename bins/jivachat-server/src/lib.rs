@@ -4,6 +4,7 @@
 //! tracing subscriber. `main.rs` is four steps (config, tracing, bind, [`run`]); everything else
 //! is here so that tests can start the real server on port 0 and stop it.
 
+mod auth_config;
 pub mod config;
 pub mod telemetry;
 
@@ -17,7 +18,8 @@ use jiva_store_sqlite::SqliteStore;
 use jiva_ws::{Services, Transport};
 use tokio::net::TcpListener;
 
-pub use config::{Args, Command, Config, LogFormat, StoreChoice};
+pub use auth_config::issue_token;
+pub use config::{Args, AuthChoice, Command, Config, LogFormat, StoreChoice, TokenArgs};
 
 /// Installs the global tracing subscriber for `config` (once per process).
 pub fn init_tracing(config: &Config) {
@@ -101,6 +103,38 @@ pub async fn run_with_store<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let admin = match config.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin)"))?,
+        ),
+        None => None,
+    };
+    run_with_listeners(config, store, listener, admin, shutdown).await
+}
+
+/// [`run_with_store`] with the admin listener already bound (tests bind it on port 0).
+/// `/metrics` is then served there and not on `listener`.
+pub async fn run_with_listeners<F>(
+    mut config: Config,
+    store: Arc<dyn MessageStore>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: F,
+) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    if admin.is_some() {
+        config.transport.metrics_on_main_listener = false;
+    }
+    let tls = match &config.tls {
+        Some(files) => {
+            Some(jiva_ws::Tls::load(files.clone()).context("loading the TLS certificate")?)
+        }
+        None => None,
+    };
     let mut services = Services::new(store);
     match &config.copilot {
         Some(copilot) => {
@@ -127,14 +161,44 @@ where
         }
     };
     telemetry::watch_notifications(notifications.as_ref());
+    services = services.with_authenticator(auth_config::authenticator(&config).await?);
     let transport = telemetry::expose(Transport::new(config.transport.clone(), services));
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
-    tracing::info!(%addr, "JivaChat listening");
-    jiva_ws::serve(listener, transport, shutdown)
-        .await
-        .context("serving")?;
+    if matches!(config.auth, AuthChoice::None) && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "authentication is off (--auth none) on a non-loopback address: anyone who can reach it may open and write to any chat"
+        );
+    }
+    if let Some(admin) = admin {
+        let admin_addr = admin
+            .local_addr()
+            .context("reading the admin listener's address")?;
+        tracing::info!(addr = %admin_addr, "admin listening (/metrics)");
+        let admin_transport = transport.clone();
+        tokio::spawn(async move {
+            if let Err(e) = jiva_ws::serve_admin(admin, admin_transport).await {
+                tracing::error!(error = %e, "the admin listener failed");
+            }
+        });
+    }
+    match tls {
+        Some(tls) => {
+            tracing::info!(%addr, tls = true, "JivaChat listening");
+            reload_on_sighup(tls.clone(), transport.clone());
+            jiva_ws::serve_tls(listener, transport, tls, shutdown)
+                .await
+                .context("serving")?;
+        }
+        None => {
+            tracing::info!(%addr, "JivaChat listening");
+            jiva_ws::serve(listener, transport, shutdown)
+                .await
+                .context("serving")?;
+        }
+    }
     if let Some(queue) = notifications {
         let report = queue.shutdown(config.transport.shutdown_grace).await;
         tracing::info!(
@@ -147,6 +211,38 @@ where
     }
     tracing::info!("JivaChat stopped");
     Ok(())
+}
+
+/// Reloads the TLS certificate on each SIGHUP until the transport shuts down.
+fn reload_on_sighup(tls: jiva_ws::Tls, transport: Transport) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP not handled: TLS reloads on file changes only");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    got = hangups.recv() => {
+                        if got.is_none() {
+                            return;
+                        }
+                        tracing::info!("SIGHUP: reloading the TLS certificate");
+                        // A failure is logged (and the old certificate kept) by `reload`.
+                        let _ = tls.reload();
+                    }
+                    () = transport.shutting_down() => return,
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (tls, transport);
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -131,6 +131,10 @@ fn describe() {
             "jiva_chats_open",
             "Chats with at least one socket open now.",
         ),
+        (
+            "jiva_chats_registered",
+            "Chats this server remembers as registered (those with a socket open).",
+        ),
     ];
     for (name, help) in gauges {
         describe_gauge!(name, Unit::Count, help);
@@ -164,9 +168,62 @@ fn describe() {
         describe_counter!(name, Unit::Count, help);
         counter!(name).increment(0);
     }
+    describe_limits();
     describe_histogram!(
         "jiva_store_append_seconds",
         Unit::Seconds,
         "Time to append one message to the store."
     );
+}
+
+/// The limits' series (see the README's "Limits"), registered at zero with every label.
+fn describe_limits() {
+    use metrics::{Unit, counter, describe_counter};
+
+    describe_counter!(
+        "jiva_handshakes_refused_total",
+        Unit::Count,
+        "WebSocket handshakes refused by a limit, by reason."
+    );
+    for reason in ["sockets_total", "sockets_per_ip", "handshake_rate"] {
+        counter!("jiva_handshakes_refused_total", "reason" => reason).increment(0);
+    }
+    describe_counter!(
+        "jiva_messages_refused_total",
+        Unit::Count,
+        "Frames refused (not handled, not stored) by a limit, by reason."
+    );
+    for reason in ["message_rate", "copilot_rate"] {
+        counter!("jiva_messages_refused_total", "reason" => reason).increment(0);
+    }
+    describe_counter!(
+        "jiva_tls_reloads_total",
+        Unit::Count,
+        "TLS certificate reloads (file change or SIGHUP), by outcome; a failed one keeps the old certificate."
+    );
+    for outcome in ["ok", "failed"] {
+        counter!("jiva_tls_reloads_total", "outcome" => outcome).increment(0);
+    }
+    let counters = [
+        (
+            "jiva_rate_limit_closes_total",
+            "Sockets closed with 1008 for sending over their message rate.",
+        ),
+        (
+            "jiva_idle_closes_total",
+            "Sockets closed after the idle timeout with no frame and no pong.",
+        ),
+        (
+            "jiva_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out.",
+        ),
+        (
+            "jiva_request_header_timeouts_total",
+            "Connections closed for not sending a request head in time.",
+        ),
+    ];
+    for (name, help) in counters {
+        describe_counter!(name, Unit::Count, help);
+        counter!(name).increment(0);
+    }
 }

@@ -1,7 +1,7 @@
 //! `jiva-core` is the domain of JivaChat: what a chat and a message are, the pure rules of a chat
 //! (which notification a stored message raises, how a copilot answer is assembled, which earlier
-//! turns a copilot sees), and the port traits that adapters implement ([`MessageStore`],
-//! [`Notifier`], [`Copilot`]).
+//! turns a copilot sees, who may open which chat), and the port traits that adapters implement
+//! ([`MessageStore`], [`Notifier`], [`Copilot`], [`Authenticator`]).
 //!
 //! Layout:
 //! - [`chat`]: [`AgentId`], [`ConnectionType`] and [`ChatId`]. A chat is the *pair* (agent id,
@@ -11,6 +11,8 @@
 //! - [`store`]: the [`MessageStore`] port, history pages and the opaque [`Cursor`].
 //! - [`copilot`]: the [`Copilot`] port, chunks, [`AnswerAssembler`] and [`history_turns`].
 //! - [`notify`]: the [`Notifier`] port and [`Notification::for_message`].
+//! - [`auth`]: the [`Authenticator`] port, [`Identity`], and the pure rules [`authorize`] (who
+//!   may open which chat) and [`sender_for`] (which sender a message is stored as).
 //!
 //! What this crate deliberately is not: it does no I/O. It knows nothing of sockets, HTTP, JSON,
 //! SQLite, DynamoDB or AppSync, and starts no runtime. Serialization belongs to the adapters, which
@@ -21,15 +23,19 @@
 //! - Every [`AgentId`] is non-empty, at most [`AgentId::MAX_LEN`] bytes, and made of
 //!   `[A-Za-z0-9._:@-]` only; it is kept whole (agent ids are UUIDs and contain `-`).
 //! - Ports speak core types only: no SDK error, raw item or pagination key crosses a trait.
-//! - With the `mocks` feature, mockall mocks of every port are exported (`MockMessageStore`,
-//!   `MockNotifier`, `MockCopilot`); enable it only in dev-dependencies.
+//! - With the `mocks` feature, mockall mocks of the ports are exported (`MockMessageStore`,
+//!   `MockNotifier`, `MockCopilot`; none of `Authenticator`); enable it only in dev-dependencies.
 
+pub mod auth;
 pub mod chat;
 pub mod copilot;
 pub mod message;
 pub mod notify;
 pub mod store;
 
+pub use auth::{
+    AuthError, Authenticator, Denied, Identity, NoAuth, UserRole, authorize, sender_for,
+};
 pub use chat::{AgentId, ChatId, ConnectionType, InvalidAgentId, UnknownConnectionType};
 pub use copilot::{
     AnswerAssembler, ChunkStream, Copilot, CopilotChunk, CopilotError, CopilotRequest,

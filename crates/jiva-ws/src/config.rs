@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use jiva_core::HistoryLimits;
 
+use crate::limits::Limits;
+
 /// Limits and sizes of the WebSocket transport. `Config::default()` is what the server uses
 /// unless told otherwise.
 #[derive(Debug, Clone)]
@@ -31,6 +33,13 @@ pub struct Config {
     /// Copilot questions of one chat that may wait behind the running turn. A question beyond
     /// that is refused with an error frame and not stored.
     pub copilot_queue: usize,
+    /// Limits on sockets, handshakes, messages, copilot questions and idle sockets.
+    pub limits: Limits,
+    /// Whether the main router serves `/metrics` (false when an admin listener serves it).
+    pub metrics_on_main_listener: bool,
+    /// Origins (`scheme://host[:port]`) a browser may open sockets from; empty: any. A request
+    /// without an `Origin` header (not a browser) is always allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -46,6 +55,9 @@ impl Default for Config {
             copilot_history: HistoryLimits::default(),
             copilot_turn_timeout: Duration::from_secs(120),
             copilot_queue: 4,
+            limits: Limits::default(),
+            metrics_on_main_listener: true,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -6,17 +6,23 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use jiva_core::{ChatId, ConnectionType, Message, MessageId, Notification, Timestamp};
-use tokio::sync::{mpsc, oneshot};
+use jiva_core::{
+    ChatId, ConnectionType, Identity, Message, MessageId, Notification, Timestamp, sender_for,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::frames::{self, Frame, Inbound};
+use crate::limits::{self, Verdict};
 use crate::rooms::Subscriber;
 use crate::state::State;
 use crate::turns::Turns;
-use crate::{CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG};
+use crate::{
+    CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED,
+    CLOSE_TOO_BIG, auth,
+};
 
 /// History messages at most this old when the socket joined its room are remembered, so that a
 /// message both replayed and broadcast live is shown once.
@@ -33,10 +39,20 @@ enum Ending {
     TooBig,
     /// The server is shutting down: close with 1001.
     Shutdown,
+    /// The client kept sending over its message rate: close with 1008.
+    Policy,
+    /// Nothing arrived for the idle timeout: try to close with [`CLOSE_IDLE`].
+    Idle,
 }
 
-/// Runs one socket of `chat` until it closes.
-pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
+/// Runs one socket of `chat` until it closes. `identity` is the caller's (none when
+/// authentication is off).
+pub(crate) async fn run(
+    state: Arc<State>,
+    chat: ChatId,
+    identity: Option<Identity>,
+    socket: WebSocket,
+) {
     let conn = state.next_conn_id();
     let span = tracing::debug_span!("conn", conn, chat = %chat);
     async move {
@@ -57,6 +73,7 @@ pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
         let (sink, stream) = socket.split();
         let (end_tx, end_rx) = oneshot::channel();
         let done = CancellationToken::new();
+        let ping = Arc::new(Notify::new());
         let writer = tokio::spawn(
             write_loop(
                 Arc::clone(&state),
@@ -67,11 +84,24 @@ pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
                 end_rx,
                 done.clone(),
                 joined_at,
+                Arc::clone(&ping),
+                identity.as_ref().and_then(|i| i.expires_at),
             )
             .in_current_span(),
         );
-        let ending = read_loop(&state, &chat, stream, &tx, &slow, &done).await;
+        let ending = read_loop(
+            &state,
+            &chat,
+            identity.as_ref(),
+            stream,
+            &tx,
+            &slow,
+            &done,
+            &ping,
+        )
+        .await;
         state.rooms.leave(&chat, conn);
+        state.forget_if_unused(&chat);
         let _ = end_tx.send(ending);
         drop(tx);
         let _ = writer.await;
@@ -82,13 +112,16 @@ pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
     .await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     state: &Arc<State>,
     chat: &ChatId,
+    identity: Option<&Identity>,
     mut stream: SplitStream<WebSocket>,
     tx: &mpsc::Sender<Frame>,
     slow: &CancellationToken,
     done: &CancellationToken,
+    ping: &Notify,
 ) -> Ending {
     // Only the sender sees its errors; a sender that cannot take them is slow.
     let reply = |frame: Frame| {
@@ -96,12 +129,33 @@ async fn read_loop(
             slow.cancel();
         }
     };
+    let mut bucket = state.limiter.message_bucket();
+    let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
             () = state.shutdown.cancelled() => return Ending::Shutdown,
             () = done.cancelled() => return Ending::Quiet,
+            alive = liveness.tick() => {
+                if !alive {
+                    return Ending::Idle;
+                }
+                ping.notify_one();
+                continue;
+            }
         };
+        liveness.seen();
+        if matches!(next, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_)))) {
+            match bucket.take() {
+                Verdict::Accept => {}
+                Verdict::Refuse => {
+                    reply(frames::error(limits::Refusal::MessageRate.reason()));
+                    continue;
+                }
+                Verdict::Drop => continue,
+                Verdict::Close => return Ending::Policy,
+            }
+        }
         match next {
             None | Some(Ok(WsMessage::Close(_))) => return Ending::Quiet,
             Some(Ok(WsMessage::Text(text))) => {
@@ -109,7 +163,19 @@ async fn read_loop(
                 match frames::parse_inbound(&text) {
                     Ok(Inbound::Keepalive) => {}
                     Ok(Inbound::Chat { sender, text }) => {
+                        let sender = match sender_for(identity, chat, sender) {
+                            Ok(sender) => sender,
+                            Err(denied) => {
+                                metrics::counter!("jiva_auth_refusals_total", "reason" => denied.code()).increment(1);
+                                reply(frames::error(&denied.to_string()));
+                                continue;
+                            }
+                        };
                         let message = Message::user(chat.clone(), sender, text);
+                        if let Some(refusal) = limits::copilot_refusal(state, &message) {
+                            refusal.frames().into_iter().for_each(reply);
+                            continue;
+                        }
                         // Boxed: an idle socket's task then holds only what waiting for the
                         // next frame needs, not room for a whole store round-trip.
                         if let Err(reason) = Box::pin(accept(state, message)).await {
@@ -175,6 +241,8 @@ async fn write_loop(
     mut ending: oneshot::Receiver<Ending>,
     done: CancellationToken,
     joined_at: Timestamp,
+    ping: Arc<Notify>,
+    expires_at: Option<Timestamp>,
 ) {
     let close_timeout = state.config.close_timeout;
     let close = |code: u16, reason: &'static str| CloseFrame {
@@ -186,11 +254,17 @@ async fn write_loop(
         end = &mut ending => match end {
             Ok(Ending::TooBig) => Some(close(CLOSE_TOO_BIG, "frame too large")),
             Ok(Ending::Shutdown) => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
+            Ok(Ending::Policy) => Some(close(CLOSE_POLICY, "rate limit exceeded")),
+            Ok(Ending::Idle) => Some(close(CLOSE_IDLE, "idle timeout")),
             Ok(Ending::Quiet) | Err(_) => None,
         },
         () = slow.cancelled() => Some(close(CLOSE_SLOW_CONSUMER, "slow consumer")),
         () = state.shutdown.cancelled() => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
-        result = serve_frames(&state, &chat, &mut sink, &mut rx, joined_at) => {
+        () = auth::expiry(expires_at) => {
+            metrics::counter!("jiva_token_expired_closes_total").increment(1);
+            Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
+        }
+        result = serve_frames(&state, &chat, &mut sink, &mut rx, joined_at, &ping) => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "socket write failed");
             }
@@ -206,6 +280,11 @@ async fn write_loop(
     });
     done.cancel();
     if let Some(frame) = outcome {
+        if frame.code == CLOSE_POLICY {
+            // The frames answered before the limit closed the socket (the echoes and the
+            // rate-limit error) are still delivered.
+            let _ = timeout(close_timeout, write_queued(&mut sink, &mut rx)).await;
+        }
         let too_big = frame.code == CLOSE_TOO_BIG;
         let _ = timeout(close_timeout, sink.send(WsMessage::Close(Some(frame)))).await;
         if too_big {
@@ -220,6 +299,14 @@ async fn write_loop(
     }
 }
 
+/// Writes the frames already queued, without waiting for more.
+async fn write_queued(sink: &mut Sink, rx: &mut mpsc::Receiver<Frame>) -> Result<(), axum::Error> {
+    while let Ok(frame) = rx.try_recv() {
+        sink.feed(WsMessage::Text(frame.text)).await?;
+    }
+    sink.flush().await
+}
+
 /// Replays the chat's history, then writes live frames until the queue closes.
 async fn serve_frames(
     state: &State,
@@ -227,10 +314,21 @@ async fn serve_frames(
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Frame>,
     joined_at: Timestamp,
+    ping: &Notify,
 ) -> Result<(), axum::Error> {
     // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
     let replayed = Box::pin(replay(state, chat, sink, joined_at)).await?;
-    while let Some(frame) = rx.recv().await {
+    loop {
+        let frame = tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+            () = ping.notified() => {
+                sink.send(WsMessage::Ping(Default::default())).await?;
+                continue;
+            }
+        };
         let mut batch = 0;
         let mut next = Some(frame);
         while let Some(frame) = next {

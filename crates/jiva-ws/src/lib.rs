@@ -10,6 +10,14 @@
 //! - `rooms`: the sockets of each chat and fan-out (each frame encoded once, shared by all).
 //! - `turns`: copilot turns, one at a time per chat, in their own tasks.
 //! - `frames`: the wire frames, converted by hand from and to core types.
+//! - `limits`: socket counts per IP and in total, handshake, message and copilot rate limits
+//!   (`governor`), and the idle timeout.
+//! - `listen`: the accept loop of [`serve`] and [`serve_tls`] (hyper HTTP/1.1 with upgrades,
+//!   the peer address for the per-IP limits, a request-head timeout, graceful shutdown).
+//! - `tls`: [`serve_tls`], native TLS (rustls, explicit `ring` provider) with certificates
+//!   swapped without a restart.
+//! - `auth`: before the upgrade, the Origin allow-list, the caller's token and
+//!   `jiva_core::authorize` (401/403 with a reason); `GET /auth-mode`.
 //!
 //! It receives its ports as [`Services`] (`Arc<dyn MessageStore>` and friends) and never names a
 //! concrete store, notification service or copilot endpoint. It never reads the environment.
@@ -25,22 +33,35 @@
 //!   full is closed with [`CLOSE_SLOW_CONSUMER`]; frames over [`Config::max_frame_bytes`] close
 //!   that socket with [`CLOSE_TOO_BIG`].
 //! - A copilot turn always ends with `{"action":"end","output":""}`.
+//! - Every limit answers with a stable reason (HTTP status, error frame or close code) and
+//!   counts into a `jiva_*` metric; per-IP, per-agent and per-chat state is dropped when unused,
+//!   so memory follows what is open rather than everything ever seen.
+//! - With an [`Authenticator`](jiva_core::Authenticator) that is on, no socket opens without a
+//!   verified identity allowed on its chat; on a supervisor chat a message is stored as the
+//!   identity's role (a claim of the other role gets an error frame and is not stored); a socket
+//!   is closed with [`CLOSE_TOKEN_EXPIRED`] when its token expires. Tokens are never logged.
 
+mod auth;
 mod config;
 mod conn;
 mod frames;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handshake;
+mod limits;
+mod listen;
 mod pages;
 mod rooms;
 mod server;
 mod state;
+mod tls;
 mod turns;
 
 pub use config::Config;
-pub use server::{Transport, serve};
+pub use limits::{EXCESS_FRAMES_BEFORE_CLOSE, Limits};
+pub use server::{Transport, serve, serve_admin};
 pub use state::Services;
+pub use tls::{HANDSHAKE_TIMEOUT, Tls, TlsError, TlsFiles, serve_tls};
 
 /// Close code for a server shutting down (RFC 6455 "going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -48,3 +69,12 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code for a socket that did not read its frames fast enough (private-use range).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code for a socket that kept sending over its message rate (RFC 6455 "policy
+/// violation"; see [`Limits::messages_per_sec`]).
+pub const CLOSE_POLICY: u16 = 1008;
+/// Close code for a socket that sent nothing and answered no ping for
+/// [`Limits::idle_timeout`] (private-use range). A dead connection never sees it.
+pub const CLOSE_IDLE: u16 = 4000;
+/// Close code for a socket whose token expired while it was open (private-use range): the
+/// client should get a fresh token and reconnect.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;

@@ -123,8 +123,7 @@ impl Rooms {
         }
     }
 
-    /// Sockets of `chat` (for tests and metrics).
-    #[cfg(test)]
+    /// Sockets of `chat`.
     pub fn sockets(&self, chat: &ChatId) -> usize {
         let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         rooms.get(chat).map_or(0, |r| r.subscribers.len())

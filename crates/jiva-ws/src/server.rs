@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -11,11 +12,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::handshake::{chat_from_query, names_a_chat};
 use crate::state::{Services, State};
-use crate::{conn, pages};
+use crate::{auth, conn, pages};
 
 /// A running transport's handle on its shared state: lets the embedding program start shutdown
 /// and wait for sockets and copilot turns to finish.
@@ -45,11 +47,18 @@ impl Transport {
 
     /// The axum router: WebSocket upgrades on any path, `/healthz`, `/readyz`, `/metrics`, the
     /// chat page at `/` (with `/app.js`, `/app.css`), and plain-HTTP answers elsewhere. Mount it in a larger router to embed JivaChat.
+    /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so that the per-IP
+    /// limits see the client's address; without that connect info (and without a trusted
+    /// `X-Forwarded-For`) only the total socket limit applies.
     pub fn router(&self) -> Router {
-        Router::new()
+        let mut router = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
-            .route("/metrics", get(pages::metrics))
+            .route("/auth-mode", get(auth::mode));
+        if self.state.config.metrics_on_main_listener {
+            router = router.route("/metrics", get(pages::metrics));
+        }
+        router
             .route("/app.js", get(pages::app_js))
             .route("/app.css", get(pages::app_css))
             .fallback(plain_http)
@@ -58,6 +67,36 @@ impl Transport {
                 upgrades_first,
             ))
             .with_state(Arc::clone(&self.state))
+    }
+
+    /// The admin router: `/metrics`, `/healthz` and `/readyz` only (see [`serve_admin`]).
+    pub fn admin_router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(pages::metrics))
+            .route("/healthz", get(healthz_full))
+            .route("/readyz", get(readyz))
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// Completes once shutdown has started (for tasks the embedding program runs beside the
+    /// transport).
+    pub fn shutting_down(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.state.shutdown.clone().cancelled_owned()
+    }
+
+    /// Cancelled when shutdown starts.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// How long a connection may take to send its request headers.
+    pub(crate) fn request_header_timeout(&self) -> Duration {
+        self.state.config.limits.request_header_timeout
+    }
+
+    /// How long shutdown waits for sockets and turns.
+    pub(crate) fn shutdown_grace(&self) -> Duration {
+        self.state.config.shutdown_grace
     }
 
     /// Starts shutdown: every socket is closed with 1001 and running copilot turns end.
@@ -85,18 +124,16 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let state = Arc::clone(&transport.state);
-    let signal = async move {
-        shutdown.await;
-        state.shutdown.cancel();
-    };
-    axum::serve(listener, transport.router())
-        .with_graceful_shutdown(signal)
-        .await?;
-    if !transport.drain().await {
-        tracing::warn!("shutdown grace period ran out with sockets or copilot turns still open");
-    }
-    Ok(())
+    crate::listen::serve_connections(listener, transport, None, shutdown).await
+}
+
+/// Serves [`Transport::admin_router`] on its own listener (plain HTTP) until the transport
+/// starts shutting down.
+pub async fn serve_admin(listener: TcpListener, transport: Transport) -> std::io::Result<()> {
+    let stop = transport.shutdown_token();
+    axum::serve(listener, transport.admin_router())
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -119,9 +156,19 @@ async fn upgrades_first(
     if !is_upgrade(request.headers()) {
         return next.run(request).await;
     }
+    // Counted from here until the socket closes; refused before any other work.
+    let permit = match state.limiter.admit(state.limiter.client_ip(&request)) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal.response(),
+    };
     let chat = match chat_from_query(request.uri().query()) {
         Ok(chat) => chat,
         Err(reason) => return bad_request(reason),
+    };
+    let identity = match auth::admit(&state, request.headers(), request.uri().query(), &chat).await
+    {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal,
     };
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
@@ -145,17 +192,23 @@ async fn upgrades_first(
         .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
         .on_upgrade(move |socket| async move {
-            conn::run(task_state, chat, socket).await;
+            conn::run(task_state, chat, identity, socket).await;
+            drop(permit);
             drop(token);
         })
 }
 
-/// A request that is not an upgrade always gets an HTTP answer.
-async fn plain_http(request: Request) -> Response {
+/// A request that is not an upgrade always gets an HTTP answer. One that names a chat gets the
+/// answer its upgrade would get (400, 401, 403) or 426.
+async fn plain_http(AxumState(state): AxumState<Arc<State>>, request: Request) -> Response {
     let query = request.uri().query();
     if names_a_chat(query) {
-        return match chat_from_query(query) {
-            Err(reason) => bad_request(reason),
+        let chat = match chat_from_query(query) {
+            Ok(chat) => chat,
+            Err(reason) => return bad_request(reason),
+        };
+        return match auth::admit(&state, request.headers(), query, &chat).await {
+            Err(refusal) => refusal,
             Ok(_) => (
                 StatusCode::UPGRADE_REQUIRED,
                 [(header::UPGRADE, "websocket")],
@@ -171,6 +224,20 @@ async fn plain_http(request: Request) -> Response {
 }
 
 async fn healthz(AxumState(state): AxumState<Arc<State>>) -> Response {
+    // With authentication on, anonymous callers learn nothing about the build.
+    if state.services.authenticator.required() {
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"ok"}"#,
+        )
+            .into_response();
+    }
+    healthz_full(AxumState(state)).await
+}
+
+/// `/healthz` with the version and store kind: on the admin listener always, on the main one
+/// only while authentication is off.
+async fn healthz_full(AxumState(state): AxumState<Arc<State>>) -> Response {
     let body = format!(
         "{{\"status\":\"ok\",\"version\":\"{}\",\"store\":\"{}\"}}",
         env!("CARGO_PKG_VERSION"),

@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use jiva_core::{
-    ChatId, Copilot, Disabled, Message, MessageStore, Notification, Notifier, StoreError,
-    Unconfigured,
+    Authenticator, ChatId, Copilot, Disabled, Message, MessageStore, NoAuth, Notification,
+    Notifier, StoreError, Unconfigured,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::frames;
+use crate::limits::Limiter;
 use crate::rooms::Rooms;
 use crate::turns::Turns;
 
@@ -26,6 +27,8 @@ pub struct Services {
     pub notifier: Arc<dyn Notifier>,
     /// Who answers copilot questions.
     pub copilot: Arc<dyn Copilot>,
+    /// Who verifies callers' tokens ([`NoAuth`] by default: everyone may open every chat).
+    pub authenticator: Arc<dyn Authenticator>,
 }
 
 impl Services {
@@ -35,6 +38,7 @@ impl Services {
             store,
             notifier: Arc::new(Disabled),
             copilot: Arc::new(Unconfigured),
+            authenticator: Arc::new(NoAuth),
         }
     }
 
@@ -47,6 +51,12 @@ impl Services {
     /// Replaces the copilot.
     pub fn with_copilot(mut self, copilot: Arc<dyn Copilot>) -> Self {
         self.copilot = copilot;
+        self
+    }
+
+    /// Replaces the authenticator.
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = authenticator;
         self
     }
 }
@@ -62,6 +72,8 @@ pub(crate) struct State {
     pub shutdown: CancellationToken,
     registered: Mutex<HashSet<ChatId>>,
     next_conn: AtomicU64,
+    /// Socket counts and rate limits.
+    pub limiter: Limiter,
     /// Renders `/metrics`; set once by the embedding program (see `Transport::with_metrics`).
     pub metrics: OnceLock<MetricsRender>,
 }
@@ -71,6 +83,7 @@ pub(crate) type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl State {
     pub fn new(config: Config, services: Services) -> Self {
+        let limiter = Limiter::new(config.limits.clone());
         Self {
             config,
             services,
@@ -80,6 +93,7 @@ impl State {
             shutdown: CancellationToken::new(),
             registered: Mutex::new(HashSet::new()),
             next_conn: AtomicU64::new(1),
+            limiter,
             metrics: OnceLock::new(),
         }
     }
@@ -102,12 +116,33 @@ impl State {
             .contains(chat);
         if !known {
             self.services.store.register_chat(chat).await?;
-            self.registered
+            let inserted = self
+                .registered
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(chat.clone());
+            if inserted {
+                metrics::gauge!("jiva_chats_registered").increment(1.0);
+            }
         }
         Ok(())
+    }
+
+    /// Forgets that `chat` is registered once no socket of it is left, so that this memory
+    /// follows the open chats rather than every chat ever seen. Registering again is
+    /// idempotent in every store.
+    pub fn forget_if_unused(&self, chat: &ChatId) {
+        if self.rooms.sockets(chat) > 0 {
+            return;
+        }
+        let removed = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(chat);
+        if removed {
+            metrics::gauge!("jiva_chats_registered").decrement(1.0);
+        }
     }
 
     /// Stores `message`, then shows it to every socket of its chat. Nothing is shown that is

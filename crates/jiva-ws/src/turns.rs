@@ -234,3 +234,36 @@ async fn ask(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::state::Services;
+    use jiva_core::{AgentId, ConnectionType, MockMessageStore, Sender};
+
+    fn entries(state: &State) -> usize {
+        state.turns.entries.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_chat_entry_is_removed_when_its_turns_are_done_or_refused() {
+        let mut store = MockMessageStore::new();
+        store.expect_recent().returning(|_, _| Ok(Vec::new()));
+        let state = Arc::new(State::new(
+            Config::default(),
+            Services::new(Arc::new(store)),
+        ));
+        let chat = ChatId::new(AgentId::parse("a").unwrap(), ConnectionType::Copilot);
+        // An admission given back unused leaves nothing behind.
+        drop(Turns::admit(&state, &chat).unwrap());
+        assert_eq!(entries(&state), 0);
+        // Nor does a turn once it ended (no copilot is configured: an error, then `end`).
+        let question = Message::user(chat.clone(), Sender::Agent, "question".into());
+        Turns::admit(&state, &chat).unwrap().submit(question);
+        assert_eq!(entries(&state), 1);
+        state.tracker.close();
+        state.tracker.wait().await;
+        assert_eq!(entries(&state), 0);
+    }
+}

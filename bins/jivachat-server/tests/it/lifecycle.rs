@@ -1,6 +1,5 @@
 //! Restart and shutdown.
 
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::*;
@@ -28,10 +27,7 @@ async fn shutdown_closes_sockets_with_1001_and_keeps_what_was_acknowledged(kind:
     let acknowledged = next_json(&mut a).await;
     let stopping = tokio::spawn(server.stop());
     for ws in [&mut a, &mut b] {
-        match next_frame(ws).await {
-            Message::Close(Some(close)) => assert_eq!(close.code, CloseCode::Away),
-            other => panic!("expected close 1001, got {other:?}"),
-        }
+        expect_close(ws, CloseCode::Away).await;
     }
     stopping.await.unwrap();
 
@@ -108,10 +104,7 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
         .status()
         .unwrap();
     assert!(status.success());
-    match next_frame(&mut ws).await {
-        Message::Close(Some(close)) => assert_eq!(close.code, CloseCode::Away),
-        other => panic!("expected close 1001, got {other:?}"),
-    }
+    expect_close(&mut ws, CloseCode::Away).await;
     let exit = tokio::time::timeout(PATIENCE, child.wait())
         .await
         .expect("the server did not exit")

@@ -9,10 +9,13 @@
 
 mod support;
 
+mod auth;
 mod chat;
 mod copilot;
 mod copilot_relay;
 mod handshake;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod notify;
+mod tls;

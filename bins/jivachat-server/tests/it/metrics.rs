@@ -15,9 +15,9 @@ use tokio::net::TcpStream;
 use crate::support::*;
 
 /// The server binary in a process of its own, killed when dropped.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -29,7 +29,7 @@ impl ServerProcess {
     }
 
     /// [`Self::start`] with these environment variables set.
-    fn start_with(env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_jivachat-server"));
         command
@@ -89,7 +89,11 @@ impl ServerProcess {
         }
     }
 
-    fn chat_url(&self, kind: &str) -> String {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn chat_url(&self, kind: &str) -> String {
         format!("ws://{}/?agentID={AGENT}&secondaryID={kind}", self.addr)
     }
 }
@@ -102,7 +106,7 @@ impl Drop for ServerProcess {
 }
 
 /// `GET path`: status, lower-cased head, body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let request =
@@ -121,7 +125,7 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
 }
 
 /// The value of the sample `series` (name and labels, exactly as rendered).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

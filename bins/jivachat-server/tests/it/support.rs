@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long any single expected event may take before a test fails (a bound, not a sleep).
@@ -201,6 +202,28 @@ pub async fn next_frame(ws: &mut Ws) -> Message {
         if !matches!(frame, Message::Ping(_) | Message::Pong(_)) {
             return frame;
         }
+    }
+}
+
+/// Asserts that the next data or close frame closes the socket with `code`.
+pub async fn expect_close(ws: &mut Ws, code: CloseCode) {
+    match next_frame(ws).await {
+        Message::Close(Some(close)) => assert_eq!(close.code, code),
+        other => panic!("expected close {code}, got {other:?}"),
+    }
+}
+
+/// The history a fresh socket replays: sends an invalid frame, whose error answer comes after
+/// the replay, and returns the `message` of every frame before it.
+pub async fn replayed_messages(ws: &mut Ws) -> Vec<Value> {
+    send(ws, serde_json::json!({"not": "a chat message"})).await;
+    let mut replayed = Vec::new();
+    loop {
+        let frame = next_json(ws).await;
+        if frame.get("error").is_some() {
+            return replayed;
+        }
+        replayed.push(frame["message"].clone());
     }
 }
 

@@ -217,3 +217,26 @@ async fn a_failing_copilot_stream_stores_the_partial_answer_then_ends() {
     assert_eq!(chat.canonical(), "agent-1-copilot");
     server.stop().await;
 }
+
+/// An embedder serving `Transport::router()` without connect info: the per-IP limits have no
+/// address to count (so they stay out of the way) and the total limit still holds.
+#[tokio::test]
+async fn the_router_without_connect_info_keeps_the_total_limit_and_skips_per_ip_ones() {
+    let mut config = Config::default();
+    config.limits.max_sockets = 2;
+    config.limits.max_sockets_per_ip = 1;
+    config.limits.handshakes_per_ip_per_sec = 1;
+    let transport = Transport::new(config, Services::new(Arc::new(accepting_store())));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, transport.router()).await });
+    let url = format!("ws://{addr}/?agentID=agent-1&secondaryID=supervisor");
+    let _a = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let _b = tokio_tungstenite::connect_async(&url).await.unwrap();
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
