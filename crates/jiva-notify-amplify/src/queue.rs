@@ -699,6 +699,13 @@ mod tests {
         assert_eq!(queue.stats().in_flight, 0);
     }
 
+    /// Settings of a queue of 16 that delivers one notification at a time.
+    fn one_at_a_time() -> QueueSettings {
+        let mut settings = QueueSettings::new(16);
+        settings.concurrency = 1;
+        settings
+    }
+
     fn unavailable() -> NotifyError {
         NotifyError::Unavailable("HTTP 500".into())
     }
@@ -731,8 +738,7 @@ mod tests {
             *n += 1;
             if *n <= 5 { Err(unavailable()) } else { Ok(()) }
         });
-        let mut settings = QueueSettings::new(16);
-        settings.concurrency = 1;
+        let settings = one_at_a_time();
         let queue = NotificationQueue::start_with(mock, settings).unwrap();
         for agent in ["a", "b", "c"] {
             queue.notify(notification(agent)).await.unwrap();
@@ -761,8 +767,7 @@ mod tests {
         mock.expect_notify()
             .with(eq(notification("fine")))
             .returning(|_| Ok(()));
-        let mut settings = QueueSettings::new(16);
-        settings.concurrency = 1;
+        let mut settings = one_at_a_time();
         settings.transient_limit = 3;
         let queue = NotificationQueue::start_with(mock, settings).unwrap();
         queue.notify(notification("poison")).await.unwrap();
@@ -777,8 +782,7 @@ mod tests {
     async fn shutdown_with_the_breaker_open_ends_at_its_deadline_and_counts_the_rest_dropped() {
         let mut mock = MockNotifier::new();
         mock.expect_notify().returning(|_| Err(unavailable()));
-        let mut settings = QueueSettings::new(16);
-        settings.concurrency = 1;
+        let mut settings = one_at_a_time();
         settings.breaker.open_for = Duration::from_secs(60);
         let queue = NotificationQueue::start_with(mock, settings).unwrap();
         for agent in ["a", "b", "c"] {
