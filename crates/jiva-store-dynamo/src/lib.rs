@@ -52,6 +52,8 @@ mod config;
 mod counters;
 mod cursor;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod item;
 mod store;
 mod tables;

@@ -30,6 +30,9 @@
 //! Invariants: messages are read back in `chat_seq` order; a chat's history is read through the
 //! unique `(agent_id, secondary_id, chat_seq)` index only, never by scanning other chats.
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
