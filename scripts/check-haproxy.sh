@@ -8,7 +8,10 @@
 #   4. X-Forwarded-For: with --trust-forwarded-for and 50 sockets per IP per node, 200 sockets
 #      from 4 source addresses all open (the nodes see 4 clients), while 200 from one address
 #      do not (the nodes see 1 client, not the balancer);
-#   5. a node stopped is taken out: checks mark it DOWN and new sockets all go to the other.
+#   5. a node stopped is taken out: checks mark it DOWN and new sockets all go to the other;
+#   6. WebSocket timeouts: with the nodes' pings off, a silent socket outlives `timeout client`
+#      (30 s) through the balancer, as `timeout tunnel` (1 h) governs it after the upgrade; the
+#      control, the same file with `timeout tunnel 3s`, cuts every silent socket.
 # Needs haproxy (Debian: apt-get install haproxy). Loopback only; exits non-zero on a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +36,9 @@ fail() { echo "check-haproxy: FAILED: $*" >&2; exit 1; }
 ok() { echo "check-haproxy: ok: $*"; }
 
 start_node() { # start_node ADDR DIR
+    # Pings off (idle timeout 0), so that a silent socket is silent end to end (check 6).
     env JIVA_MAX_SOCKETS_PER_IP=50 JIVA_HANDSHAKES_PER_IP_PER_SEC=0 JIVA_MESSAGES_PER_SEC=0 \
+        JIVA_IDLE_TIMEOUT_SECS=0 \
         "$SERVER" --listen "$1" --data-dir "$2" --trust-forwarded-for --log warn \
         >>"$WORK/nodes.log" 2>&1 &
     PIDS+=($!)
@@ -97,4 +102,19 @@ store=$("$BENCH" store --server "$LB" --chats 10 --window 4 --duration 1 | sed -
 [ "$(json error_frames <<<"$store")" = 0 ] || fail "store after node2 stopped: $store"
 [ "$(stat_field node2 8)" = "$before" ] || fail "node2 got sockets after it was marked DOWN"
 ok "node2 stopped: marked DOWN, every new socket went to node1"
+
+# idle_cut LB HOLD: how many of 10 silent sockets were cut while held HOLD seconds (plus 2).
+idle_cut() { "$BENCH" idle --server "$1" --connections 10 --sources 1 --hold "$2" | sed -n 1p | json frames_while_idle; }
+cut=$(idle_cut "$LB" 33)
+[ "$cut" = 0 ] || fail "$cut of 10 silent sockets were cut within 35 s: is timeout tunnel in effect?"
+sed 's/^\( *timeout tunnel\).*/\1 3s/' deploy/haproxy.cfg >"$WORK/short-tunnel.cfg"
+grep -q '^ *timeout tunnel 3s$' "$WORK/short-tunnel.cfg" || fail "could not shorten timeout tunnel"
+SHORT=127.0.0.1:$((${LB_PORT:-3140} + 8))
+JIVA_LB_BIND=$SHORT JIVA_NODE1=$N1 JIVA_NODE2=$N1 JIVA_NODE3=$N1 \
+    haproxy -db -n 400 -f "$WORK/short-tunnel.cfg" >"$WORK/haproxy-short.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf "http://$SHORT/readyz" >/dev/null && break; sleep 0.1; done
+cut=$(idle_cut "$SHORT" 5)
+[ "$cut" = 10 ] || fail "control: with timeout tunnel 3s only $cut of 10 silent sockets were cut"
+ok "timeouts: 10 silent sockets lived 35 s through the balancer (timeout client is 30 s); with timeout tunnel 3s all 10 were cut"
 echo "check-haproxy: all checks passed"
