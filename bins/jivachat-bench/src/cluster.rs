@@ -36,33 +36,8 @@ pub struct ClusterArgs {
     /// The nodes, comma-separated (127.0.0.0/8 only); senders connect to the first.
     #[arg(long, value_delimiter = ',', required = true, value_parser = common::parse_loopback)]
     pub servers: Vec<SocketAddr>,
-    /// Chats (R).
-    #[arg(long, default_value_t = 30)]
-    pub chats: usize,
-    /// Sockets per chat (M), senders included.
-    #[arg(long, default_value_t = 10)]
-    pub sockets: usize,
-    /// Sending sockets per chat (P ≤ M), all on the first server.
-    #[arg(long, default_value_t = 1)]
-    pub senders: usize,
-    /// Offered messages per second over all senders; absent: as fast as the window allows.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Messages each sender may have in flight (sent, not yet echoed back to it).
-    #[arg(long, default_value_t = 32)]
-    pub window: usize,
-    /// Seconds of measured sending.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
-    /// Seconds of sending before measuring starts.
-    #[arg(long, default_value_t = 2.0)]
-    pub warmup: f64,
-    /// Seconds to wait for deliveries after sending stops.
-    #[arg(long, default_value_t = 10.0)]
-    pub drain: f64,
-    /// The most messages any one sender sends.
-    #[arg(long, default_value_t = 10_000_000)]
-    pub max_messages: u64,
+    #[command(flatten)]
+    pub load: measure::Load,
     /// Sockets being opened at once.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
@@ -82,35 +57,21 @@ fn node_of(slot: usize, senders: usize, nodes: usize) -> usize {
 
 /// Runs one cluster fan-out measurement and returns its JSON result.
 pub async fn run(args: &ClusterArgs) -> anyhow::Result<Value> {
-    let ClusterArgs {
+    args.load.check()?;
+    let measure::Load {
         chats,
         sockets,
         senders,
         ..
-    } = *args;
+    } = args.load;
     let servers = args.servers.clone();
     let Some(&first) = servers.first() else {
         bail!("--servers needs at least one address");
     };
-    if chats == 0 || sockets < 2 || senders == 0 || senders >= sockets {
-        bail!("need chats ≥ 1, sockets ≥ 2 and 1 ≤ senders < sockets");
+    if senders >= sockets {
+        bail!("a cluster run needs receivers: senders < sockets");
     }
-    let window = args.window.max(1);
-    let plan = measure::Plan {
-        chats,
-        sockets,
-        senders,
-        rate: args.rate,
-        window,
-        warmup: args.warmup,
-        duration: args.duration,
-        drain: args.drain,
-        max_messages: args.max_messages,
-        groups: 2,
-        check_seq: true,
-        server_pid: None,
-    };
-    plan.check()?;
+    let window = args.load.window.max(1);
     let load_before = common::loadavg();
 
     // Connect everything, then probe each chat until all its sockets hear it.
@@ -161,6 +122,12 @@ pub async fn run(args: &ClusterArgs) -> anyhow::Result<Value> {
         }
     }
 
+    let plan = measure::Plan {
+        load: args.load.clone(),
+        groups: 2,
+        check_seq: true,
+        server_pid: None,
+    };
     let out = measure::run(&plan, conns).await?;
     let totals = measure::Totals::of(&out, chats);
     let latency = |i: usize| out.latency.get(i).map(common::percentiles);
@@ -172,8 +139,8 @@ pub async fn run(args: &ClusterArgs) -> anyhow::Result<Value> {
         "sockets_per_chat": sockets,
         "senders_per_chat": senders,
         "window": window,
-        "rate_msgs_per_s": args.rate,
-        "duration_s": args.duration,
+        "rate_msgs_per_s": args.load.rate,
+        "duration_s": args.load.duration,
         "messages_sent": out.sent.iter().flatten().sum::<u64>(),
         "deliveries": out.delivered,
         "deliveries_per_s": out.deliveries_per_s.round(),

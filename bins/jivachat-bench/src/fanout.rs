@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -20,33 +20,8 @@ pub struct FanoutArgs {
     /// The server (127.0.0.0/8 only).
     #[arg(long, default_value = "127.0.0.1:3030", value_parser = common::parse_loopback)]
     pub server: SocketAddr,
-    /// Chats (R).
-    #[arg(long, default_value_t = 100)]
-    pub chats: usize,
-    /// Sockets per chat (M), senders included.
-    #[arg(long, default_value_t = 10)]
-    pub sockets: usize,
-    /// Sending sockets per chat (P ≤ M).
-    #[arg(long, default_value_t = 1)]
-    pub senders: usize,
-    /// Offered messages per second over all senders; absent: as fast as the window allows.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Messages each sender may have in flight (sent, not yet echoed back to it).
-    #[arg(long, default_value_t = 32)]
-    pub window: usize,
-    /// Seconds of measured sending.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
-    /// Seconds of sending before measuring starts.
-    #[arg(long, default_value_t = 2.0)]
-    pub warmup: f64,
-    /// Seconds to wait for deliveries after sending stops.
-    #[arg(long, default_value_t = 10.0)]
-    pub drain: f64,
-    /// The most messages any one sender sends.
-    #[arg(long, default_value_t = 10_000_000)]
-    pub max_messages: u64,
+    #[command(flatten)]
+    pub load: measure::Load,
     /// Spread client sockets over this many source addresses (127.0.0.2, …).
     #[arg(long, default_value_t = 1)]
     pub sources: usize,
@@ -60,32 +35,15 @@ pub struct FanoutArgs {
 
 /// Runs one fan-out measurement and returns its JSON result.
 pub async fn run(args: &FanoutArgs) -> anyhow::Result<Value> {
-    let FanoutArgs {
-        server,
+    args.load.check()?;
+    let server = args.server;
+    let measure::Load {
         chats,
         sockets,
         senders,
         ..
-    } = *args;
-    if chats == 0 || sockets == 0 || senders == 0 || senders > sockets {
-        bail!("need chats ≥ 1, sockets ≥ 1 and 1 ≤ senders ≤ sockets");
-    }
-    let window = args.window.max(1);
-    let plan = measure::Plan {
-        chats,
-        sockets,
-        senders,
-        rate: args.rate,
-        window,
-        warmup: args.warmup,
-        duration: args.duration,
-        drain: args.drain,
-        max_messages: args.max_messages,
-        groups: 1,
-        check_seq: false,
-        server_pid: args.server_pid,
-    };
-    plan.check()?;
+    } = args.load;
+    let window = args.load.window.max(1);
     let load_before = common::loadavg();
 
     // Connect everything first.
@@ -122,21 +80,27 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Value> {
             ws,
         })
         .collect();
+    let plan = measure::Plan {
+        load: args.load.clone(),
+        groups: 1,
+        check_seq: false,
+        server_pid: args.server_pid,
+    };
     let out = measure::run(&plan, conns).await?;
     let totals = measure::Totals::of(&out, chats);
     let sent_total: u64 = out.sent.iter().flatten().sum();
     let deliveries_per_s = out.deliveries_per_s;
     let latency = out.latency.first().map(common::percentiles);
-    let offered = args.rate.map(|r| r * sockets as f64);
+    let offered = args.load.rate.map(|r| r * sockets as f64);
     Ok(json!({
         "workload": "fanout",
         "chats": chats,
         "sockets_per_chat": sockets,
         "senders_per_chat": senders,
         "window": window,
-        "rate_msgs_per_s": args.rate,
+        "rate_msgs_per_s": args.load.rate,
         "offered_deliveries_per_s": offered,
-        "duration_s": args.duration,
+        "duration_s": args.load.duration,
         "messages_sent": sent_total,
         "deliveries": out.delivered,
         "deliveries_per_s": deliveries_per_s.round(),

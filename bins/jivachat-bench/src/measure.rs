@@ -28,31 +28,45 @@ pub const PROBE: &str = "probe.";
 const MAX_SOCKETS: usize = 60_000;
 const MAX_DURATION_S: f64 = 600.0;
 
-/// How the measured phase runs.
-#[derive(Debug, Clone)]
-pub struct Plan {
+/// The shape and pace of a fan-out run: the flags `fanout` and `cluster` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Load {
+    /// Chats (R).
+    #[arg(long, default_value_t = 100)]
     pub chats: usize,
-    /// Sockets per chat.
+    /// Sockets per chat (M), senders included.
+    #[arg(long, default_value_t = 10)]
     pub sockets: usize,
-    /// Sending sockets per chat: slots `0..senders`.
+    /// Sending sockets per chat (P ≤ M).
+    #[arg(long, default_value_t = 1)]
     pub senders: usize,
+    /// Offered messages per second over all senders; absent: as fast as the window allows.
+    #[arg(long)]
     pub rate: Option<f64>,
+    /// Messages each sender may have in flight (sent, not yet echoed back to it).
+    #[arg(long, default_value_t = 32)]
     pub window: usize,
-    pub warmup: f64,
+    /// Seconds of measured sending.
+    #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// Seconds of sending before measuring starts.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Seconds to wait for deliveries after sending stops.
+    #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
+    /// The most messages any one sender sends.
+    #[arg(long, default_value_t = 10_000_000)]
     pub max_messages: u64,
-    /// Latency histograms (sockets name theirs in [`Conn::group`]).
-    pub groups: usize,
-    /// Whether to check the store's `seq` on every frame.
-    pub check_seq: bool,
-    /// A server whose CPU share over the sending phase is reported.
-    pub server_pid: Option<u32>,
 }
 
-impl Plan {
-    /// Refuses a plan beyond the bench's bounds (sockets, seconds).
+impl Load {
+    /// Refuses a load beyond the bench's bounds (shape, sockets, seconds).
     pub fn check(&self) -> anyhow::Result<()> {
+        if self.chats == 0 || self.sockets == 0 || self.senders == 0 || self.senders > self.sockets
+        {
+            bail!("need chats ≥ 1, sockets ≥ 1 and 1 ≤ senders ≤ sockets");
+        }
         if self.chats.saturating_mul(self.sockets) > MAX_SOCKETS {
             bail!("at most {MAX_SOCKETS} sockets per run");
         }
@@ -62,6 +76,18 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// How the measured phase runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub load: Load,
+    /// Latency histograms (sockets name theirs in [`Conn::group`]).
+    pub groups: usize,
+    /// Whether to check the store's `seq` on every frame.
+    pub check_seq: bool,
+    /// A server whose CPU share over the sending phase is reported.
+    pub server_pid: Option<u32>,
 }
 
 /// One open socket.
@@ -105,17 +131,18 @@ struct Shared {
 
 /// Runs the measured phase over `conns` (every socket of every chat).
 pub async fn run(plan: &Plan, conns: Vec<Conn>) -> anyhow::Result<Outcome> {
-    let Plan {
+    let Load {
         chats,
         sockets,
         senders,
         ..
-    } = *plan;
-    let window = plan.window.max(1);
+    } = plan.load;
+    let load = &plan.load;
+    let window = load.window.max(1);
     let start = Instant::now();
     let t0 = common::now_nanos();
-    let warmup_ns = (plan.warmup * 1e9) as u64;
-    let duration_ns = (plan.duration * 1e9) as u64;
+    let warmup_ns = (load.warmup * 1e9) as u64;
+    let duration_ns = (load.duration * 1e9) as u64;
     let stop_at = start + Duration::from_nanos(warmup_ns + duration_ns);
     let shared = Arc::new(Shared {
         hist: (0..plan.groups.max(1))
@@ -127,7 +154,7 @@ pub async fn run(plan: &Plan, conns: Vec<Conn>) -> anyhow::Result<Outcome> {
         measure_to: t0 + warmup_ns + duration_ns,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let per_sender_interval = plan.rate.map(|rate| {
+    let per_sender_interval = load.rate.map(|rate| {
         let total = (chats * senders) as f64;
         Duration::from_secs_f64((total / rate.max(1e-3)).min(60.0))
     });
@@ -156,7 +183,7 @@ pub async fn run(plan: &Plan, conns: Vec<Conn>) -> anyhow::Result<Outcome> {
                 per_sender_interval,
                 start + offset,
                 stop_at,
-                plan.max_messages,
+                load.max_messages,
             ));
         } else {
             drop(sink);
@@ -196,7 +223,7 @@ pub async fn run(plan: &Plan, conns: Vec<Conn>) -> anyhow::Result<Outcome> {
     let bench_cpu = common::cpu_share(cpu_start.1, common::cpu_seconds(None), cpu_wall);
     let sent_total: u64 = sent.iter().flatten().sum();
     let expected = sent_total * sockets as u64;
-    let drain_until = Instant::now() + Duration::from_secs_f64(plan.drain);
+    let drain_until = Instant::now() + Duration::from_secs_f64(load.drain);
     while shared.delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -216,7 +243,7 @@ pub async fn run(plan: &Plan, conns: Vec<Conn>) -> anyhow::Result<Outcome> {
         stats,
         latency,
         delivered: shared.delivered.load(Ordering::Relaxed),
-        deliveries_per_s: shared.in_window.load(Ordering::Relaxed) as f64 / plan.duration,
+        deliveries_per_s: shared.in_window.load(Ordering::Relaxed) as f64 / load.duration,
         server_cpu,
         bench_cpu,
     })
