@@ -4,7 +4,10 @@
 //! Design: every write goes through one writer thread that owns the only writing connection. It
 //! takes whatever appends are waiting (up to [`Config::max_batch`]) and commits them in one
 //! transaction (group commit), then answers each caller. An `append` therefore returns only after
-//! its message is committed, and under load many messages share one commit. Reads run on a small
+//! its message is committed, and under load many messages share one commit. Each write of a batch
+//! runs in a savepoint of its own, so a row SQLite refuses fails only its own append (with
+//! [`StoreError::Conflict`] for a constraint); only a failure of the transaction itself fails
+//! the whole batch. Reads run on a small
 //! pool of read-only connections in `spawn_blocking`; the database is in WAL mode so reads never
 //! wait for the writer.
 //!
@@ -387,7 +390,7 @@ fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: u
             Ok(outcomes) => {
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     // A caller that gave up waiting is not an error.
-                    let _ = job.reply.send(Ok(outcome));
+                    let _ = job.reply.send(outcome);
                 }
             }
             Err(e) => {
@@ -409,17 +412,36 @@ fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: u
     }
 }
 
-/// Commits `batch` in one transaction. The numbers it takes are recorded in `counters` only
-/// once the transaction has committed.
+/// What one write of a batch answers.
+type Outcome = Result<Option<Appended>, StoreError>;
+
+/// A row SQLite refused: a constraint (retrying will not help) or a transient failure.
+fn row_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(Box::new(e)),
+        _ => unavailable(e),
+    }
+}
+
+/// Commits `batch` in one transaction, each write inside a savepoint of its own: a row SQLite
+/// refuses (a constraint, a trigger) is rolled back alone and answers its own error, and the
+/// rest of the batch commits. A refused row takes no number, so numbers stay gap-free. The
+/// numbers the batch takes are recorded in `counters` only once the transaction has committed;
+/// the counter of a chat with a refused row is forgotten (read again from the index), in case
+/// the refusal came from a number another writer had taken.
+///
+/// `Err` means the transaction itself failed (nothing of the batch is stored).
 fn commit(
     conn: &mut Connection,
     batch: &[Job],
     counters: &mut Counters,
-) -> rusqlite::Result<Vec<Option<Appended>>> {
+) -> rusqlite::Result<Vec<Outcome>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     // This batch's numbers, over the committed ones.
     let mut taken: HashMap<&ChatId, u64> = HashMap::new();
+    // Chats with a refused row.
+    let mut refused: Vec<&ChatId> = Vec::new();
     {
         let mut chat_stmt = tx.prepare_cached(
             "INSERT INTO chats (agent_id, secondary_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
@@ -434,49 +456,78 @@ fn commit(
         let mut existing_stmt =
             tx.prepare_cached("SELECT chat_seq FROM messages WHERE message_id = ?1")?;
         for job in batch {
-            match &job.write {
-                Write::Chat(chat) => {
-                    chat_stmt.execute(params![chat.agent().as_str(), chat.kind().as_str()])?;
-                    outcomes.push(None);
-                }
+            tx.execute_batch("SAVEPOINT row")?;
+            let outcome = match &job.write {
+                Write::Chat(chat) => chat_stmt
+                    .execute(params![chat.agent().as_str(), chat.kind().as_str()])
+                    .map(|_| None),
                 Write::Message(m) => {
-                    let last = match taken.get(&m.chat) {
-                        Some(last) => *last,
-                        None => match counters.last.get(&m.chat) {
+                    let written = (|| -> rusqlite::Result<Appended> {
+                        let last = match taken.get(&m.chat) {
                             Some(last) => *last,
-                            None => last_stmt
-                                .query_row(
-                                    params![m.chat.agent().as_str(), m.chat.kind().as_str()],
-                                    |r| r.get::<_, Option<i64>>(0),
-                                )?
-                                .map_or(0, |n| u64::try_from(n).unwrap_or(0)),
-                        },
-                    };
-                    let seq = last.saturating_add(1);
-                    let (kind, body) = match &m.body {
-                        Body::Text(t) => (KIND_TEXT, t.as_str()),
-                        Body::CopilotAnswer(t) => (KIND_COPILOT, t.as_str()),
-                    };
-                    let id = m.id.to_string();
-                    let changed = msg_stmt.execute(params![
-                        id,
-                        m.chat.agent().as_str(),
-                        m.chat.kind().as_str(),
-                        m.sender.as_str(),
-                        m.timestamp.as_millis(),
-                        kind,
-                        body,
-                        i64::try_from(seq).unwrap_or(i64::MAX),
-                    ])?;
-                    if changed == 0 {
-                        let stored: Option<i64> =
-                            existing_stmt.query_row(params![id], |r| r.get(0))?;
-                        let stored = stored.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-                        outcomes.push(Some(Appended::AlreadyStored(Seq::new(stored))));
-                    } else {
-                        taken.insert(&m.chat, seq);
-                        outcomes.push(Some(Appended::Stored(Seq::new(seq))));
+                            None => match counters.last.get(&m.chat) {
+                                Some(last) => *last,
+                                None => last_stmt
+                                    .query_row(
+                                        params![m.chat.agent().as_str(), m.chat.kind().as_str()],
+                                        |r| r.get::<_, Option<i64>>(0),
+                                    )?
+                                    .map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+                            },
+                        };
+                        let seq = last.saturating_add(1);
+                        let (kind, body) = match &m.body {
+                            Body::Text(t) => (KIND_TEXT, t.as_str()),
+                            Body::CopilotAnswer(t) => (KIND_COPILOT, t.as_str()),
+                        };
+                        let id = m.id.to_string();
+                        let changed = msg_stmt.execute(params![
+                            id,
+                            m.chat.agent().as_str(),
+                            m.chat.kind().as_str(),
+                            m.sender.as_str(),
+                            m.timestamp.as_millis(),
+                            kind,
+                            body,
+                            i64::try_from(seq).unwrap_or(i64::MAX),
+                        ])?;
+                        if changed == 0 {
+                            let stored: Option<i64> =
+                                existing_stmt.query_row(params![id], |r| r.get(0))?;
+                            let stored = stored.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                            Ok(Appended::AlreadyStored(Seq::new(stored)))
+                        } else {
+                            Ok(Appended::Stored(Seq::new(seq)))
+                        }
+                    })();
+                    match written {
+                        Ok(appended) => {
+                            if let Appended::Stored(seq) = appended {
+                                taken.insert(&m.chat, seq.get());
+                            }
+                            Ok(Some(appended))
+                        }
+                        Err(e) => {
+                            refused.push(&m.chat);
+                            Err(e)
+                        }
                     }
+                }
+            };
+            match outcome {
+                Ok(done) => {
+                    tx.execute_batch("RELEASE row")?;
+                    outcomes.push(Ok(done));
+                }
+                Err(e) => {
+                    // Some failures (a full disk, I/O) end the whole transaction: then the batch
+                    // fails as one, below.
+                    if tx.is_autocommit() {
+                        return Err(e);
+                    }
+                    tx.execute_batch("ROLLBACK TO row; RELEASE row")?;
+                    tracing::warn!(error = %e, "SQLite refused one write of a batch");
+                    outcomes.push(Err(row_error(e)));
                 }
             }
         }
@@ -487,6 +538,9 @@ fn commit(
     }
     for (chat, last) in taken {
         counters.last.insert(chat.clone(), last);
+    }
+    for chat in refused {
+        counters.last.remove(chat);
     }
     Ok(outcomes)
 }
@@ -655,7 +709,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_batch_takes_no_number() {
+    fn a_refused_row_takes_no_number_and_the_rest_of_its_batch_commits() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA).unwrap();
         migrate(&mut conn).unwrap();
@@ -663,11 +717,11 @@ mod tests {
         let mut counters = Counters::default();
         let first = Message::user(chat.clone(), Sender::Agent, "one".into());
         let outcomes = commit(&mut conn, &[job(first)], &mut counters).unwrap();
-        assert_eq!(outcomes, vec![Some(Appended::Stored(Seq::new(1)))]);
+        assert!(matches!(outcomes[..], [Ok(Some(Appended::Stored(s)))] if s == Seq::new(1)));
         assert_eq!(counters.last.get(&chat), Some(&1));
 
         // Another writer took number 3 behind the counter's back: the batch's second message
-        // collides with it, so the whole batch fails.
+        // collides with it and is refused alone.
         conn.execute(
             "INSERT INTO messages (message_id, agent_id, secondary_id, sender, ts, kind, body, chat_seq)
              VALUES (?1, 'a-1', 'supervisor', 'agent', 0, 0, 'x', 3)",
@@ -678,15 +732,25 @@ mod tests {
             job(Message::user(chat.clone(), Sender::Agent, "two".into())),
             job(Message::user(chat.clone(), Sender::Agent, "three".into())),
         ];
-        assert!(commit(&mut conn, &batch, &mut counters).is_err());
+        let outcomes = commit(&mut conn, &batch, &mut counters).unwrap();
+        assert!(matches!(outcomes[0], Ok(Some(Appended::Stored(s))) if s == Seq::new(2)));
+        assert!(matches!(outcomes[1], Err(StoreError::Conflict(_))));
         assert_eq!(
             counters.last.get(&chat),
-            Some(&1),
-            "the counter did not move"
+            None,
+            "the counter of a chat with a refused row is read again"
         );
         let rows: i64 = conn
             .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(rows, 2, "nothing of the failed batch was stored");
+        assert_eq!(rows, 3, "the refused row was not stored");
+
+        let retry = [job(Message::user(
+            chat.clone(),
+            Sender::Agent,
+            "three".into(),
+        ))];
+        let outcomes = commit(&mut conn, &retry, &mut counters).unwrap();
+        assert!(matches!(outcomes[..], [Ok(Some(Appended::Stored(s)))] if s == Seq::new(4)));
     }
 }
