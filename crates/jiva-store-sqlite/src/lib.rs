@@ -9,7 +9,10 @@
 //! [`StoreError::Conflict`] for a constraint); only a failure of the transaction itself fails
 //! the whole batch. Reads run on a small
 //! pool of read-only connections in `spawn_blocking`; the database is in WAL mode so reads never
-//! wait for the writer.
+//! wait for the writer. The pool is bounded ([`Config::readers`]): a read waits for a free
+//! connection at most [`Config::read_wait`], then fails with [`StoreError::Unavailable`]
+//! (`jiva_sqlite_reader_wait_timeouts_total`); `jiva_sqlite_reader_connections` shows how many
+//! are open.
 //!
 //! Checkpoints (copying the WAL back into the database, with its fsyncs) run on a separate
 //! checkpointer thread every [`CHECKPOINT_EVERY`], never on the writer: an fsync that takes tens
@@ -35,6 +38,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -44,7 +48,7 @@ use jiva_core::{
     StoreError, Timestamp,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// How hard SQLite works to make a commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,8 +71,12 @@ pub struct Config {
     pub max_batch: usize,
     /// Writes waiting for the writer thread before `append` callers wait for room.
     pub queue: usize,
-    /// Read-only connections kept open for history reads.
+    /// Read-only connections for history reads: the most ever open at once. A read waits for
+    /// a free one.
     pub readers: usize,
+    /// How long a read waits for a free reader connection before failing with
+    /// [`StoreError::Unavailable`].
+    pub read_wait: std::time::Duration,
 }
 
 impl Config {
@@ -80,6 +88,7 @@ impl Config {
             max_batch: 512,
             queue: 8192,
             readers: 4,
+            read_wait: DEFAULT_READ_WAIT,
         }
     }
 
@@ -88,6 +97,9 @@ impl Config {
         Self::new(dir.as_ref().join("jivachat.db"))
     }
 }
+
+/// How long a read waits for a free reader connection by default.
+pub const DEFAULT_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +231,10 @@ impl SqliteStore {
             path: config.path.clone(),
             idle: Mutex::new(Vec::new()),
             keep: config.readers.max(1),
+            permits: Arc::new(Semaphore::new(config.readers.max(1))),
+            wait: config.read_wait,
+            open: AtomicUsize::new(0),
+            most_open: AtomicUsize::new(0),
         });
         // Open one reader now so a bad path fails here, not on the first request.
         let first = readers.open().map_err(sqlite)?;
@@ -242,6 +258,12 @@ impl SqliteStore {
         Ok(Self { writes, readers })
     }
 
+    /// The read-only connections open now and the most ever open at once (the gauge
+    /// `jiva_sqlite_reader_connections` shows the first).
+    pub fn reader_stats(&self) -> ReaderStats {
+        self.readers.stats()
+    }
+
     async fn write(&self, write: Write) -> Result<Option<Appended>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writes
@@ -257,10 +279,27 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = Arc::clone(&self.readers);
+        // A connection is taken only with a permit, so at most `readers` are ever open.
+        let permit = match tokio::time::timeout(
+            pool.wait,
+            Arc::clone(&pool.permits).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(closed)) => return Err(StoreError::Unavailable(Box::new(closed))),
+            Err(_) => {
+                metrics::counter!("jiva_sqlite_reader_wait_timeouts_total").increment(1);
+                return Err(StoreError::Unavailable(
+                    "no SQLite reader connection became free in time".into(),
+                ));
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let conn = pool.take().map_err(unavailable)?;
             let result = f(&conn);
             pool.put(conn);
+            drop(permit);
             result
         })
         .await
@@ -315,6 +354,21 @@ struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     keep: usize,
+    /// One per connection that may be open; a read holds one while it uses a connection.
+    permits: Arc<Semaphore>,
+    wait: std::time::Duration,
+    /// Reader connections open now, and the most ever open at once.
+    open: AtomicUsize,
+    most_open: AtomicUsize,
+}
+
+/// How many read-only connections a [`SqliteStore`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Open now.
+    pub open: usize,
+    /// The most open at once since the store was opened.
+    pub most_open: usize,
 }
 
 impl ReaderPool {
@@ -324,7 +378,22 @@ impl ReaderPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let open = self.open.fetch_add(1, Ordering::SeqCst).saturating_add(1);
+        self.most_open.fetch_max(open, Ordering::SeqCst);
+        metrics::gauge!("jiva_sqlite_reader_connections").set(open as f64);
         Ok(conn)
+    }
+
+    fn closed(&self) {
+        let open = self.open.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        metrics::gauge!("jiva_sqlite_reader_connections").set(open as f64);
+    }
+
+    fn stats(&self) -> ReaderStats {
+        ReaderStats {
+            open: self.open.load(Ordering::SeqCst),
+            most_open: self.most_open.load(Ordering::SeqCst),
+        }
     }
 
     fn take(&self) -> rusqlite::Result<Connection> {
@@ -339,8 +408,11 @@ impl ReaderPool {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.keep {
                 idle.push(conn);
+                return;
             }
         }
+        drop(conn);
+        self.closed();
     }
 }
 
@@ -752,5 +824,28 @@ mod tests {
         ))];
         let outcomes = commit(&mut conn, &retry, &mut counters).unwrap();
         assert!(matches!(outcomes[..], [Ok(Some(Appended::Stored(s)))] if s == Seq::new(4)));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_finds_no_free_reader_in_time_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            readers: 1,
+            read_wait: std::time::Duration::from_millis(50),
+            ..Config::in_dir(dir.path())
+        };
+        let store = SqliteStore::open(config).unwrap();
+        let chat = ChatId::new(AgentId::parse("a-1").unwrap(), ConnectionType::Supervisor);
+        let held = Arc::clone(&store.readers.permits)
+            .acquire_owned()
+            .await
+            .unwrap();
+        let refused = store.history(&chat, None, 10).await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "{refused:?}"
+        );
+        drop(held);
+        assert!(store.history(&chat, None, 10).await.is_ok());
     }
 }

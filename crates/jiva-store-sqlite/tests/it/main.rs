@@ -404,3 +404,32 @@ async fn one_failing_row_fails_only_its_own_append_and_numbers_stay_gap_free() {
     let n = u64::try_from(stored.iter().filter(|(ch, _, _)| ch == &c).count()).unwrap();
     append(&store, &next, n + 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_history_reads_never_open_more_reader_connections_than_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        readers: 2,
+        ..Config::in_dir(dir.path())
+    };
+    let store = Arc::new(SqliteStore::open(config).unwrap());
+    let c = chat("a-1", ConnectionType::Supervisor);
+    for i in 0..20 {
+        let m = Message::user(c.clone(), Sender::Agent, format!("{i}"));
+        store.append(&m).await.unwrap();
+    }
+    let mut reads = Vec::new();
+    for _ in 0..64 {
+        let store = Arc::clone(&store);
+        let c = c.clone();
+        reads.push(tokio::spawn(async move {
+            store.history(&c, None, 100).await.unwrap().messages.len()
+        }));
+    }
+    for read in reads {
+        assert_eq!(read.await.unwrap(), 20);
+    }
+    let stats = store.reader_stats();
+    assert!(stats.most_open <= 2, "{stats:?}");
+    assert!(stats.open <= 2, "{stats:?}");
+}
