@@ -14,6 +14,11 @@
 //! (`jiva_sqlite_reader_wait_timeouts_total`); `jiva_sqlite_reader_connections` shows how many
 //! are open.
 //!
+//! Readiness ([`MessageStore::check`]): a read, and, while the writer's last transaction failed
+//! (an unwritable file, a full disk), a small write (one row of the `probes` table) that must
+//! commit; so a store whose writes fail is reported unavailable, and available again as soon
+//! as a write commits, with no append needed.
+//!
 //! Checkpoints (copying the WAL back into the database, with its fsyncs) run on a separate
 //! checkpointer thread every [`CHECKPOINT_EVERY`], never on the writer: an fsync that takes tens
 //! of milliseconds on a busy disk would otherwise stall every append behind it. The writer still
@@ -38,7 +43,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -131,6 +136,8 @@ pub enum OpenError {
 enum Write {
     Chat(ChatId),
     Message(Message),
+    /// A write that only proves the writer can commit (see [`SqliteStore::check`]).
+    Probe,
 }
 
 struct Job {
@@ -145,6 +152,8 @@ struct Job {
 pub struct SqliteStore {
     writes: mpsc::Sender<Job>,
     readers: Arc<ReaderPool>,
+    /// Set while the writer's last transaction failed, cleared by its next commit.
+    writer_failing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -161,6 +170,10 @@ CREATE TABLE IF NOT EXISTS chats (
     secondary_id TEXT NOT NULL,
     PRIMARY KEY (agent_id, secondary_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS probes (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS messages (
     seq          INTEGER PRIMARY KEY,
     message_id   TEXT NOT NULL UNIQUE,
@@ -242,6 +255,8 @@ impl SqliteStore {
 
         let (writes, jobs) = mpsc::channel(config.queue.max(1));
         let max_batch = config.max_batch.max(1);
+        let writer_failing = Arc::new(AtomicBool::new(false));
+        let failing = Arc::clone(&writer_failing);
         // The checkpointer stops when the writer does (its sender is dropped).
         let (writer_alive, writer_gone) = std::sync::mpsc::channel::<()>();
         thread::Builder::new()
@@ -251,11 +266,15 @@ impl SqliteStore {
         thread::Builder::new()
             .name("jiva-sqlite-writer".into())
             .spawn(move || {
-                writer_loop(writer, jobs, max_batch);
+                writer_loop(writer, jobs, max_batch, &failing);
                 drop(writer_alive);
             })
             .map_err(OpenError::Thread)?;
-        Ok(Self { writes, readers })
+        Ok(Self {
+            writes,
+            readers,
+            writer_failing,
+        })
     }
 
     /// The read-only connections open now and the most ever open at once (the gauge
@@ -446,7 +465,12 @@ struct Counters {
     last: HashMap<ChatId, u64>,
 }
 
-fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+fn writer_loop(
+    mut conn: Connection,
+    mut jobs: mpsc::Receiver<Job>,
+    max_batch: usize,
+    failing: &AtomicBool,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut counters = Counters::default();
     while let Some(first) = jobs.blocking_recv() {
@@ -460,12 +484,14 @@ fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: u
         let size = batch.len();
         match commit(&mut conn, &batch, &mut counters) {
             Ok(outcomes) => {
+                failing.store(false, Ordering::SeqCst);
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     // A caller that gave up waiting is not an error.
                     let _ = job.reply.send(outcome);
                 }
             }
             Err(e) => {
+                failing.store(true, Ordering::SeqCst);
                 tracing::error!(error = %e, batch = size, "SQLite commit failed");
                 // The batch took no number; its chats' counters are read again next time, in
                 // case the failure came from a number another writer had taken.
@@ -525,6 +551,9 @@ fn commit(
         let mut last_stmt = tx.prepare_cached(
             "SELECT MAX(chat_seq) FROM messages WHERE agent_id = ?1 AND secondary_id = ?2",
         )?;
+        let mut probe_stmt = tx.prepare_cached(
+            "INSERT INTO probes (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )?;
         let mut existing_stmt =
             tx.prepare_cached("SELECT chat_seq FROM messages WHERE message_id = ?1")?;
         for job in batch {
@@ -532,6 +561,9 @@ fn commit(
             let outcome = match &job.write {
                 Write::Chat(chat) => chat_stmt
                     .execute(params![chat.agent().as_str(), chat.kind().as_str()])
+                    .map(|_| None),
+                Write::Probe => probe_stmt
+                    .execute(params![Timestamp::now().as_millis()])
                     .map(|_| None),
                 Write::Message(m) => {
                     let written = (|| -> rusqlite::Result<Appended> {
@@ -759,10 +791,14 @@ impl MessageStore for SqliteStore {
         })
         .await?;
         if self.writes.is_closed() {
-            Err(writer_gone())
-        } else {
-            Ok(())
+            return Err(writer_gone());
         }
+        // After a failed commit, ready again only once a write commits: a probe that writes
+        // (reads alone would still succeed on a file that can no longer be written).
+        if self.writer_failing.load(Ordering::SeqCst) {
+            self.write(Write::Probe).await?;
+        }
+        Ok(())
     }
 }
 

@@ -190,8 +190,14 @@ fn dynamo_server(tables: &jiva_store_dynamo::Config, endpoint: &str) -> ServerPr
         ("AWS_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
+        UNLIMITED_RATE,
+        UNLIMITED_BURST,
     ])
 }
+
+/// The senders send as fast as the store answers: no per-socket rate limit in these tests.
+const UNLIMITED_RATE: (&str, &str) = ("JIVA_MESSAGES_PER_SEC", "1000000");
+const UNLIMITED_BURST: (&str, &str) = ("JIVA_MESSAGE_BURST", "1000000");
 
 /// A distinct agent (and so a distinct chat) per sender.
 fn agent(n: usize) -> String {
@@ -455,4 +461,67 @@ async fn a_slow_store_slows_the_chat_loses_nothing_and_does_not_hold_up_other_ch
     let mut all = sent.clone();
     all.push("held".to_owned());
     assert_eq!(replay_of(&server, &busy).await, all);
+}
+
+/// A file made immutable with `chattr +i` (which stops writes even by root, unlike `chmod`),
+/// made writable again when dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: std::path::PathBuf) -> Self {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .status()
+            .expect("chattr (e2fsprogs) is needed to make a file unwritable as root");
+        assert!(status.success(), "chattr +i {} failed", path.display());
+        Self(path)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_turning_unwritable_mid_load_refuses_sends_turns_unready_and_recovers() {
+    const SENDERS: usize = 3;
+    let server = ServerProcess::start_with(&[UNLIMITED_RATE, UNLIMITED_BURST]);
+    readyz_becomes(&server, 200).await;
+
+    let (stop, stopped) = watch::channel(false);
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|n| {
+            sender(
+                chat_url(&server, &agent(300 + n)),
+                n,
+                stopped.clone(),
+                events_tx.clone(),
+            )
+        })
+        .collect();
+    each_sender_saw(&mut events, SENDERS, true).await;
+
+    // Every commit writes the write-ahead log first: with it immutable, no commit succeeds.
+    let unwritable = Immutable::set(server.data_dir().join("jivachat.db-wal"));
+    each_sender_saw(&mut events, SENDERS, false).await;
+    readyz_becomes(&server, 503).await;
+
+    drop(unwritable);
+    each_sender_saw(&mut events, SENDERS, true).await;
+    readyz_becomes(&server, 200).await;
+    stop.send_replace(true);
+
+    for (n, task) in senders.into_iter().enumerate() {
+        let seen = task.await.unwrap();
+        assert!(!seen.refused.is_empty() && !seen.echoed.is_empty());
+        // A failed commit stores nothing of its batch: the replay is exactly what was echoed.
+        assert_replay_holds(&replay_of(&server, &agent(300 + n)).await, &seen, 0);
+    }
 }

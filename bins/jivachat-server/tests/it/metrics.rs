@@ -89,6 +89,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's data directory.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
