@@ -242,14 +242,7 @@ impl DynamoStore {
             .client
             .update_item()
             .table_name(&self.config.chats_table)
-            .key(
-                AGENT_ID,
-                AttributeValue::S(message.chat.agent().as_str().to_owned()),
-            )
-            .key(
-                SECONDARY_ID,
-                AttributeValue::S(message.chat.kind().as_str().to_owned()),
-            )
+            .set_key(Some(chats_key(&message.chat)))
             // The id goes on the `Recent` list in the same atomic update that takes the number,
             // so the list's last entry is always `LastSeq`'s message.
             .update_expression(
@@ -321,14 +314,7 @@ impl DynamoStore {
             .client
             .update_item()
             .table_name(&self.config.chats_table)
-            .key(
-                AGENT_ID,
-                AttributeValue::S(chat.agent().as_str().to_owned()),
-            )
-            .key(
-                SECONDARY_ID,
-                AttributeValue::S(chat.kind().as_str().to_owned()),
-            )
+            .set_key(Some(chats_key(chat)))
             .update_expression(format!("REMOVE {}", drop.join(", ")))
             .condition_expression("size(#recent) = :len")
             .expression_attribute_names("#recent", RECENT)
@@ -358,14 +344,7 @@ impl DynamoStore {
             .client
             .get_item()
             .table_name(&self.config.chats_table)
-            .key(
-                AGENT_ID,
-                AttributeValue::S(chat.agent().as_str().to_owned()),
-            )
-            .key(
-                SECONDARY_ID,
-                AttributeValue::S(chat.kind().as_str().to_owned()),
-            )
+            .set_key(Some(chats_key(chat)))
             .projection_expression("#recent")
             .expression_attribute_names("#recent", RECENT)
             .consistent_read(true)
@@ -596,6 +575,20 @@ impl MessageStore for DynamoStore {
         }
         Ok(())
     }
+}
+
+/// The key of `chat`'s `Chats` item.
+fn chats_key(chat: &ChatId) -> Item {
+    HashMap::from([
+        (
+            AGENT_ID.to_owned(),
+            AttributeValue::S(chat.agent().as_str().to_owned()),
+        ),
+        (
+            SECONDARY_ID.to_owned(),
+            AttributeValue::S(chat.kind().as_str().to_owned()),
+        ),
+    ])
 }
 
 pub(crate) fn unavailable(reason: impl Into<String>) -> StoreError {

@@ -270,6 +270,35 @@ async fn answer(ws: &mut Ws) -> Option<Value> {
     }
 }
 
+/// `count` senders, on the chats of agents `first..first + count`, and what they report.
+struct Load {
+    stop: watch::Sender<bool>,
+    events: mpsc::UnboundedReceiver<(usize, bool)>,
+    senders: Vec<JoinHandle<Seen>>,
+}
+
+impl Load {
+    fn start(server: &ServerProcess, first: usize, count: usize) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let senders = (0..count)
+            .map(|n| {
+                sender(
+                    chat_url(server, &agent(first + n)),
+                    n,
+                    stopped.clone(),
+                    events_tx.clone(),
+                )
+            })
+            .collect();
+        Self {
+            stop,
+            events,
+            senders,
+        }
+    }
+}
+
 /// Waits until every one of `senders` has reported an outcome equal to `stored`.
 async fn each_sender_saw(
     events: &mut mpsc::UnboundedReceiver<(usize, bool)>,
@@ -339,18 +368,11 @@ async fn dynamodb_going_away_mid_load_refuses_sends_turns_unready_and_recovers_w
     let server = dynamo_server(&tables, &proxy.endpoint());
     readyz_becomes(&server, 200).await;
 
-    let (stop, stopped) = watch::channel(false);
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|n| {
-            sender(
-                chat_url(&server, &agent(n)),
-                n,
-                stopped.clone(),
-                events_tx.clone(),
-            )
-        })
-        .collect();
+    let Load {
+        stop,
+        mut events,
+        senders,
+    } = Load::start(&server, 0, SENDERS);
     each_sender_saw(&mut events, SENDERS, true).await;
 
     proxy.down();
@@ -376,18 +398,11 @@ async fn dynamodb_killed_under_load_keeps_every_echoed_message_once() {
     let endpoint = LocalDynamo::shared().unwrap().endpoint().to_owned();
     let server = dynamo_server(&tables, &endpoint);
 
-    let (_stop, stopped) = watch::channel(false);
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|n| {
-            sender(
-                chat_url(&server, &agent(100 + n)),
-                n,
-                stopped.clone(),
-                events_tx.clone(),
-            )
-        })
-        .collect();
+    let Load {
+        stop: _stop,
+        mut events,
+        senders,
+    } = Load::start(&server, 100, SENDERS);
     // Under load: every sender has had messages stored, and goes on sending.
     for _ in 0..5 {
         each_sender_saw(&mut events, SENDERS, true).await;
@@ -494,18 +509,11 @@ async fn sqlite_file_turning_unwritable_mid_load_refuses_sends_turns_unready_and
     let server = ServerProcess::start_with(&[UNLIMITED_RATE, UNLIMITED_BURST]);
     readyz_becomes(&server, 200).await;
 
-    let (stop, stopped) = watch::channel(false);
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|n| {
-            sender(
-                chat_url(&server, &agent(300 + n)),
-                n,
-                stopped.clone(),
-                events_tx.clone(),
-            )
-        })
-        .collect();
+    let Load {
+        stop,
+        mut events,
+        senders,
+    } = Load::start(&server, 300, SENDERS);
     each_sender_saw(&mut events, SENDERS, true).await;
 
     // Every commit writes the write-ahead log first: with it immutable, no commit succeeds.
