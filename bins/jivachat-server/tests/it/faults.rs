@@ -299,6 +299,33 @@ impl Load {
     }
 }
 
+impl Load {
+    /// Every sender has had a message stored.
+    async fn stores(&mut self) {
+        each_sender_saw(&mut self.events, self.senders.len(), true).await;
+    }
+
+    /// Every sender has had a message refused, and `/readyz` answers `503`.
+    async fn is_refused(&mut self, server: &ServerProcess) {
+        each_sender_saw(&mut self.events, self.senders.len(), false).await;
+        readyz_becomes(server, 503).await;
+    }
+
+    /// Every sender has had a message stored again and `/readyz` answers `200`; then the
+    /// senders stop, and each chat's replay holds what its sender saw (`cuts`: see
+    /// [`assert_replay_holds`]).
+    async fn recovers(mut self, server: &ServerProcess, first: usize, cuts: usize) {
+        self.stores().await;
+        readyz_becomes(server, 200).await;
+        self.stop.send_replace(true);
+        for (n, task) in self.senders.into_iter().enumerate() {
+            let seen = task.await.unwrap();
+            assert!(!seen.refused.is_empty() && !seen.echoed.is_empty());
+            assert_replay_holds(&replay_of(server, &agent(first + n)).await, &seen, cuts);
+        }
+    }
+}
+
 /// Waits until every one of `senders` has reported an outcome equal to `stored`.
 async fn each_sender_saw(
     events: &mut mpsc::UnboundedReceiver<(usize, bool)>,
@@ -368,27 +395,14 @@ async fn dynamodb_going_away_mid_load_refuses_sends_turns_unready_and_recovers_w
     let server = dynamo_server(&tables, &proxy.endpoint());
     readyz_becomes(&server, 200).await;
 
-    let Load {
-        stop,
-        mut events,
-        senders,
-    } = Load::start(&server, 0, SENDERS);
-    each_sender_saw(&mut events, SENDERS, true).await;
+    let mut load = Load::start(&server, 0, SENDERS);
+    load.stores().await;
 
     proxy.down();
-    each_sender_saw(&mut events, SENDERS, false).await;
-    readyz_becomes(&server, 503).await;
+    load.is_refused(&server).await;
 
     proxy.up().await;
-    each_sender_saw(&mut events, SENDERS, true).await;
-    readyz_becomes(&server, 200).await;
-    stop.send_replace(true);
-
-    for (n, task) in senders.into_iter().enumerate() {
-        let seen = task.await.unwrap();
-        assert!(!seen.refused.is_empty() && !seen.echoed.is_empty());
-        assert_replay_holds(&replay_of(&server, &agent(n)).await, &seen, 1);
-    }
+    load.recovers(&server, 0, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,14 +412,10 @@ async fn dynamodb_killed_under_load_keeps_every_echoed_message_once() {
     let endpoint = LocalDynamo::shared().unwrap().endpoint().to_owned();
     let server = dynamo_server(&tables, &endpoint);
 
-    let Load {
-        stop: _stop,
-        mut events,
-        senders,
-    } = Load::start(&server, 100, SENDERS);
+    let mut load = Load::start(&server, 100, SENDERS);
     // Under load: every sender has had messages stored, and goes on sending.
     for _ in 0..5 {
-        each_sender_saw(&mut events, SENDERS, true).await;
+        load.stores().await;
     }
     let status = std::process::Command::new("kill")
         .args(["-9", &server.pid().to_string()])
@@ -415,7 +425,7 @@ async fn dynamodb_killed_under_load_keeps_every_echoed_message_once() {
 
     // Each sender's socket ends mid-conversation; what it saw echoed up to then is recorded.
     let mut seen = Vec::new();
-    for task in senders {
+    for task in load.senders {
         let sender = task.await.unwrap();
         assert!(sender.refused.is_empty(), "no refusal before the kill");
         seen.push(sender);
@@ -509,27 +519,14 @@ async fn sqlite_file_turning_unwritable_mid_load_refuses_sends_turns_unready_and
     let server = ServerProcess::start_with(&[UNLIMITED_RATE, UNLIMITED_BURST]);
     readyz_becomes(&server, 200).await;
 
-    let Load {
-        stop,
-        mut events,
-        senders,
-    } = Load::start(&server, 300, SENDERS);
-    each_sender_saw(&mut events, SENDERS, true).await;
+    let mut load = Load::start(&server, 300, SENDERS);
+    load.stores().await;
 
     // Every commit writes the write-ahead log first: with it immutable, no commit succeeds.
     let unwritable = Immutable::set(server.data_dir().join("jivachat.db-wal"));
-    each_sender_saw(&mut events, SENDERS, false).await;
-    readyz_becomes(&server, 503).await;
+    load.is_refused(&server).await;
 
     drop(unwritable);
-    each_sender_saw(&mut events, SENDERS, true).await;
-    readyz_becomes(&server, 200).await;
-    stop.send_replace(true);
-
-    for (n, task) in senders.into_iter().enumerate() {
-        let seen = task.await.unwrap();
-        assert!(!seen.refused.is_empty() && !seen.echoed.is_empty());
-        // A failed commit stores nothing of its batch: the replay is exactly what was echoed.
-        assert_replay_holds(&replay_of(&server, &agent(300 + n)).await, &seen, 0);
-    }
+    // A failed commit stores nothing of its batch: the replay is exactly what was echoed.
+    load.recovers(&server, 300, 0).await;
 }

@@ -307,12 +307,17 @@ async fn an_existing_legacy_table_is_never_altered_and_works_once_the_index_is_a
     assert_same_up_to_ties(&read_all(&store, &chat, 3).await, &expected);
 }
 
-#[tokio::test]
-async fn messages_the_legacy_index_has_not_caught_up_with_are_still_read_back() {
+/// A legacy-layout store on fresh tables whose index answers can be made to lag.
+async fn lagging_legacy_store() -> (DynamoStore, jiva_store_dynamo::testing::IndexLag) {
     let config = legacy_config();
     dynamo().store_with(config.clone()).await.unwrap();
     let (client, lag) = dynamo().client_with_lag(&config);
-    let store = DynamoStore::from_client(client, config);
+    (DynamoStore::from_client(client, config), lag)
+}
+
+#[tokio::test]
+async fn messages_the_legacy_index_has_not_caught_up_with_are_still_read_back() {
+    let (store, lag) = lagging_legacy_store().await;
     let chat = chat(ConnectionType::Supervisor);
     let mut stored = Vec::new();
     for i in 0..5 {
@@ -343,10 +348,7 @@ async fn the_legacy_list_of_newest_ids_stays_bounded_and_still_covers_the_index_
     use aws_sdk_dynamodb::types::AttributeValue;
     use jiva_store_dynamo::RECENT_IDS;
 
-    let config = legacy_config();
-    dynamo().store_with(config.clone()).await.unwrap();
-    let (client, lag) = dynamo().client_with_lag(&config);
-    let store = DynamoStore::from_client(client, config);
+    let (store, lag) = lagging_legacy_store().await;
     let chat = chat(ConnectionType::Copilot);
     let mut stored = Vec::new();
     for i in 0..2 * RECENT_IDS + 3 {
