@@ -182,7 +182,15 @@ fn moto_addr() -> SocketAddr {
 }
 
 fn dynamo_server(tables: &jiva_store_dynamo::Config, endpoint: &str) -> ServerProcess {
-    ServerProcess::start_with(&[
+    ServerProcess::start_with(&dynamo_env(tables, endpoint))
+}
+
+/// The environment of a server on `tables`, reached at `endpoint`.
+fn dynamo_env<'a>(
+    tables: &'a jiva_store_dynamo::Config,
+    endpoint: &'a str,
+) -> [(&'a str, &'a str); 9] {
+    [
         ("JIVA_STORE", "dynamodb"),
         ("JIVA_DYNAMODB_CHATS_TABLE", &tables.chats_table),
         ("JIVA_DYNAMODB_MESSAGES_TABLE", &tables.messages_table),
@@ -192,7 +200,7 @@ fn dynamo_server(tables: &jiva_store_dynamo::Config, endpoint: &str) -> ServerPr
         ("AWS_SECRET_ACCESS_KEY", "test"),
         UNLIMITED_RATE,
         UNLIMITED_BURST,
-    ])
+    ]
 }
 
 /// The senders send as fast as the store answers: no per-socket rate limit in these tests.
@@ -405,12 +413,17 @@ async fn dynamodb_going_away_mid_load_refuses_sends_turns_unready_and_recovers_w
     load.recovers(&server, 0, 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dynamodb_killed_under_load_keeps_every_echoed_message_once() {
+/// `kill -9` under load: every echoed message is in the history after a restart, once.
+async fn killed_under_load_keeps_every_echoed_message_once(kind: StoreKind) {
     const SENDERS: usize = 4;
     let tables = dynamo_tables().await;
     let endpoint = LocalDynamo::shared().unwrap().endpoint().to_owned();
-    let server = dynamo_server(&tables, &endpoint);
+    let env = dynamo_env(&tables, &endpoint);
+    let env: &[(&str, &str)] = match kind {
+        StoreKind::Dynamo => &env,
+        StoreKind::Sqlite => &[UNLIMITED_RATE, UNLIMITED_BURST],
+    };
+    let server = ServerProcess::start_with(env);
 
     let mut load = Load::start(&server, 100, SENDERS);
     // Under load: every sender has had messages stored, and goes on sending.
@@ -422,6 +435,8 @@ async fn dynamodb_killed_under_load_keeps_every_echoed_message_once() {
         .status()
         .unwrap();
     assert!(status.success());
+    // Same tables, or same data directory.
+    let restarted = server.kill_and_restart(env);
 
     // Each sender's socket ends mid-conversation; what it saw echoed up to then is recorded.
     let mut seen = Vec::new();
@@ -431,7 +446,6 @@ async fn dynamodb_killed_under_load_keeps_every_echoed_message_once() {
         seen.push(sender);
     }
 
-    let restarted = dynamo_server(&tables, &endpoint);
     for (n, seen) in seen.iter().enumerate() {
         let replay = replay_of(&restarted, &agent(100 + n)).await;
         // The message in flight at the kill may be stored without having been echoed.
@@ -445,8 +459,9 @@ async fn dynamodb_killed_under_load_keeps_every_echoed_message_once() {
         );
         assert_eq!(replay[..seen.echoed.len()], seen.echoed[..]);
     }
-    drop(server);
 }
+
+crate::on_both_stores!(killed_under_load_keeps_every_echoed_message_once);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_store_slows_the_chat_loses_nothing_and_does_not_hold_up_other_chats_replays() {
