@@ -554,10 +554,14 @@ fn commit(
         let mut probe_stmt = tx.prepare_cached(
             "INSERT INTO probes (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
         )?;
+        // Prepared once per connection: a savepoint per write costs no parsing.
+        let mut savepoint = tx.prepare_cached("SAVEPOINT row")?;
+        let mut release = tx.prepare_cached("RELEASE row")?;
+        let mut rollback = tx.prepare_cached("ROLLBACK TO row")?;
         let mut existing_stmt =
             tx.prepare_cached("SELECT chat_seq FROM messages WHERE message_id = ?1")?;
         for job in batch {
-            tx.execute_batch("SAVEPOINT row")?;
+            savepoint.execute([])?;
             let outcome = match &job.write {
                 Write::Chat(chat) => chat_stmt
                     .execute(params![chat.agent().as_str(), chat.kind().as_str()])
@@ -620,7 +624,7 @@ fn commit(
             };
             match outcome {
                 Ok(done) => {
-                    tx.execute_batch("RELEASE row")?;
+                    release.execute([])?;
                     outcomes.push(Ok(done));
                 }
                 Err(e) => {
@@ -629,7 +633,8 @@ fn commit(
                     if tx.is_autocommit() {
                         return Err(e);
                     }
-                    tx.execute_batch("ROLLBACK TO row; RELEASE row")?;
+                    rollback.execute([])?;
+                    release.execute([])?;
                     tracing::warn!(error = %e, "SQLite refused one write of a batch");
                     outcomes.push(Err(row_error(e)));
                 }
