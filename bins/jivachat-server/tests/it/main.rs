@@ -13,6 +13,7 @@ mod auth;
 mod chat;
 mod copilot;
 mod copilot_relay;
+mod faults;
 mod handshake;
 mod lifecycle;
 mod limits;
