@@ -108,6 +108,9 @@ out, top = sys.argv[1], int(sys.argv[2])
 deliveries = json.load(open(f"{out}/result.json"))["deliveries"]
 line = re.compile(r"^\s*([0-9,]+) \([ 0-9.]+%\)\s+(.*?)(?: \[[^\]]*\])?$")
 def costs(name, mode):
+    # A function inlined from several files appears once per file: self costs add up, inclusive
+    # costs overlap (one contains the other), so those take the largest.
+    agg = (lambda a, b: a + b) if mode == "self" else max
     c, table = {}, False
     for l in open(f"{out}/annotate-{name}-{mode}.txt"):
         if l.startswith("Ir") and "file:function" in l:
@@ -119,7 +122,7 @@ def costs(name, mode):
         if table and m:
             fn = m.group(2)
             fn = fn.split(":", 1)[1] if ":" in fn.split(" ", 1)[0] else fn   # drop file:
-            c[fn] = c.get(fn, 0) + int(m.group(1).replace(",", ""))
+            c[fn] = agg(c.get(fn, 0), int(m.group(1).replace(",", "")))
     return c
 report = {}
 for mode in ("self", "inclusive"):
@@ -130,5 +133,43 @@ for mode in ("self", "inclusive"):
     print(f"== top {top} functions by {mode} cost per delivery ((measured − baseline) / {deliveries:,})")
     for x, f in rows:
         print(f"{x:10,.0f}  {f[:150]}")
+# Where one stored message's instructions go (inclusive costs may overlap: not a partition).
+result = json.load(open(f"{out}/result.json"))
+messages = result["messages_stored"]
+inc_b, inc_r = costs("base", "inclusive"), costs("run", "inclusive")
+self_b, self_r = costs("base", "self"), costs("run", "self")
+def inc(fn):
+    return (inc_r.get(fn, 0) - inc_b.get(fn, 0)) / messages
+def self_matching(pattern):
+    rx = re.compile(pattern)
+    return sum(self_r.get(f, 0) - self_b.get(f, 0) for f in set(self_r) | set(self_b) if rx.search(f)) / messages
+sink = "<tokio_tungstenite::WebSocketStream<T> as futures_sink::Sink<tungstenite::protocol::message::Message>>::"
+parts = [
+    ("tokio worker thread (everything async), inclusive", inc("tokio::runtime::scheduler::multi_thread::worker::run")),
+    ("  SQLite writer thread (jiva_store_sqlite::writer_loop), inclusive", inc("jiva_store_sqlite::writer_loop")),
+    ("  SQLite checkpointer thread (checkpoint_loop), inclusive", inc("jiva_store_sqlite::checkpoint_loop")),
+    ("inbound parse, JSON tree (frames::parse_inbound)", inc("jiva_ws::frames::parse_inbound")),
+    ("stored-frame encode (frames::stored)", inc("jiva_ws::frames::stored")),
+    ("  of which ChatId::canonical (a String per message)", inc("jiva_core::chat::ChatId::canonical")),
+    ("Message::user (UUID v7, clones)", inc("jiva_core::message::Message::user")),
+    ("fan-out under the rooms lock (Rooms::broadcast)", inc("jiva_ws::rooms::Rooms::broadcast")),
+    ("  of which queueing + waking each socket's writer (Subscriber::offer)", inc("jiva_ws::rooms::Subscriber::offer")),
+    ("socket writes: frame each copy (WebSocketStream start_send)", inc(sink + "start_send")),
+    ("socket writes: flush (WebSocketStream poll_flush, incl. the write(2) call)", inc(sink + "poll_flush")),
+    ("reading the sender's frame (WebSocketStream poll_next)", inc("<tokio_tungstenite::WebSocketStream<T> as futures_core::stream::Stream>::poll_next")),
+    ("append round trip to the writer (SqliteStore::append future)", inc("<jiva_store_sqlite::SqliteStore as jiva_core::store::MessageStore>::append::{{closure}}")),
+    ("self: Notify / CancellationToken futures polled in select! loops", self_matching(r"notify|Notified|cancellation_token|WaitForCancellationFuture")),
+    ("self: select! fairness RNG (tokio::macros::support::thread_rng_n)", self_matching(r"thread_rng_n")),
+    ("self: metrics (registry look-ups per macro call, recording)", self_matching(r"metrics")),
+    ("self: tracing (span enter/exit per poll)", self_matching(r"tracing")),
+    ("self: malloc/free", self_matching(r"^(_int_malloc|_int_free|malloc|free|realloc|_int_realloc|malloc_consolidate|unlink_chunk.*|__rustc::__rust_(alloc|dealloc|realloc))$")),
+    ("self: memcpy/memmove/memset/memcmp", self_matching(r"^__mem(cpy|move|set|cmp)")),
+    ("self: SQLite C code", self_matching(r"^(sqlite3|wal|pager|btree|vdbe|balance|pcache|yy_|sqlite)")),
+]
+total = result["instructions_per_stored_message"]
+print(f"== where one stored message goes (1 → {result['sockets_per_chat']} sockets): {total:,} instructions")
+for label, x in parts:
+    print(f"{x:10,.0f}  {100 * x / total:5.1f}%  {label}")
+report["per_message"] = [{"what": label, "instructions": round(x)} for label, x in parts]
 json.dump(report, open(f"{out}/per-function.json", "w"), indent=1)
 EOF
