@@ -100,6 +100,15 @@ pub struct Args {
     /// Retries of a notification after a transient failure.
     #[arg(long, env = "JIVA_NOTIFY_RETRIES", default_value = "3")]
     pub notify_retries: String,
+    /// Notification deliveries in flight at most.
+    #[arg(long, env = "JIVA_NOTIFY_CONCURRENCY", default_value = "4")]
+    pub notify_concurrency: String,
+    /// Consecutive failed notification deliveries that open the breaker (sending pauses).
+    #[arg(long, env = "JIVA_NOTIFY_BREAKER_FAILURES", default_value = "5")]
+    pub notify_breaker_failures: String,
+    /// How long the notification breaker stays open before one probe is sent.
+    #[arg(long, env = "JIVA_NOTIFY_BREAKER_OPEN_MS", default_value = "5000")]
+    pub notify_breaker_open_ms: String,
     /// Sockets open at once; one more handshake is answered 503 (0: no limit).
     #[arg(long, env = "JIVA_MAX_SOCKETS", default_value = "100000")]
     pub max_sockets: String,
@@ -146,15 +155,96 @@ pub struct Args {
     /// Serve `/metrics` on this separate address (plain HTTP) instead of the main listener.
     #[arg(long, env = "JIVA_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// Who may connect: `none` (anyone: the deployed client sends no token), `jwt` (HS256
+    /// tokens signed with JIVA_JWT_SECRET) or `cognito` (RS256 tokens of a Cognito user pool).
+    #[arg(long, env = "JIVA_AUTH", default_value = "none")]
+    pub auth: String,
+    /// The HS256 secret of `--auth jwt` and of the `token` command (at least 32 bytes).
+    #[arg(long, env = "JIVA_JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<jiva_auth::JwtSecret>,
+    /// The Cognito user pool's AWS region (`--auth cognito`).
+    #[arg(long, env = "JIVA_COGNITO_REGION")]
+    pub cognito_region: Option<String>,
+    /// The Cognito user pool id (`--auth cognito`).
+    #[arg(long, env = "JIVA_COGNITO_USER_POOL_ID")]
+    pub cognito_user_pool_id: Option<String>,
+    /// The Cognito app client id: `aud` of id tokens, `client_id` of access tokens.
+    #[arg(long, env = "JIVA_COGNITO_CLIENT_ID")]
+    pub cognito_client_id: Option<String>,
+    /// Where the Cognito signing keys are fetched from (default: the pool's JWKS URL).
+    #[arg(long, env = "JIVA_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Seconds of clock skew allowed on a token's `exp` and `nbf`.
+    #[arg(long, env = "JIVA_AUTH_LEEWAY_SECS", default_value = "60")]
+    pub auth_leeway_secs: String,
+    /// The Cognito key set is fetched again for an unknown `kid` at most once per this many
+    /// seconds.
+    #[arg(long, env = "JIVA_JWKS_REFETCH_SECS", default_value = "30")]
+    pub jwks_refetch_secs: String,
+    /// The token claim holding the caller's agent id.
+    #[arg(long, env = "JIVA_CLAIM_AGENT_ID", default_value = "custom:profileId")]
+    pub claim_agent_id: String,
+    /// The token claim holding the caller's groups.
+    #[arg(long, env = "JIVA_CLAIM_GROUPS", default_value = "cognito:groups")]
+    pub claim_groups: String,
+    /// Members of this group are supervisors.
+    #[arg(long, env = "JIVA_SUPERVISOR_GROUP", default_value = "Supervisor")]
+    pub supervisor_group: String,
+    /// Comma-separated origins (`https://host[:port]`) browsers may connect from; unset: any.
+    #[arg(long, env = "JIVA_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+}
+
+fn secret(raw: &str) -> Result<jiva_auth::JwtSecret, String> {
+    Ok(jiva_auth::JwtSecret::new(raw))
 }
 
 /// What the server binary does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
     /// Serve chats (the default).
     Serve,
     /// Create the store's tables if they do not exist, then exit (idempotent).
     CreateTables,
+    /// Print an HS256 token signed with JIVA_JWT_SECRET, with the configured claim names, then
+    /// exit (development and service clients).
+    Token(TokenArgs),
+}
+
+/// The flags of the `token` command.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct TokenArgs {
+    /// The agent id the token is for.
+    #[arg(long)]
+    pub agent: String,
+    /// `agent` or `supervisor`.
+    #[arg(long, default_value = "agent")]
+    pub role: String,
+    /// How long the token is valid: a number with `s`, `m`, `h` or `d` (e.g. `90s`, `1h`).
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+}
+
+/// A validated `token` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Whose token.
+    pub agent: jiva_core::AgentId,
+    /// Agent or supervisor.
+    pub role: jiva_core::UserRole,
+    /// Valid for this long from now.
+    pub ttl: Duration,
+}
+
+/// Who may connect.
+#[derive(Debug, Clone)]
+pub enum AuthChoice {
+    /// Anyone, as the deployed client expects (it sends no token).
+    None,
+    /// HS256 tokens signed with a shared secret.
+    Jwt(jiva_auth::JwtConfig),
+    /// RS256 tokens of a Cognito user pool.
+    Cognito(Box<jiva_auth::CognitoConfig>),
 }
 
 /// Which store backs the server.
@@ -196,6 +286,14 @@ pub struct Config {
     pub copilot: Option<jiva_copilot::Config>,
     /// The Amplify notifier, when `GRAPHQL_API_URL` is set.
     pub notify: Option<jiva_notify_amplify::Config>,
+    /// Who may connect.
+    pub auth: AuthChoice,
+    /// The token to print, for the `token` command.
+    pub token: Option<TokenRequest>,
+    /// The HS256 secret, when one is set (the `token` command signs with it).
+    pub jwt_secret: Option<jiva_auth::JwtSecret>,
+    /// Claim names, for the `token` command.
+    pub claims: jiva_auth::ClaimNames,
     /// Native TLS, when `--tls-cert` and `--tls-key` are set.
     pub tls: Option<jiva_ws::TlsFiles>,
     /// The admin listener's address (`/metrics` only there), when set.
@@ -308,6 +406,10 @@ impl Config {
             transport: jiva_ws::Config::default(),
             copilot: None,
             notify: None,
+            auth: AuthChoice::None,
+            token: None,
+            jwt_secret: None,
+            claims: jiva_auth::ClaimNames::default(),
             tls: None,
             admin_listen: None,
         }
@@ -317,7 +419,8 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let mut config = Self::with_data_dir(args.data_dir.clone());
-        config.command = args.command.unwrap_or(Command::Serve);
+        config.command = args.command.clone().unwrap_or(Command::Serve);
+        crate::auth_config::from_args(&args, &mut config, &mut problems);
         read_limits(&args, &mut config.transport.limits, &mut problems);
         config.tls = read_tls(&args, &mut problems);
         match args.admin_listen.as_deref().filter(|a| !a.is_empty()) {
@@ -500,6 +603,21 @@ impl Config {
             ));
             0
         });
+        let notify_concurrency = count(
+            &mut problems,
+            "JIVA_NOTIFY_CONCURRENCY",
+            &args.notify_concurrency,
+        );
+        let breaker_failures = count(
+            &mut problems,
+            "JIVA_NOTIFY_BREAKER_FAILURES",
+            &args.notify_breaker_failures,
+        );
+        let breaker_open = ms(
+            &mut problems,
+            "JIVA_NOTIFY_BREAKER_OPEN_MS",
+            &args.notify_breaker_open_ms,
+        );
         let url = args.graphql_api_url.filter(|u| !u.trim().is_empty());
         let key = args.graphql_api_key.filter(|k| !k.is_empty());
         match (url, key) {
@@ -510,6 +628,10 @@ impl Config {
                 notify.supervisor_spelling = supervisor.unwrap_or_default();
                 notify.queue_capacity = queue;
                 notify.retry.max_retries = retries;
+                notify.concurrency = notify_concurrency;
+                notify.breaker.failure_threshold =
+                    u32::try_from(breaker_failures).unwrap_or(u32::MAX);
+                notify.breaker.open_for = breaker_open;
                 problems.extend(
                     notify
                         .problems()

@@ -4,6 +4,7 @@
 //! tracing subscriber. `main.rs` is four steps (config, tracing, bind, [`run`]); everything else
 //! is here so that tests can start the real server on port 0 and stop it.
 
+mod auth_config;
 pub mod config;
 pub mod telemetry;
 
@@ -17,7 +18,8 @@ use jiva_store_sqlite::SqliteStore;
 use jiva_ws::{Services, Transport};
 use tokio::net::TcpListener;
 
-pub use config::{Args, Command, Config, LogFormat, StoreChoice};
+pub use auth_config::issue_token;
+pub use config::{Args, AuthChoice, Command, Config, LogFormat, StoreChoice, TokenArgs};
 
 /// Installs the global tracing subscriber for `config` (once per process).
 pub fn init_tracing(config: &Config) {
@@ -159,10 +161,17 @@ where
         }
     };
     telemetry::watch_notifications(notifications.as_ref());
+    services = services.with_authenticator(auth_config::authenticator(&config).await?);
     let transport = telemetry::expose(Transport::new(config.transport.clone(), services));
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
+    if matches!(config.auth, AuthChoice::None) && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "authentication is off (--auth none) on a non-loopback address: anyone who can reach it may open and write to any chat"
+        );
+    }
     if let Some(admin) = admin {
         let admin_addr = admin
             .local_addr()

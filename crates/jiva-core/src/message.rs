@@ -80,6 +80,41 @@ impl Timestamp {
     }
 }
 
+/// A message's place in its chat: the store numbers each chat's messages 1, 2, 3, ... as it
+/// stores them, and that number is the chat's one order (live and replayed).
+///
+/// Numbers are per chat, assigned once (a retried append of the same message keeps its number)
+/// and increasing in the order of storage. A store may leave a number unused (an append that
+/// failed after taking it), so readers must not expect every number to arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Seq(u64);
+
+impl Seq {
+    /// The first message of a chat.
+    pub const FIRST: Self = Self(1);
+
+    /// Wraps a number read from storage or a wire.
+    pub fn new(n: u64) -> Self {
+        Self(n)
+    }
+
+    /// The number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The number after this one.
+    pub fn next(self) -> Self {
+        Self(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sender {
@@ -148,6 +183,9 @@ pub struct Message {
     pub timestamp: Timestamp,
     /// Its content.
     pub body: Body,
+    /// Its place in the chat, once stored: set on messages read back from a store; `None` on a
+    /// message not stored yet, and on messages stored before stores numbered them.
+    pub seq: Option<Seq>,
 }
 
 impl Message {
@@ -159,6 +197,7 @@ impl Message {
             sender,
             timestamp: Timestamp::now(),
             body: Body::Text(text),
+            seq: None,
         }
     }
 
@@ -170,6 +209,7 @@ impl Message {
             sender: Sender::Copilot,
             timestamp: Timestamp::now(),
             body: Body::CopilotAnswer(output),
+            seq: None,
         }
     }
 

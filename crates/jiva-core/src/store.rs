@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use async_trait::async_trait;
 
 use crate::chat::ChatId;
-use crate::message::Message;
+use crate::message::{Message, Seq};
 
 /// The boxed cause of a [`StoreError`].
 pub type Cause = Box<dyn StdError + Send + Sync + 'static>;
@@ -39,13 +39,23 @@ pub struct HistoryPage {
     pub next: Option<Cursor>,
 }
 
-/// The result of an append.
+/// The result of an append: the message's place in its chat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
-    /// The message was written.
-    Stored,
-    /// A message with this id was already stored (a retry); nothing was written.
-    AlreadyStored,
+    /// The message was written with this sequence number.
+    Stored(Seq),
+    /// A message with this id was already stored (a retry); nothing was written, and this is
+    /// the number it was stored with.
+    AlreadyStored(Seq),
+}
+
+impl Appended {
+    /// The message's sequence number, either way.
+    pub fn seq(self) -> Seq {
+        match self {
+            Self::Stored(seq) | Self::AlreadyStored(seq) => seq,
+        }
+    }
 }
 
 /// Why a store operation failed.
@@ -91,11 +101,17 @@ pub trait MessageStore: Send + Sync {
     async fn register_chat(&self, chat: &ChatId) -> Result<(), StoreError>;
 
     /// Stores `message`, idempotently by [`Message::id`]: appending an id that is already stored
-    /// writes nothing and returns [`Appended::AlreadyStored`].
+    /// writes nothing and returns [`Appended::AlreadyStored`] with its number.
+    ///
+    /// The store gives the message the chat's next [`Seq`] as it stores it (`message.seq` is
+    /// ignored). Numbers of one chat are unique and increase in the order messages are stored;
+    /// that order is the chat's order everywhere (history, live frames).
     async fn append(&self, message: &Message) -> Result<Appended, StoreError>;
 
     /// Up to `limit` messages of `chat`, oldest first, starting after `cursor` (from the very
-    /// first message when `None`). Messages are ordered by timestamp, then id.
+    /// first message when `None`), each with its [`Message::seq`]. Messages are in sequence
+    /// order; messages stored before stores numbered them (`seq` `None`) come first, by
+    /// timestamp, then id.
     async fn history(
         &self,
         chat: &ChatId,
@@ -103,7 +119,8 @@ pub trait MessageStore: Send + Sync {
         limit: usize,
     ) -> Result<HistoryPage, StoreError>;
 
-    /// The newest `limit` messages of `chat`, returned oldest first.
+    /// The newest `limit` messages of `chat`, returned oldest first, in the order of
+    /// [`MessageStore::history`].
     async fn recent(&self, chat: &ChatId, limit: usize) -> Result<Vec<Message>, StoreError>;
 
     /// Whether the store answers (for readiness checks).

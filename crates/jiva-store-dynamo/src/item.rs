@@ -1,13 +1,13 @@
 //! DynamoDB items to and from core types, by hand (PROTOCOL.md §5).
 //!
 //! The attribute names and types here are a contract with other tools that read the same tables:
-//! never rename one. The only attribute this crate adds beyond §5 is [`SORT_KEY`], and only in the
-//! native key design.
+//! never rename one. The attributes this crate adds beyond §5 are [`SEQ`] (every new message) and
+//! [`SORT_KEY`] (native key design only); on `Chats`, [`LAST_SEQ`] (legacy key design only).
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use jiva_core::{Body, ChatId, Message, MessageId, Sender, Timestamp};
+use jiva_core::{Body, ChatId, Message, MessageId, Sender, Seq, Timestamp};
 
 /// A raw item, as the SDK hands it over.
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -30,8 +30,17 @@ pub const MESSAGE: &str = "Message";
 pub const ACTION: &str = "Action";
 /// `Messages`: the text of a copilot answer (S).
 pub const OUTPUT: &str = "Output";
-/// `Messages`, native key design only: the sort key, `"{millis:020}#{message id}"` (S).
+/// `Messages`, native key design only: the sort key (S). New messages: `"seq#{seq:020}"`
+/// ([`SEQ_PREFIX`]); messages stored before sequence numbers: `"{millis:020}#{message id}"`, which
+/// sort before every `seq#` key.
 pub const SORT_KEY: &str = "SortKey";
+/// `Messages`: the message's sequence number in its chat (N). Absent on messages stored before
+/// sequence numbers.
+pub const SEQ: &str = "Seq";
+/// `Chats`, legacy key design only: the last sequence number given in the chat (N).
+pub const LAST_SEQ: &str = "LastSeq";
+/// The prefix of the sort keys of numbered messages (native key design).
+pub const SEQ_PREFIX: &str = "seq#";
 /// The value of [`ACTION`] this crate writes.
 pub const COMBINED: &str = "Combined";
 
@@ -44,19 +53,13 @@ pub(crate) enum ItemError {
     /// An attribute has the wrong DynamoDB type or an unreadable value.
     #[error("attribute {0} is malformed")]
     Malformed(&'static str),
-    /// The sort key cannot represent a timestamp before the epoch.
-    #[error("timestamps before 1970 cannot be stored")]
-    NegativeTimestamp,
 }
 
-/// The native sort key of a message: zero-padded epoch milliseconds, `#`, the hyphenated id.
-/// Lexicographic order of these strings is (timestamp, id) order for every timestamp >= 0.
-pub(crate) fn sort_key(timestamp: Timestamp, id: MessageId) -> Result<String, ItemError> {
-    let millis = timestamp.as_millis();
-    if millis < 0 {
-        return Err(ItemError::NegativeTimestamp);
-    }
-    Ok(format!("{millis:020}#{id}"))
+/// The native sort key of message number `seq`: [`SEQ_PREFIX`] and the zero-padded number, so
+/// string order is number order, after every key of a message stored before numbers
+/// (`"{millis:020}#{id}"` starts with a digit).
+pub(crate) fn seq_sort_key(seq: Seq) -> String {
+    format!("{SEQ_PREFIX}{:020}", seq.get())
 }
 
 /// The `Chats` item of a chat.
@@ -73,8 +76,9 @@ pub(crate) fn chat_item(chat: &ChatId) -> Item {
     ])
 }
 
-/// The `Messages` item of a message; with `with_sort_key` (native design) it carries [`SORT_KEY`].
-pub(crate) fn message_item(message: &Message, with_sort_key: bool) -> Result<Item, ItemError> {
+/// The `Messages` item of message number `seq`; with `with_sort_key` (native design) it carries
+/// [`SORT_KEY`].
+pub(crate) fn message_item(message: &Message, seq: Seq, with_sort_key: bool) -> Item {
     let mut item = HashMap::from([
         (
             MESSAGE_ID.to_owned(),
@@ -92,6 +96,7 @@ pub(crate) fn message_item(message: &Message, with_sort_key: bool) -> Result<Ite
             TIMESTAMP.to_owned(),
             AttributeValue::N(message.timestamp.as_millis().to_string()),
         ),
+        (SEQ.to_owned(), AttributeValue::N(seq.get().to_string())),
     ]);
     match &message.body {
         Body::Text(text) => {
@@ -103,12 +108,9 @@ pub(crate) fn message_item(message: &Message, with_sort_key: bool) -> Result<Ite
         }
     }
     if with_sort_key {
-        item.insert(
-            SORT_KEY.to_owned(),
-            AttributeValue::S(sort_key(message.timestamp, message.id)?),
-        );
+        item.insert(SORT_KEY.to_owned(), AttributeValue::S(seq_sort_key(seq)));
     }
-    Ok(item)
+    item
 }
 
 /// Reads a `Messages` item of `chat` (the chat that was queried: the `ChatID` string is never
@@ -137,7 +139,20 @@ pub(crate) fn message_from_item(item: &Item, chat: &ChatId) -> Result<Message, I
         sender,
         timestamp,
         body,
+        seq: seq(item)?,
     })
+}
+
+/// The [`SEQ`] of an item; `None` when it has none (stored before sequence numbers).
+pub(crate) fn seq(item: &Item) -> Result<Option<Seq>, ItemError> {
+    match item.get(SEQ) {
+        None => Ok(None),
+        Some(AttributeValue::N(n)) => n
+            .parse::<u64>()
+            .map(|n| Some(Seq::new(n)))
+            .map_err(|_| ItemError::Malformed(SEQ)),
+        Some(_) => Err(ItemError::Malformed(SEQ)),
+    }
 }
 
 /// The `MessageID` of an item, for logs, when it has a readable one.
@@ -198,19 +213,21 @@ mod tests {
             sender,
             timestamp: Timestamp::from_millis(1_718_000_000_123),
             body,
+            seq: Some(Seq::new(42)),
         }
     }
 
     #[test]
     fn user_message_item_has_exactly_the_protocol_attributes() {
         let m = sample(Body::Text("hi }".into()), Sender::Agent);
-        let item = message_item(&m, false).unwrap();
+        let item = message_item(&m, Seq::new(42), false);
         let expected: Item = HashMap::from([
             (MESSAGE_ID.into(), s("01936f3e-0000-7000-8000-000000000001")),
             (CHAT_ID.into(), s(&format!("{AGENT}-copilot"))),
             (SENDER.into(), s("agent")),
             (TIMESTAMP.into(), AttributeValue::N("1718000000123".into())),
             (MESSAGE.into(), s("hi }")),
+            (SEQ.into(), AttributeValue::N("42".into())),
         ]);
         assert_eq!(item, expected);
         assert_eq!(message_from_item(&item, &m.chat).unwrap(), m);
@@ -219,17 +236,12 @@ mod tests {
     #[test]
     fn copilot_answer_item_has_action_and_output_and_no_message() {
         let m = sample(Body::CopilotAnswer("line\nanswer".into()), Sender::Copilot);
-        let item = message_item(&m, true).unwrap();
+        let item = message_item(&m, Seq::new(42), true);
         assert_eq!(item.get(ACTION), Some(&s("Combined")));
         assert_eq!(item.get(OUTPUT), Some(&s("line\nanswer")));
         assert_eq!(item.get(SENDER), Some(&s("Copilot")));
         assert!(!item.contains_key(MESSAGE));
-        assert_eq!(
-            item.get(SORT_KEY),
-            Some(&s(
-                "00000001718000000123#01936f3e-0000-7000-8000-000000000001"
-            ))
-        );
+        assert_eq!(item.get(SORT_KEY), Some(&s("seq#00000000000000000042")));
         assert_eq!(message_from_item(&item, &m.chat).unwrap(), m);
     }
 
@@ -258,8 +270,11 @@ mod tests {
     #[test]
     fn unreadable_items_are_rejected_with_the_attribute_named() {
         let c = chat(ConnectionType::Supervisor);
-        let good =
-            message_item(&sample(Body::Text("x".into()), Sender::Supervisor), false).unwrap();
+        let good = message_item(
+            &sample(Body::Text("x".into()), Sender::Supervisor),
+            Seq::new(1),
+            false,
+        );
         let mut bad = good.clone();
         bad.remove(MESSAGE);
         assert_eq!(
@@ -284,6 +299,9 @@ mod tests {
             message_from_item(&bad, &c),
             Err(ItemError::Malformed(SENDER))
         );
+        let mut bad = good.clone();
+        bad.insert(SEQ.into(), AttributeValue::N("-1".into()));
+        assert_eq!(message_from_item(&bad, &c), Err(ItemError::Malformed(SEQ)));
         let mut bad = good;
         bad.insert(ACTION.into(), s("Combined"));
         assert_eq!(message_from_item(&bad, &c), Err(ItemError::Missing(OUTPUT)));
@@ -292,7 +310,11 @@ mod tests {
     #[test]
     fn fractional_timestamps_are_floored() {
         let c = chat(ConnectionType::Supervisor);
-        let mut item = message_item(&sample(Body::Text("x".into()), Sender::Agent), false).unwrap();
+        let mut item = message_item(
+            &sample(Body::Text("x".into()), Sender::Agent),
+            Seq::new(1),
+            false,
+        );
         item.insert(
             TIMESTAMP.into(),
             AttributeValue::N("1718000000123.9".into()),
@@ -302,17 +324,14 @@ mod tests {
     }
 
     #[test]
-    fn sort_keys_order_by_time_then_id() {
-        let a = MessageId::parse("ffffffff-0000-4000-8000-000000000000").unwrap();
-        let b = MessageId::parse("00000000-0000-4000-8000-000000000000").unwrap();
-        let k = |ms, id| sort_key(Timestamp::from_millis(ms), id).unwrap();
-        assert!(k(9, a) < k(10, b));
-        assert!(k(999_999_999_999, a) < k(1_000_000_000_000, b));
-        assert!(k(10, b) < k(10, a));
-        assert_eq!(
-            sort_key(Timestamp::from_millis(-1), a),
-            Err(ItemError::NegativeTimestamp)
-        );
+    fn sequence_sort_keys_order_by_number_after_every_earlier_key() {
+        let k = |n| seq_sort_key(Seq::new(n));
+        assert!(k(9) < k(10));
+        assert!(k(999_999_999_999) < k(1_000_000_000_000));
+        assert!(k(1) < k(u64::MAX));
+        // Keys of messages stored before numbers: 20 digits of milliseconds, '#', the id.
+        let earlier = "99999999999999999999#ffffffff-0000-4000-8000-000000000000";
+        assert!(earlier < k(1).as_str());
     }
 
     #[test]

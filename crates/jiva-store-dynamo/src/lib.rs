@@ -8,16 +8,21 @@
 //! - `store`: [`DynamoStore`] and its [`MessageStore`](jiva_core::MessageStore) implementation.
 //! - `tables`: [`DynamoStore::create_tables`] and [`TableSetup`].
 //! - `item`: items to and from core types, by hand; the attribute names of PROTOCOL.md §5.
+//! - `counters`: each chat's next sequence number, remembered between appends.
 //! - `cursor`: the opaque history cursor (hex of a JSON `LastEvaluatedKey`).
 //! - `error`: SDK errors to [`jiva_core::StoreError`].
 //! - [`testing`] (feature `testing`): a local DynamoDB-compatible server and a request log.
 //!
 //! Key design (details and table definitions in `docs/dynamodb.md`): `Chats` is keyed by
 //! (`AgentID`, `SecondaryID`). `Messages` is keyed by (`ChatID`, `SortKey`) where `SortKey` is
-//! `"{Timestamp:020}#{MessageID}"`, so a chat's history is one Query in (timestamp, id) order,
-//! two messages of the same millisecond never collide, and a retried append of the same message
-//! hits the same key. Deployments whose `Messages` table is keyed by `MessageID` alone set
-//! [`Config::legacy_index`] and read through a GSI on (`ChatID`, `Timestamp`) instead.
+//! `"seq#{Seq:020}"`, the message's sequence number in its chat, so a chat's history is one
+//! Query in the chat's order and an append is one conditional put that claims the chat's next
+//! number (the store remembers each chat's next number; a put that finds its number taken reads
+//! the chat's newest numbers and tries again — see `counters` and `docs/dynamodb.md`). Items
+//! written before sequence numbers keep `"{Timestamp:020}#{MessageID}"` and sort first, in time
+//! order. Deployments whose `Messages` table is keyed by `MessageID` alone set
+//! [`Config::legacy_index`]: numbers come from a counter on the `Chats` item and history is read
+//! through a GSI on (`ChatID`, `Timestamp`), in time order.
 //!
 //! What this crate deliberately is not: it does not read the environment (the binary fills in
 //! [`Config`]; the SDK's default chain reads its own variables), install tracing, define wire
@@ -26,13 +31,15 @@
 //! ([`DynamoStore::client`]) for tools and tests.
 //!
 //! Invariants:
-//! - Items keep the attribute names and types of PROTOCOL.md §5 exactly; the only attribute
-//!   added is `SortKey` (native layout). An item is a copilot answer exactly when it has
-//!   `Action`.
+//! - Items keep the attribute names and types of PROTOCOL.md §5 exactly; the attributes added
+//!   are `Seq` (N) and `SortKey` (native layout), and `LastSeq` on `Chats` (legacy layout). An
+//!   item is a copilot answer exactly when it has `Action`.
 //! - Reading never splits `ChatID`: the chat of a message read is the chat that was queried.
 //! - Every chat read is a Query of that chat's partition (of the table or the legacy index);
 //!   a history page of `n` messages is one Query with `Limit` `n + 1`.
-//! - `append` is a conditional put: a retried write never duplicates a message.
+//! - `append` is a conditional put that never overwrites; a retried append returns the number
+//!   the message was stored with (in the native layout, while the message is among its chat's
+//!   [`RECENT_WINDOW`] newest).
 //! - An item that cannot be read as a message (missing or mistyped attribute, an id that is not
 //!   a UUID, an unknown sender) is skipped with a `tracing::warn!` naming its `MessageID`, so
 //!   one bad legacy item cannot make a whole chat unreadable; a page may then hold fewer
@@ -42,8 +49,11 @@
 //!   `InvalidInput`, lost transactional writes to `Conflict`.
 
 mod config;
+mod counters;
 mod cursor;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod item;
 mod store;
 mod tables;
@@ -53,8 +63,8 @@ pub mod testing;
 
 pub use config::Config;
 pub use item::{
-    ACTION, AGENT_ID, CHAT_ID, COMBINED, MESSAGE, MESSAGE_ID, OUTPUT, SECONDARY_ID, SENDER,
-    SORT_KEY, TIMESTAMP,
+    ACTION, AGENT_ID, CHAT_ID, COMBINED, LAST_SEQ, MESSAGE, MESSAGE_ID, OUTPUT, SECONDARY_ID,
+    SENDER, SEQ, SEQ_PREFIX, SORT_KEY, TIMESTAMP,
 };
-pub use store::{DynamoStore, MAX_PAGE};
+pub use store::{DynamoStore, MAX_PAGE, RECENT_WINDOW};
 pub use tables::TableSetup;

@@ -1,18 +1,34 @@
 //! [`DynamoStore`]: the [`MessageStore`] port over two DynamoDB tables.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
-use aws_sdk_dynamodb::types::AttributeValue;
-use jiva_core::{Appended, ChatId, Cursor, HistoryPage, Message, MessageStore, StoreError};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use jiva_core::{Appended, ChatId, Cursor, HistoryPage, Message, MessageStore, Seq, StoreError};
 
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::cursor;
 use crate::error::{Problem, translate};
-use crate::item::{self, AGENT_ID, CHAT_ID, Item, ItemError, MESSAGE_ID, SORT_KEY, TIMESTAMP};
+use crate::item::{
+    self, AGENT_ID, CHAT_ID, Item, LAST_SEQ, MESSAGE_ID, SECONDARY_ID, SEQ, SEQ_PREFIX, SORT_KEY,
+    TIMESTAMP,
+};
 
 /// The most messages one history page returns, whatever the caller asks for.
 pub const MAX_PAGE: usize = 1000;
+
+/// How many of a chat's newest numbered messages an append reads when it must find the chat's
+/// last number (or whether its message is already stored). A retried append is recognised as a
+/// duplicate while its first attempt is among these.
+pub const RECENT_WINDOW: usize = 64;
+
+/// Conditional puts an append tries, each at a fresh number, before giving up with
+/// [`StoreError::Conflict`] (other servers kept taking the numbers first).
+const APPEND_ATTEMPTS: usize = 8;
 
 /// Which key design the `Messages` table has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,14 +50,6 @@ impl Layout {
             Self::Legacy { .. } => &[MESSAGE_ID, CHAT_ID, TIMESTAMP],
         }
     }
-
-    /// The hash key of the `Messages` table, which an append checks for absence.
-    fn table_hash_key(&self) -> &'static str {
-        match self {
-            Self::Native => CHAT_ID,
-            Self::Legacy { .. } => MESSAGE_ID,
-        }
-    }
 }
 
 /// A [`MessageStore`] backed by DynamoDB. Cheap to clone (the SDK client is shared).
@@ -50,6 +58,7 @@ pub struct DynamoStore {
     pub(crate) client: Client,
     pub(crate) config: Config,
     pub(crate) layout: Layout,
+    counters: Arc<Counters>,
 }
 
 impl DynamoStore {
@@ -78,6 +87,7 @@ impl DynamoStore {
             client,
             config,
             layout,
+            counters: Arc::default(),
         }
     }
 
@@ -120,7 +130,7 @@ impl DynamoStore {
 
     /// Reads items of `chat`, skipping (and logging) those that are not messages.
     fn read_items(chat: &ChatId, items: &[Item]) -> Vec<Message> {
-        let mut messages: Vec<Message> = items
+        let messages: Vec<Message> = items
             .iter()
             .filter_map(|raw| match item::message_from_item(raw, chat) {
                 Ok(message) => Some(message),
@@ -135,10 +145,181 @@ impl DynamoStore {
                 }
             })
             .collect();
-        // A no-op in the native layout; in the legacy layout it orders messages of the same
-        // millisecond within the page by id.
-        messages.sort_by_key(|m| (m.timestamp, m.id));
         messages
+    }
+
+    /// Native design: the message goes to the chat's next number's sort key with a conditional
+    /// put (one round trip). When another writer holds that number, or the chat's next number
+    /// is unknown or in doubt, the chat's newest numbers are read first.
+    async fn append_native(&self, message: &Message) -> Result<Appended, StoreError> {
+        if let Some(seq) = self.counters.appended(message.id) {
+            return Ok(Appended::AlreadyStored(seq));
+        }
+        let chat = message.chat.canonical();
+        let mut read = self.counters.must_read(&chat, message.id);
+        for _ in 0..APPEND_ATTEMPTS {
+            if read {
+                let newest = self.newest_numbers(&chat).await?;
+                if let Some((_, seq)) = newest.iter().find(|(id, _)| *id == message.id.to_string())
+                {
+                    self.counters.settled(message.id, *seq);
+                    return Ok(Appended::AlreadyStored(*seq));
+                }
+                let head = newest.iter().map(|(_, seq)| seq.get()).max().unwrap_or(0);
+                self.counters.saw(&chat, head);
+            }
+            let Some(seq) = self.counters.take(&chat) else {
+                read = true;
+                continue;
+            };
+            match self
+                .put_new(item::message_item(message, seq, true), CHAT_ID)
+                .await
+            {
+                Ok(true) => {
+                    self.counters.settled(message.id, seq);
+                    return Ok(Appended::Stored(seq));
+                }
+                // Someone holds this number: another server, or this message's own earlier
+                // attempt (the read above tells which).
+                Ok(false) => {
+                    metrics::counter!("jiva_dynamo_seq_conflicts_total").increment(1);
+                    read = true;
+                }
+                Err(err) => {
+                    self.counters.doubt(&chat, message.id);
+                    return Err(err);
+                }
+            }
+        }
+        Err(StoreError::Conflict(Box::new(Problem(format!(
+            "no free sequence number after {APPEND_ATTEMPTS} attempts"
+        )))))
+    }
+
+    /// The (message id, number) of `chat`'s newest [`RECENT_WINDOW`] numbered messages, newest
+    /// first: one strongly consistent Query of the `seq#` sort keys.
+    async fn newest_numbers(&self, chat: &str) -> Result<Vec<(String, Seq)>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.config.messages_table)
+            .key_condition_expression("#chat = :chat AND begins_with(#key, :prefix)")
+            .expression_attribute_names("#chat", CHAT_ID)
+            .expression_attribute_names("#key", SORT_KEY)
+            .expression_attribute_names("#id", MESSAGE_ID)
+            .expression_attribute_names("#seq", SEQ)
+            .expression_attribute_values(":chat", AttributeValue::S(chat.to_owned()))
+            .expression_attribute_values(":prefix", AttributeValue::S(SEQ_PREFIX.to_owned()))
+            .projection_expression("#id, #seq")
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(i32::try_from(RECENT_WINDOW).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| translate("Query", e))?;
+        let mut newest = Vec::new();
+        for raw in output.items.unwrap_or_default() {
+            let seq = item::seq(&raw)
+                .ok()
+                .flatten()
+                .ok_or_else(|| StoreError::Corrupt("a numbered item has no readable Seq".into()))?;
+            newest.push((item::item_message_id(&raw).to_owned(), seq));
+        }
+        Ok(newest)
+    }
+
+    /// Legacy design (`Messages` keyed by `MessageID`): the number comes from an atomic counter
+    /// on the chat's `Chats` item (`ADD LastSeq 1`), then the message is put on the condition
+    /// that its id is new (two round trips). A retry of a stored message returns the number it
+    /// was stored with; the number the retry took is left unused.
+    async fn append_legacy(&self, message: &Message) -> Result<Appended, StoreError> {
+        let counted = self
+            .client
+            .update_item()
+            .table_name(&self.config.chats_table)
+            .key(
+                AGENT_ID,
+                AttributeValue::S(message.chat.agent().as_str().to_owned()),
+            )
+            .key(
+                SECONDARY_ID,
+                AttributeValue::S(message.chat.kind().as_str().to_owned()),
+            )
+            .update_expression("ADD #last :one")
+            .expression_attribute_names("#last", LAST_SEQ)
+            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| translate("UpdateItem", e))?;
+        let seq = match counted.attributes.as_ref().and_then(|a| a.get(LAST_SEQ)) {
+            Some(AttributeValue::N(n)) => n.parse::<u64>().ok().map(Seq::new),
+            _ => None,
+        }
+        .ok_or_else(|| unavailable("UpdateItem returned no readable LastSeq"))?;
+        if self
+            .put_new(item::message_item(message, seq, false), MESSAGE_ID)
+            .await?
+        {
+            return Ok(Appended::Stored(seq));
+        }
+        // A retry: the message is there with the number it was stored with.
+        let stored = self
+            .client
+            .get_item()
+            .table_name(&self.config.messages_table)
+            .set_key(Some(HashMap::from([(
+                MESSAGE_ID.to_owned(),
+                AttributeValue::S(message.id.to_string()),
+            )])))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| translate("GetItem", e))?;
+        stored
+            .item
+            .as_ref()
+            .and_then(|raw| item::seq(raw).ok().flatten())
+            .map(Appended::AlreadyStored)
+            .ok_or_else(|| {
+                StoreError::Conflict(Box::new(Problem(
+                    "the message id is stored without a sequence number".to_owned(),
+                )))
+            })
+    }
+
+    /// Puts a `Messages` item on the condition that its `key` attribute does not exist yet:
+    /// `Ok(true)` when written, `Ok(false)` when an item with that key is already there.
+    async fn put_new(&self, item: Item, key: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.config.messages_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#key)")
+            .expression_attribute_names("#key", key)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(translate("PutItem", err)),
+        }
+    }
+
+    /// Puts a page read from the legacy index in order: by time, and within a millisecond by
+    /// number (unnumbered first), then id. (The native design's Query order is already right.)
+    fn order_legacy(&self, messages: &mut [Message]) {
+        if matches!(self.layout, Layout::Legacy { .. }) {
+            messages.sort_by_key(|m| (m.timestamp, m.seq, m.id));
+        }
     }
 }
 
@@ -172,30 +353,9 @@ impl MessageStore for DynamoStore {
     }
 
     async fn append(&self, message: &Message) -> Result<Appended, StoreError> {
-        let native = self.layout == Layout::Native;
-        let item = item::message_item(message, native).map_err(|e| match e {
-            ItemError::NegativeTimestamp => StoreError::InvalidInput(e.to_string()),
-            other => StoreError::Corrupt(other.to_string()),
-        })?;
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.config.messages_table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#key)")
-            .expression_attribute_names("#key", self.layout.table_hash_key())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Appended::Stored),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Appended::AlreadyStored)
-            }
-            Err(err) => Err(translate("PutItem", err)),
+        match self.layout {
+            Layout::Native => self.append_native(message).await,
+            Layout::Legacy { .. } => self.append_legacy(message).await,
         }
     }
 
@@ -243,10 +403,9 @@ impl MessageStore for DynamoStore {
                 None => None,
             }
         };
-        Ok(HistoryPage {
-            messages: Self::read_items(chat, &items),
-            next,
-        })
+        let mut messages = Self::read_items(chat, &items);
+        self.order_legacy(&mut messages);
+        Ok(HistoryPage { messages, next })
     }
 
     async fn recent(&self, chat: &ChatId, limit: usize) -> Result<Vec<Message>, StoreError> {
@@ -265,7 +424,8 @@ impl MessageStore for DynamoStore {
             }
         }
         messages.truncate(limit);
-        messages.sort_by_key(|m| (m.timestamp, m.id));
+        messages.reverse();
+        self.order_legacy(&mut messages);
         Ok(messages)
     }
 

@@ -20,16 +20,27 @@
 //! What it deliberately is not: a shared database. One server process owns the file; other
 //! processes may read it, but two servers writing one file is not supported.
 //!
-//! Invariants: messages are read back oldest first by `(timestamp, id)`; a chat's history is read
-//! through the `(agent_id, secondary_id, ts, message_id)` index only, never by scanning other chats.
+//! Sequence numbers: the writer gives each message its chat's next number (`chat_seq`) inside
+//! the batch's transaction, from a per-chat counter it keeps in memory (read from the index on
+//! first use). The counters of a batch are applied only once its transaction has committed, so a
+//! failed commit takes no number. A database from before sequence numbers is migrated on open
+//! (`PRAGMA user_version` 0 to 1): existing messages are numbered per chat in their
+//! `(timestamp, id)` order, in one transaction.
+//!
+//! Invariants: messages are read back in `chat_seq` order; a chat's history is read through the
+//! unique `(agent_id, secondary_id, chat_seq)` index only, never by scanning other chats.
 
+#[doc(hidden)]
+pub mod fuzzing;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use async_trait::async_trait;
 use jiva_core::{
-    Appended, Body, ChatId, Cursor, HistoryPage, Message, MessageId, MessageStore, Sender,
+    Appended, Body, ChatId, Cursor, HistoryPage, Message, MessageId, MessageStore, Sender, Seq,
     StoreError, Timestamp,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -112,7 +123,8 @@ enum Write {
 
 struct Job {
     write: Write,
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
+    /// `None` for a chat registration.
+    reply: oneshot::Sender<Result<Option<Appended>, StoreError>>,
 }
 
 /// The embedded SQLite [`MessageStore`]. Cheap to clone; all clones share one writer thread,
@@ -147,8 +159,23 @@ CREATE TABLE IF NOT EXISTS messages (
     kind         INTEGER NOT NULL,
     body         TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_by_chat ON messages (agent_id, secondary_id, ts, message_id);
 ";
+
+/// Schema version 1: per-chat sequence numbers. Existing messages are numbered per chat in their
+/// `(ts, message_id)` order; the `(ts, message_id)` index is replaced by the sequence index.
+const MIGRATE_TO_1: &str = "
+UPDATE messages SET chat_seq = numbered.n
+FROM (SELECT seq, ROW_NUMBER() OVER (PARTITION BY agent_id, secondary_id ORDER BY ts, message_id) AS n
+      FROM messages) AS numbered
+WHERE messages.seq = numbered.seq;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_chat_seq ON messages (agent_id, secondary_id, chat_seq);
+DROP INDEX IF EXISTS messages_by_chat;
+PRAGMA user_version = 1;
+";
+
+/// Chats whose next number the writer remembers; past this the memory is cleared (each chat's
+/// counter is then read back from the index on its next append).
+const CACHED_COUNTERS: usize = 100_000;
 
 const KIND_TEXT: i64 = 0;
 const KIND_COPILOT: i64 = 1;
@@ -168,7 +195,7 @@ impl SqliteStore {
             path: config.path.clone(),
             source,
         };
-        let writer = Connection::open(&config.path).map_err(sqlite)?;
+        let mut writer = Connection::open(&config.path).map_err(sqlite)?;
         let sync = match config.synchronous {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
@@ -180,6 +207,7 @@ impl SqliteStore {
             ))
             .map_err(sqlite)?;
         writer.execute_batch(SCHEMA).map_err(sqlite)?;
+        migrate(&mut writer).map_err(sqlite)?;
         let checkpointer = Connection::open(&config.path).map_err(sqlite)?;
         checkpointer
             .execute_batch(&format!(
@@ -214,7 +242,7 @@ impl SqliteStore {
         Ok(Self { writes, readers })
     }
 
-    async fn write(&self, write: Write) -> Result<Appended, StoreError> {
+    async fn write(&self, write: Write) -> Result<Option<Appended>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(Job { write, reply })
@@ -238,6 +266,31 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(Box::new(e)))?
     }
+}
+
+/// Brings a database to the current schema version, in one transaction.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= 1 {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let has_column = tx
+        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'chat_seq'")?
+        .exists([])?;
+    if !has_column {
+        tx.execute_batch("ALTER TABLE messages ADD COLUMN chat_seq INTEGER")?;
+    }
+    let rows: i64 = tx.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
+    tx.execute_batch(MIGRATE_TO_1)?;
+    tx.commit()?;
+    if rows > 0 {
+        tracing::info!(
+            messages = rows,
+            "numbered existing messages per chat (schema version 1)"
+        );
+    }
+    Ok(())
 }
 
 fn writer_gone() -> StoreError {
@@ -315,8 +368,15 @@ fn checkpoint_loop(conn: Connection, writer_gone: std::sync::mpsc::Receiver<()>)
     }
 }
 
+/// The writer's memory of each chat's last number.
+#[derive(Default)]
+struct Counters {
+    last: HashMap<ChatId, u64>,
+}
+
 fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
+    let mut counters = Counters::default();
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -326,7 +386,7 @@ fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: u
             }
         }
         let size = batch.len();
-        match commit(&mut conn, &batch) {
+        match commit(&mut conn, &batch, &mut counters) {
             Ok(outcomes) => {
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     // A caller that gave up waiting is not an error.
@@ -335,6 +395,13 @@ fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: u
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = size, "SQLite commit failed");
+                // The batch took no number; its chats' counters are read again next time, in
+                // case the failure came from a number another writer had taken.
+                for job in &batch {
+                    if let Write::Message(m) = &job.write {
+                        counters.last.remove(&m.chat);
+                    }
+                }
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(StoreError::Unavailable(
                         format!("SQLite commit failed: {e}").into(),
@@ -345,50 +412,89 @@ fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: u
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<Vec<Appended>> {
+/// Commits `batch` in one transaction. The numbers it takes are recorded in `counters` only
+/// once the transaction has committed.
+fn commit(
+    conn: &mut Connection,
+    batch: &[Job],
+    counters: &mut Counters,
+) -> rusqlite::Result<Vec<Option<Appended>>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
+    // This batch's numbers, over the committed ones.
+    let mut taken: HashMap<&ChatId, u64> = HashMap::new();
     {
         let mut chat_stmt = tx.prepare_cached(
             "INSERT INTO chats (agent_id, secondary_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         )?;
         let mut msg_stmt = tx.prepare_cached(
-            "INSERT INTO messages (message_id, agent_id, secondary_id, sender, ts, kind, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (message_id) DO NOTHING",
+            "INSERT INTO messages (message_id, agent_id, secondary_id, sender, ts, kind, body, chat_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (message_id) DO NOTHING",
         )?;
+        let mut last_stmt = tx.prepare_cached(
+            "SELECT MAX(chat_seq) FROM messages WHERE agent_id = ?1 AND secondary_id = ?2",
+        )?;
+        let mut existing_stmt =
+            tx.prepare_cached("SELECT chat_seq FROM messages WHERE message_id = ?1")?;
         for job in batch {
-            let changed = match &job.write {
+            match &job.write {
                 Write::Chat(chat) => {
-                    chat_stmt.execute(params![chat.agent().as_str(), chat.kind().as_str()])?
+                    chat_stmt.execute(params![chat.agent().as_str(), chat.kind().as_str()])?;
+                    outcomes.push(None);
                 }
                 Write::Message(m) => {
+                    let last = match taken.get(&m.chat) {
+                        Some(last) => *last,
+                        None => match counters.last.get(&m.chat) {
+                            Some(last) => *last,
+                            None => last_stmt
+                                .query_row(
+                                    params![m.chat.agent().as_str(), m.chat.kind().as_str()],
+                                    |r| r.get::<_, Option<i64>>(0),
+                                )?
+                                .map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+                        },
+                    };
+                    let seq = last.saturating_add(1);
                     let (kind, body) = match &m.body {
                         Body::Text(t) => (KIND_TEXT, t.as_str()),
                         Body::CopilotAnswer(t) => (KIND_COPILOT, t.as_str()),
                     };
-                    msg_stmt.execute(params![
-                        m.id.to_string(),
+                    let id = m.id.to_string();
+                    let changed = msg_stmt.execute(params![
+                        id,
                         m.chat.agent().as_str(),
                         m.chat.kind().as_str(),
                         m.sender.as_str(),
                         m.timestamp.as_millis(),
                         kind,
                         body,
-                    ])?
+                        i64::try_from(seq).unwrap_or(i64::MAX),
+                    ])?;
+                    if changed == 0 {
+                        let stored: Option<i64> =
+                            existing_stmt.query_row(params![id], |r| r.get(0))?;
+                        let stored = stored.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                        outcomes.push(Some(Appended::AlreadyStored(Seq::new(stored))));
+                    } else {
+                        taken.insert(&m.chat, seq);
+                        outcomes.push(Some(Appended::Stored(Seq::new(seq))));
+                    }
                 }
-            };
-            outcomes.push(if changed == 0 {
-                Appended::AlreadyStored
-            } else {
-                Appended::Stored
-            });
+            }
         }
     }
     tx.commit()?;
+    if counters.last.len() + taken.len() > CACHED_COUNTERS {
+        counters.last.clear();
+    }
+    for (chat, last) in taken {
+        counters.last.insert(chat.clone(), last);
+    }
     Ok(outcomes)
 }
 
-const COLUMNS: &str = "message_id, sender, ts, kind, body";
+const COLUMNS: &str = "message_id, sender, ts, kind, body, chat_seq";
 
 fn row_to_message(chat: &ChatId, row: &rusqlite::Row<'_>) -> Result<Message, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("messages row: {what}"));
@@ -397,6 +503,8 @@ fn row_to_message(chat: &ChatId, row: &rusqlite::Row<'_>) -> Result<Message, Sto
     let ts: i64 = row.get(2).map_err(|_| corrupt("ts"))?;
     let kind: i64 = row.get(3).map_err(|_| corrupt("kind"))?;
     let body: String = row.get(4).map_err(|_| corrupt("body"))?;
+    let seq: i64 = row.get(5).map_err(|_| corrupt("chat_seq"))?;
+    let seq = u64::try_from(seq).map_err(|_| corrupt("chat_seq is negative"))?;
     Ok(Message {
         id: MessageId::parse(&id).map_err(|_| corrupt("message_id is not a UUID"))?,
         chat: chat.clone(),
@@ -407,19 +515,20 @@ fn row_to_message(chat: &ChatId, row: &rusqlite::Row<'_>) -> Result<Message, Sto
         } else {
             Body::Text(body)
         },
+        seq: Some(Seq::new(seq)),
     })
 }
 
+/// The cursor after `m`: `s{chat_seq}`.
 fn encode_cursor(m: &Message) -> Cursor {
-    Cursor::from_token(format!("{}:{}", m.timestamp.as_millis(), m.id))
+    Cursor::from_token(format!("s{}", m.seq.map_or(0, Seq::get)))
 }
 
-fn decode_cursor(cursor: &Cursor) -> Result<(i64, String), StoreError> {
+fn decode_cursor(cursor: &Cursor) -> Result<i64, StoreError> {
     let invalid = || StoreError::InvalidInput("malformed history cursor".into());
-    let (ts, id) = cursor.token().split_once(':').ok_or_else(invalid)?;
-    let ts: i64 = ts.parse().map_err(|_| invalid())?;
-    let id = MessageId::parse(id).map_err(|_| invalid())?;
-    Ok((ts, id.to_string()))
+    let seq = cursor.token().strip_prefix('s').ok_or_else(invalid)?;
+    let seq: u64 = seq.parse().map_err(|_| invalid())?;
+    i64::try_from(seq).map_err(|_| invalid())
 }
 
 fn collect(chat: &ChatId, rows: rusqlite::Rows<'_>) -> Result<Vec<Message>, StoreError> {
@@ -442,7 +551,9 @@ impl MessageStore for SqliteStore {
     }
 
     async fn append(&self, message: &Message) -> Result<Appended, StoreError> {
-        self.write(Write::Message(message.clone())).await
+        self.write(Write::Message(message.clone()))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the writer answered an append as a chat".into()))
     }
 
     async fn history(
@@ -468,20 +579,20 @@ impl MessageStore for SqliteStore {
                     let mut stmt = conn
                         .prepare_cached(&format!(
                             "SELECT {COLUMNS} FROM messages WHERE agent_id = ?1 AND secondary_id = ?2
-                             ORDER BY ts, message_id LIMIT ?3"
+                             ORDER BY chat_seq LIMIT ?3"
                         ))
                         .map_err(unavailable)?;
                     let rows = stmt.query(params![agent, kind, fetch]).map_err(unavailable)?;
                     collect(&chat, rows)?
                 }
-                Some((ts, id)) => {
+                Some(after) => {
                     let mut stmt = conn
                         .prepare_cached(&format!(
                             "SELECT {COLUMNS} FROM messages WHERE agent_id = ?1 AND secondary_id = ?2
-                             AND (ts, message_id) > (?3, ?4) ORDER BY ts, message_id LIMIT ?5"
+                             AND chat_seq > ?3 ORDER BY chat_seq LIMIT ?4"
                         ))
                         .map_err(unavailable)?;
-                    let rows = stmt.query(params![agent, kind, ts, id, fetch]).map_err(unavailable)?;
+                    let rows = stmt.query(params![agent, kind, after, fetch]).map_err(unavailable)?;
                     collect(&chat, rows)?
                 }
             };
@@ -503,7 +614,7 @@ impl MessageStore for SqliteStore {
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM messages WHERE agent_id = ?1 AND secondary_id = ?2
-                     ORDER BY ts DESC, message_id DESC LIMIT ?3"
+                     ORDER BY chat_seq DESC LIMIT ?3"
                 ))
                 .map_err(unavailable)?;
             let rows = stmt
@@ -529,5 +640,56 @@ impl MessageStore for SqliteStore {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use jiva_core::{AgentId, ConnectionType};
+
+    fn job(message: Message) -> Job {
+        Job {
+            write: Write::Message(message),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_takes_no_number() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        migrate(&mut conn).unwrap();
+        let chat = ChatId::new(AgentId::parse("a-1").unwrap(), ConnectionType::Supervisor);
+        let mut counters = Counters::default();
+        let first = Message::user(chat.clone(), Sender::Agent, "one".into());
+        let outcomes = commit(&mut conn, &[job(first)], &mut counters).unwrap();
+        assert_eq!(outcomes, vec![Some(Appended::Stored(Seq::new(1)))]);
+        assert_eq!(counters.last.get(&chat), Some(&1));
+
+        // Another writer took number 3 behind the counter's back: the batch's second message
+        // collides with it, so the whole batch fails.
+        conn.execute(
+            "INSERT INTO messages (message_id, agent_id, secondary_id, sender, ts, kind, body, chat_seq)
+             VALUES (?1, 'a-1', 'supervisor', 'agent', 0, 0, 'x', 3)",
+            params![MessageId::new_v7().to_string()],
+        )
+        .unwrap();
+        let batch = [
+            job(Message::user(chat.clone(), Sender::Agent, "two".into())),
+            job(Message::user(chat.clone(), Sender::Agent, "three".into())),
+        ];
+        assert!(commit(&mut conn, &batch, &mut counters).is_err());
+        assert_eq!(
+            counters.last.get(&chat),
+            Some(&1),
+            "the counter did not move"
+        );
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2, "nothing of the failed batch was stored");
     }
 }

@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use jiva_core::{AgentId, ChatId, ConnectionType, Message, Sender};
+use jiva_core::{AgentId, ChatId, ConnectionType, Message, Sender, Seq};
 
 /// What jivachat-bench's fan-out sends: `{sender}.{seq}.{nanos}` as the text.
 const INBOUND: &str = r#"{"chat_id":"bench","sender":"agent","message":"0.12345.987654321012"}"#;
@@ -28,8 +28,11 @@ fn stored(c: &mut Criterion) {
         return;
     };
     let chat = ChatId::new(agent, ConnectionType::Supervisor);
-    let short = Message::user(chat.clone(), Sender::Agent, "0.12345.987654321012".into());
-    let long = Message::user(chat, Sender::Supervisor, "é \"quoted\" ".repeat(100));
+    // Live frames carry the chat's sequence number.
+    let mut short = Message::user(chat.clone(), Sender::Agent, "0.12345.987654321012".into());
+    short.seq = Some(Seq::new(12_345));
+    let mut long = Message::user(chat, Sender::Supervisor, "é \"quoted\" ".repeat(100));
+    long.seq = Some(Seq::new(12_346));
     let mut g = c.benchmark_group("encode_stored");
     g.bench_function("20-byte text", |b| {
         b.iter(|| jiva_ws::bench::encode_stored(black_box(&short)));

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use jiva_core::{Appended, ChatId, Cursor, HistoryPage, Message, MessageStore, StoreError};
+use jiva_core::{Appended, ChatId, Cursor, HistoryPage, Message, MessageStore, Seq, StoreError};
 use jiva_ws::{Config, Services, Transport};
 
 /// The smallest possible store: everything in memory, lost on exit.
@@ -30,11 +30,21 @@ impl MessageStore for MemoryStore {
             .messages
             .lock()
             .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
-        if messages.iter().any(|m| m.id == message.id) {
-            return Ok(Appended::AlreadyStored);
+        if let Some(stored) = messages.iter().find(|m| m.id == message.id) {
+            return Ok(Appended::AlreadyStored(stored.seq.unwrap_or(Seq::FIRST)));
         }
-        messages.push(message.clone());
-        Ok(Appended::Stored)
+        // The chat's next number: one more than its last.
+        let last = messages
+            .iter()
+            .filter(|m| m.chat == message.chat)
+            .filter_map(|m| m.seq)
+            .max();
+        let seq = last.map_or(Seq::FIRST, Seq::next);
+        messages.push(Message {
+            seq: Some(seq),
+            ..message.clone()
+        });
+        Ok(Appended::Stored(seq))
     }
 
     async fn history(

@@ -12,7 +12,8 @@ pub fn parse_inbound(text: &str) -> bool {
     )
 }
 
-/// Encodes the frame that shows a stored message, once, as fan-out does; its length in bytes.
+/// Encodes the frame that shows a stored message (with its `seq`, if it has one), once, as
+/// fan-out does; its length in bytes.
 pub fn encode_stored(message: &Message) -> usize {
-    crate::frames::stored(message).text.len()
+    crate::frames::stored(message, message.seq).text.len()
 }

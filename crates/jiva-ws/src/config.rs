@@ -37,6 +37,9 @@ pub struct Config {
     pub limits: Limits,
     /// Whether the main router serves `/metrics` (false when an admin listener serves it).
     pub metrics_on_main_listener: bool,
+    /// Origins (`scheme://host[:port]`) a browser may open sockets from; empty: any. A request
+    /// without an `Origin` header (not a browser) is always allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             copilot_queue: 4,
             limits: Limits::default(),
             metrics_on_main_listener: true,
+            allowed_origins: Vec::new(),
         }
     }
 }

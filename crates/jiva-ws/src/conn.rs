@@ -1,12 +1,14 @@
 //! One WebSocket connection: a reader (this task) and a writer task, joined on exit.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use jiva_core::{ChatId, ConnectionType, Message, MessageId, Notification, Timestamp};
+use jiva_core::{
+    ChatId, ConnectionType, Identity, Message, Notification, Seq, Timestamp, sender_for,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -17,11 +19,15 @@ use crate::limits::{self, Verdict};
 use crate::rooms::Subscriber;
 use crate::state::State;
 use crate::turns::Turns;
-use crate::{CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG};
+use crate::{
+    CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED,
+    CLOSE_TOO_BIG, auth,
+};
 
-/// History messages at most this old when the socket joined its room are remembered, so that a
-/// message both replayed and broadcast live is shown once.
-const DEDUPE_WINDOW_MS: i64 = 60_000;
+/// Replayed sequence numbers remembered to drop their live copies: a live frame numbered below
+/// the room's position when the socket joined is a frame that arrived late (its gap had been
+/// skipped), so only the newest numbers matter.
+const REPLAYED_KEPT: usize = 4096;
 
 /// Frames written per flush.
 const WRITE_BATCH: usize = 64;
@@ -40,8 +46,14 @@ enum Ending {
     Idle,
 }
 
-/// Runs one socket of `chat` until it closes.
-pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
+/// Runs one socket of `chat` until it closes. `identity` is the caller's (none when
+/// authentication is off).
+pub(crate) async fn run(
+    state: Arc<State>,
+    chat: ChatId,
+    identity: Option<Identity>,
+    socket: WebSocket,
+) {
     let conn = state.next_conn_id();
     let span = tracing::debug_span!("conn", conn, chat = %chat);
     async move {
@@ -49,8 +61,7 @@ pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
         tracing::debug!("socket opened");
         let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
         let slow = CancellationToken::new();
-        let joined_at = Timestamp::now();
-        state.rooms.join(
+        let start = state.rooms.join(
             &chat,
             Subscriber {
                 conn,
@@ -72,12 +83,23 @@ pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
                 slow.clone(),
                 end_rx,
                 done.clone(),
-                joined_at,
+                start,
                 Arc::clone(&ping),
+                identity.as_ref().and_then(|i| i.expires_at),
             )
             .in_current_span(),
         );
-        let ending = read_loop(&state, &chat, stream, &tx, &slow, &done, &ping).await;
+        let ending = read_loop(
+            &state,
+            &chat,
+            identity.as_ref(),
+            stream,
+            &tx,
+            &slow,
+            &done,
+            &ping,
+        )
+        .await;
         state.rooms.leave(&chat, conn);
         state.forget_if_unused(&chat);
         let _ = end_tx.send(ending);
@@ -90,9 +112,11 @@ pub(crate) async fn run(state: Arc<State>, chat: ChatId, socket: WebSocket) {
     .await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     state: &Arc<State>,
     chat: &ChatId,
+    identity: Option<&Identity>,
     mut stream: SplitStream<WebSocket>,
     tx: &mpsc::Sender<Frame>,
     slow: &CancellationToken,
@@ -139,6 +163,14 @@ async fn read_loop(
                 match frames::parse_inbound(&text) {
                     Ok(Inbound::Keepalive) => {}
                     Ok(Inbound::Chat { sender, text }) => {
+                        let sender = match sender_for(identity, chat, sender) {
+                            Ok(sender) => sender,
+                            Err(denied) => {
+                                metrics::counter!("jiva_auth_refusals_total", "reason" => denied.code()).increment(1);
+                                reply(frames::error(&denied.to_string()));
+                                continue;
+                            }
+                        };
                         let message = Message::user(chat.clone(), sender, text);
                         if let Some(refusal) = limits::copilot_refusal(state, &message) {
                             refusal.frames().into_iter().for_each(reply);
@@ -208,8 +240,9 @@ async fn write_loop(
     slow: CancellationToken,
     mut ending: oneshot::Receiver<Ending>,
     done: CancellationToken,
-    joined_at: Timestamp,
+    start: Option<Seq>,
     ping: Arc<Notify>,
+    expires_at: Option<Timestamp>,
 ) {
     let close_timeout = state.config.close_timeout;
     let close = |code: u16, reason: &'static str| CloseFrame {
@@ -227,7 +260,11 @@ async fn write_loop(
         },
         () = slow.cancelled() => Some(close(CLOSE_SLOW_CONSUMER, "slow consumer")),
         () = state.shutdown.cancelled() => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
-        result = serve_frames(&state, &chat, &mut sink, &mut rx, joined_at, &ping) => {
+        () = auth::expiry(expires_at) => {
+            metrics::counter!("jiva_token_expired_closes_total").increment(1);
+            Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
+        }
+        result = serve_frames(&state, &chat, &mut sink, &mut rx, start, &ping) => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "socket write failed");
             }
@@ -276,11 +313,11 @@ async fn serve_frames(
     chat: &ChatId,
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Frame>,
-    joined_at: Timestamp,
+    start: Option<Seq>,
     ping: &Notify,
 ) -> Result<(), axum::Error> {
     // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
-    let replayed = Box::pin(replay(state, chat, sink, joined_at)).await?;
+    let replayed = Box::pin(replay(state, chat, sink, start)).await?;
     loop {
         let frame = tokio::select! {
             frame = rx.recv() => match frame {
@@ -295,7 +332,8 @@ async fn serve_frames(
         let mut batch = 0;
         let mut next = Some(frame);
         while let Some(frame) = next {
-            if !frame.id.is_some_and(|id| replayed.contains(&id)) {
+            // A live frame of a message the replay already showed is dropped.
+            if !frame.seq.is_some_and(|seq| replayed.contains(&seq)) {
                 sink.feed(WsMessage::Text(frame.text)).await?;
                 batch += 1;
             }
@@ -310,17 +348,23 @@ async fn serve_frames(
     Ok(())
 }
 
-/// Sends the stored history, oldest first; returns the ids of replayed messages recent enough
-/// to arrive live as well.
+/// Sends the stored history, oldest first, and tells the room where the chat is; returns the
+/// newest sequence numbers replayed (their live copies are duplicates).
+///
+/// `start` is the number the room was about to deliver when the socket joined: the socket gets
+/// that frame and every later one live, so messages numbered from `start` on are left out here
+/// (they may be stored already, with frames still on their way, or stored out of order: the
+/// replay never shows a number before the ones it precedes). Without a `start` (a new room)
+/// the whole history is replayed.
 async fn replay(
     state: &State,
     chat: &ChatId,
     sink: &mut Sink,
-    joined_at: Timestamp,
-) -> Result<HashSet<MessageId>, axum::Error> {
-    let mut recent = HashSet::new();
+    start: Option<Seq>,
+) -> Result<BTreeSet<Seq>, axum::Error> {
+    let mut last: Option<Seq> = None;
+    let mut replayed = BTreeSet::new();
     let mut cursor = None;
-    let window_start = joined_at.as_millis().saturating_sub(DEDUPE_WINDOW_MS);
     loop {
         let page = match state
             .services
@@ -333,20 +377,30 @@ async fn replay(
                 tracing::error!(error = %e, "reading history failed");
                 sink.send(WsMessage::Text(frames::error("history unavailable").text))
                     .await?;
-                return Ok(recent);
+                return Ok(replayed);
             }
         };
         for message in &page.messages {
-            if message.timestamp.as_millis() >= window_start {
-                recent.insert(message.id);
+            if let Some(seq) = message.seq {
+                if start.is_some_and(|start| seq >= start) {
+                    continue;
+                }
+                replayed.insert(seq);
+                if replayed.len() > REPLAYED_KEPT {
+                    replayed.pop_first();
+                }
             }
-            sink.feed(WsMessage::Text(frames::stored(message).text))
+            last = last.max(message.seq);
+            sink.feed(WsMessage::Text(frames::stored(message, message.seq).text))
                 .await?;
         }
         sink.flush().await?;
         match page.next {
             Some(next) if !page.messages.is_empty() => cursor = Some(next),
-            _ => return Ok(recent),
+            _ => {
+                state.rooms.replayed(chat, last.map_or(0, Seq::get));
+                return Ok(replayed);
+            }
         }
     }
 }

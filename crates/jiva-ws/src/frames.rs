@@ -2,15 +2,16 @@
 //! core types. Nothing here derives `Serialize` on a core type.
 
 use axum::extract::ws::Utf8Bytes;
-use jiva_core::{Body, CopilotChunk, Message, MessageId, Sender, Timestamp};
+use jiva_core::{Body, CopilotChunk, Message, Sender, Seq, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 
 /// A frame ready to be written, encoded once and shared between sockets.
 #[derive(Debug, Clone)]
 pub(crate) struct Frame {
-    /// The stored message this frame shows, if any (used to drop replay duplicates).
-    pub id: Option<MessageId>,
+    /// The chat sequence number of the stored message this frame shows, if any (used to order
+    /// a chat's frames and to drop replay duplicates).
+    pub seq: Option<Seq>,
     pub text: Utf8Bytes,
 }
 
@@ -36,6 +37,9 @@ struct UserFrame<'a> {
     message_id: String,
     sender: &'a str,
     timestamp: WireTimestamp,
+    /// An addition to the deployed shape, which the deployed client ignores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -45,6 +49,9 @@ struct CombinedFrame<'a> {
     output: &'a str,
     sender: &'static str,
     timestamp: WireTimestamp,
+    /// As in [`UserFrame`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -64,8 +71,10 @@ fn to_text<T: Serialize>(value: &T) -> Utf8Bytes {
     Utf8Bytes::from(serde_json::to_string(value).unwrap_or_else(|_| String::from("{}")))
 }
 
-/// The frame that shows a stored message (a user message or a `Combined` copilot answer).
-pub(crate) fn stored(message: &Message) -> Frame {
+/// The frame that shows a stored message (a user message or a `Combined` copilot answer) with
+/// its chat sequence number `seq` (`None` for a message stored before numbers: no `seq` field).
+pub(crate) fn stored(message: &Message, seq: Option<Seq>) -> Frame {
+    let wire_seq = seq.map(Seq::get);
     let text = match &message.body {
         Body::Text(text) => to_text(&UserFrame {
             chat_id: &message.chat.canonical(),
@@ -73,6 +82,7 @@ pub(crate) fn stored(message: &Message) -> Frame {
             message_id: message.id.to_string(),
             sender: message.sender.as_str(),
             timestamp: message.timestamp.into(),
+            seq: wire_seq,
         }),
         Body::CopilotAnswer(output) => to_text(&CombinedFrame {
             action: "Combined",
@@ -80,18 +90,16 @@ pub(crate) fn stored(message: &Message) -> Frame {
             output,
             sender: Sender::Copilot.as_str(),
             timestamp: message.timestamp.into(),
+            seq: wire_seq,
         }),
     };
-    Frame {
-        id: Some(message.id),
-        text,
-    }
+    Frame { seq, text }
 }
 
 /// A streamed copilot chunk, values unchanged.
 pub(crate) fn chunk(chunk: &CopilotChunk) -> Frame {
     Frame {
-        id: None,
+        seq: None,
         text: to_text(&ChunkFrame {
             action: chunk.action.as_deref(),
             output: chunk.output.as_deref(),
@@ -102,7 +110,7 @@ pub(crate) fn chunk(chunk: &CopilotChunk) -> Frame {
 /// `{"action":"end","output":""}`: closes the client's typing bubble.
 pub(crate) fn end() -> Frame {
     Frame {
-        id: None,
+        seq: None,
         text: Utf8Bytes::from_static(r#"{"action":"end","output":""}"#),
     }
 }
@@ -110,7 +118,7 @@ pub(crate) fn end() -> Frame {
 /// `{"error":"reason"}`.
 pub(crate) fn error(reason: &str) -> Frame {
     Frame {
-        id: None,
+        seq: None,
         text: to_text(&ErrorFrame { error: reason }),
     }
 }
@@ -178,7 +186,7 @@ mod tests {
     fn user_frame_has_the_deployed_shape() {
         let mut m = Message::user(chat(), Sender::Agent, "hi } \"there\"".into());
         m.timestamp = Timestamp::from_millis(1_718_000_000_250);
-        let v: Value = serde_json::from_str(&stored(&m).text).unwrap();
+        let v: Value = serde_json::from_str(&stored(&m, Some(Seq::new(42))).text).unwrap();
         assert_eq!(
             v,
             serde_json::json!({
@@ -186,16 +194,20 @@ mod tests {
                 "message": "hi } \"there\"",
                 "message_id": m.id.to_string(),
                 "sender": "agent",
-                "timestamp": {"secs_since_epoch": 1_718_000_000, "nanos_since_epoch": 250_000_000}
+                "timestamp": {"secs_since_epoch": 1_718_000_000, "nanos_since_epoch": 250_000_000},
+                "seq": 42
             })
         );
+        // A message stored before numbers has no `seq` field at all: the deployed shape.
+        let v: Value = serde_json::from_str(&stored(&m, None).text).unwrap();
+        assert!(v.get("seq").is_none(), "{v}");
     }
 
     #[test]
     fn combined_frame_has_the_deployed_shape() {
         let mut m = Message::copilot_answer(chat(), "answer\n".into());
         m.timestamp = Timestamp::from_millis(1_718_000_000_000);
-        let v: Value = serde_json::from_str(&stored(&m).text).unwrap();
+        let v: Value = serde_json::from_str(&stored(&m, Some(Seq::new(7))).text).unwrap();
         assert_eq!(
             v,
             serde_json::json!({
@@ -203,7 +215,8 @@ mod tests {
                 "message_id": m.id.to_string(),
                 "output": "answer\n",
                 "sender": "Copilot",
-                "timestamp": {"secs_since_epoch": 1_718_000_000, "nanos_since_epoch": 0}
+                "timestamp": {"secs_since_epoch": 1_718_000_000, "nanos_since_epoch": 0},
+                "seq": 7
             })
         );
     }

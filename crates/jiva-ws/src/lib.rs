@@ -8,6 +8,7 @@
 //! - `conn`: one socket: a reader that accepts chat messages and a writer task that replays
 //!   history and then writes live frames through a bounded queue.
 //! - `rooms`: the sockets of each chat and fan-out (each frame encoded once, shared by all).
+//! - `sequencer`: the per-chat reorder step: stored frames leave a room in sequence order.
 //! - `turns`: copilot turns, one at a time per chat, in their own tasks.
 //! - `frames`: the wire frames, converted by hand from and to core types.
 //! - `limits`: socket counts per IP and in total, handshake, message and copilot rate limits
@@ -16,6 +17,8 @@
 //!   the peer address for the per-IP limits, a request-head timeout, graceful shutdown).
 //! - `tls`: [`serve_tls`], native TLS (rustls, explicit `ring` provider) with certificates
 //!   swapped without a restart.
+//! - `auth`: before the upgrade, the Origin allow-list, the caller's token and
+//!   `jiva_core::authorize` (401/403 with a reason); `GET /auth-mode`.
 //!
 //! It receives its ports as [`Services`] (`Arc<dyn MessageStore>` and friends) and never names a
 //! concrete store, notification service or copilot endpoint. It never reads the environment.
@@ -24,9 +27,10 @@
 //! - Stored before shown: a message is broadcast only after the store acknowledged it; a store
 //!   failure gives the sender an error frame and shows nothing.
 //! - A socket first receives its chat's history, oldest first, then live frames, with no
-//!   duplicate and no gap (it joins its room before reading history and drops live copies of
-//!   replayed messages).
-//! - Every socket of a chat sees that chat's frames in the same order.
+//!   duplicate and no gap (it joins its room before reading history, replays the messages
+//!   numbered below the room's next frame, and drops live frames of messages it replayed).
+//! - Every socket of a chat sees that chat's stored frames in the chat's sequence order, the
+//!   order a replay returns (a number that never arrives is skipped after a bounded wait).
 //! - Memory is bounded per socket: a socket whose queue of [`Config::outbound_queue`] frames is
 //!   full is closed with [`CLOSE_SLOW_CONSUMER`]; frames over [`Config::max_frame_bytes`] close
 //!   that socket with [`CLOSE_TOO_BIG`].
@@ -34,15 +38,23 @@
 //! - Every limit answers with a stable reason (HTTP status, error frame or close code) and
 //!   counts into a `jiva_*` metric; per-IP, per-agent and per-chat state is dropped when unused,
 //!   so memory follows what is open rather than everything ever seen.
+//! - With an [`Authenticator`](jiva_core::Authenticator) that is on, no socket opens without a
+//!   verified identity allowed on its chat; on a supervisor chat a message is stored as the
+//!   identity's role (a claim of the other role gets an error frame and is not stored); a socket
+//!   is closed with [`CLOSE_TOKEN_EXPIRED`] when its token expires. Tokens are never logged.
 
+mod auth;
 mod config;
 mod conn;
 mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod limits;
 mod listen;
 mod pages;
 mod rooms;
+mod sequencer;
 mod server;
 mod state;
 mod tls;
@@ -70,3 +82,6 @@ pub const CLOSE_POLICY: u16 = 1008;
 /// Close code for a socket that sent nothing and answered no ping for
 /// [`Limits::idle_timeout`] (private-use range). A dead connection never sees it.
 pub const CLOSE_IDLE: u16 = 4000;
+/// Close code for a socket whose token expired while it was open (private-use range): the
+/// client should get a fresh token and reconnect.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;

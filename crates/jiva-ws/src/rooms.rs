@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use jiva_core::ChatId;
-use tokio::sync::mpsc;
+use jiva_core::{ChatId, Seq};
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::frames::Frame;
+use crate::sequencer::{GAP_WAIT, Sequencer};
 
 /// One socket's place in a room.
 pub(crate) struct Subscriber {
@@ -44,9 +45,46 @@ fn close_slow(conn: u64, slow: &CancellationToken) {
     slow.cancel();
 }
 
+/// An append in flight (see [`Rooms::begin`]); dropping it ends the append as failed.
+pub(crate) struct InFlight<'a> {
+    rooms: &'a Rooms,
+    /// `None` once shown.
+    chat: Option<ChatId>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let Some(chat) = self.chat.take() else {
+            return;
+        };
+        let mut rooms = self
+            .rooms
+            .rooms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(Room { subscribers, order }) = rooms.get_mut(&chat) {
+            order.end();
+            // The number it may have taken will not come: skip it if others have waited.
+            order.expire(Instant::now(), GAP_WAIT, &mut |f| {
+                Room::offer(subscribers, &f)
+            });
+        }
+    }
+}
+
 #[derive(Default)]
 struct Room {
     subscribers: Vec<Subscriber>,
+    /// Stored frames leave in the chat's sequence order.
+    order: Sequencer,
+}
+
+impl Room {
+    /// Queues `frame` on every socket; sockets that cannot keep up are closed and forgotten.
+    fn offer(subscribers: &mut Vec<Subscriber>, frame: &Frame) {
+        subscribers.retain(|s| s.offer(frame.clone()));
+        metrics::counter!("jiva_frames_out_total").increment(subscribers.len() as u64);
+    }
 }
 
 /// Every chat that has at least one socket. Broadcasts to one chat are serialised, so every
@@ -57,13 +95,17 @@ pub(crate) struct Rooms {
 }
 
 impl Rooms {
-    pub fn join(&self, chat: &ChatId, subscriber: Subscriber) {
+    /// Adds a socket to its chat's room. Returns the number of the next stored frame the room
+    /// will deliver, when the room knows it: the socket receives every stored frame from that
+    /// number on live, so its replay needs only the messages before it.
+    pub fn join(&self, chat: &ChatId, subscriber: Subscriber) -> Option<Seq> {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         let room = rooms.entry(chat.clone()).or_default();
         if room.subscribers.is_empty() {
             metrics::gauge!("jiva_chats_open").increment(1.0);
         }
         room.subscribers.push(subscriber);
+        room.order.next().map(Seq::new)
     }
 
     pub fn leave(&self, chat: &ChatId, conn: u64) {
@@ -84,10 +126,63 @@ impl Rooms {
         let Some(room) = rooms.get_mut(chat) else {
             return 0;
         };
-        room.subscribers.retain(|s| s.offer(frame.clone()));
-        let delivered = room.subscribers.len();
-        metrics::counter!("jiva_frames_out_total").increment(delivered as u64);
-        delivered
+        Room::offer(&mut room.subscribers, frame);
+        room.subscribers.len()
+    }
+
+    /// An append of `chat` starts: until the returned guard is shown or dropped, a missing
+    /// number in the chat is waited for longer (see `sequencer`).
+    pub fn begin(&self, chat: &ChatId) -> InFlight<'_> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(room) = rooms.get_mut(chat) {
+            room.order.begin();
+        }
+        InFlight {
+            rooms: self,
+            chat: Some(chat.clone()),
+        }
+    }
+
+    /// Shows the stored frame number `seq` to every socket of `chat`, in the chat's sequence
+    /// order: at once when it is the next one (with the held frames it unblocks), otherwise it
+    /// is held and the returned receiver resolves when it goes out. The caller then waits for
+    /// that, at most [`GAP_WAIT`], and calls [`Rooms::expire`].
+    pub fn show(
+        &self,
+        mut flight: InFlight<'_>,
+        seq: Seq,
+        frame: Frame,
+    ) -> Option<oneshot::Receiver<()>> {
+        // The append ends here, under the same lock as its frame is pushed.
+        let chat = flight.chat.take()?;
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = rooms.get_mut(&chat)?;
+        let Room { subscribers, order } = room;
+        order.end();
+        let now = Instant::now();
+        // Gaps older than the wait are skipped by whoever comes next, even if the task that
+        // waits for them is gone.
+        order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
+        order.push(seq.get(), frame, now, &mut |f| Room::offer(subscribers, &f))
+    }
+
+    /// Skips the sequence gaps of `chat` that have waited long enough.
+    pub fn expire(&self, chat: &ChatId) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(Room { subscribers, order }) = rooms.get_mut(chat) {
+            order.expire(Instant::now(), GAP_WAIT, &mut |f| {
+                Room::offer(subscribers, &f)
+            });
+        }
+    }
+
+    /// A socket of `chat` replayed its history, whose last number was `last` (0: none): a room
+    /// that does not know where its chat is yet starts there.
+    pub fn replayed(&self, chat: &ChatId, last: u64) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(Room { subscribers, order }) = rooms.get_mut(chat) {
+            order.baseline(last, &mut |f| Room::offer(subscribers, &f));
+        }
     }
 
     /// Waits, at most `patience`, until every socket of `chat` has room for `frames` more
@@ -141,7 +236,7 @@ mod tests {
 
     fn frame(n: u8) -> Frame {
         Frame {
-            id: None,
+            seq: None,
             text: format!("{n}").into(),
         }
     }

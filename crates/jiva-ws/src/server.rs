@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::handshake::{chat_from_query, names_a_chat};
 use crate::state::{Services, State};
-use crate::{conn, pages};
+use crate::{auth, conn, pages};
 
 /// A running transport's handle on its shared state: lets the embedding program start shutdown
 /// and wait for sockets and copilot turns to finish.
@@ -53,7 +53,8 @@ impl Transport {
     pub fn router(&self) -> Router {
         let mut router = Router::new()
             .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz));
+            .route("/readyz", get(readyz))
+            .route("/auth-mode", get(auth::mode));
         if self.state.config.metrics_on_main_listener {
             router = router.route("/metrics", get(pages::metrics));
         }
@@ -72,7 +73,7 @@ impl Transport {
     pub fn admin_router(&self) -> Router {
         Router::new()
             .route("/metrics", get(pages::metrics))
-            .route("/healthz", get(healthz))
+            .route("/healthz", get(healthz_full))
             .route("/readyz", get(readyz))
             .with_state(Arc::clone(&self.state))
     }
@@ -164,6 +165,11 @@ async fn upgrades_first(
         Ok(chat) => chat,
         Err(reason) => return bad_request(reason),
     };
+    let identity = match auth::admit(&state, request.headers(), request.uri().query(), &chat).await
+    {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal,
+    };
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
@@ -186,18 +192,23 @@ async fn upgrades_first(
         .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
         .on_upgrade(move |socket| async move {
-            conn::run(task_state, chat, socket).await;
+            conn::run(task_state, chat, identity, socket).await;
             drop(permit);
             drop(token);
         })
 }
 
-/// A request that is not an upgrade always gets an HTTP answer.
-async fn plain_http(request: Request) -> Response {
+/// A request that is not an upgrade always gets an HTTP answer. One that names a chat gets the
+/// answer its upgrade would get (400, 401, 403) or 426.
+async fn plain_http(AxumState(state): AxumState<Arc<State>>, request: Request) -> Response {
     let query = request.uri().query();
     if names_a_chat(query) {
-        return match chat_from_query(query) {
-            Err(reason) => bad_request(reason),
+        let chat = match chat_from_query(query) {
+            Ok(chat) => chat,
+            Err(reason) => return bad_request(reason),
+        };
+        return match auth::admit(&state, request.headers(), query, &chat).await {
+            Err(refusal) => refusal,
             Ok(_) => (
                 StatusCode::UPGRADE_REQUIRED,
                 [(header::UPGRADE, "websocket")],
@@ -213,6 +224,20 @@ async fn plain_http(request: Request) -> Response {
 }
 
 async fn healthz(AxumState(state): AxumState<Arc<State>>) -> Response {
+    // With authentication on, anonymous callers learn nothing about the build.
+    if state.services.authenticator.required() {
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"ok"}"#,
+        )
+            .into_response();
+    }
+    healthz_full(AxumState(state)).await
+}
+
+/// `/healthz` with the version and store kind: on the admin listener always, on the main one
+/// only while authentication is off.
+async fn healthz_full(AxumState(state): AxumState<Arc<State>>) -> Response {
     let body = format!(
         "{{\"status\":\"ok\",\"version\":\"{}\",\"store\":\"{}\"}}",
         env!("CARGO_PKG_VERSION"),

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use jiva_core::{
-    ChatId, Copilot, Disabled, Message, MessageStore, Notification, Notifier, StoreError,
-    Unconfigured,
+    Authenticator, ChatId, Copilot, Disabled, Message, MessageStore, NoAuth, Notification,
+    Notifier, StoreError, Unconfigured,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::frames;
 use crate::limits::Limiter;
 use crate::rooms::Rooms;
+use crate::sequencer::GAP_WAIT;
 use crate::turns::Turns;
 
 /// The ports the transport uses. It never knows which adapters are behind them.
@@ -27,6 +28,8 @@ pub struct Services {
     pub notifier: Arc<dyn Notifier>,
     /// Who answers copilot questions.
     pub copilot: Arc<dyn Copilot>,
+    /// Who verifies callers' tokens ([`NoAuth`] by default: everyone may open every chat).
+    pub authenticator: Arc<dyn Authenticator>,
 }
 
 impl Services {
@@ -36,6 +39,7 @@ impl Services {
             store,
             notifier: Arc::new(Disabled),
             copilot: Arc::new(Unconfigured),
+            authenticator: Arc::new(NoAuth),
         }
     }
 
@@ -48,6 +52,12 @@ impl Services {
     /// Replaces the copilot.
     pub fn with_copilot(mut self, copilot: Arc<dyn Copilot>) -> Self {
         self.copilot = copilot;
+        self
+    }
+
+    /// Replaces the authenticator.
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = authenticator;
         self
     }
 }
@@ -136,19 +146,27 @@ impl State {
         }
     }
 
-    /// Stores `message`, then shows it to every socket of its chat. Nothing is shown that is
-    /// not stored.
+    /// Stores `message`, then shows it to every socket of its chat, in the chat's sequence
+    /// order. Nothing is shown that is not stored. When numbers before the message's are still
+    /// on their way, this waits (at most [`GAP_WAIT`]) until the message has gone out, so that
+    /// a sender's messages keep their order.
     pub async fn store_and_show(&self, message: &Message) -> Result<(), StoreError> {
         let started = Instant::now();
+        // Counted in flight until shown; dropped (a failure) if the append fails.
+        let flight = self.rooms.begin(&message.chat);
         let stored = self.services.store.append(message).await;
         metrics::histogram!("jiva_store_append_seconds").record(started.elapsed().as_secs_f64());
         if let Err(e) = &stored {
             metrics::counter!("jiva_store_failures_total").increment(1);
             tracing::error!(chat = %message.chat, message_id = %message.id, error = %e, "storing a message failed");
         }
-        stored?;
-        self.rooms
-            .broadcast(&message.chat, &frames::stored(message));
+        let seq = stored?.seq();
+        let frame = frames::stored(message, Some(seq));
+        if let Some(shown) = self.rooms.show(flight, seq, frame) {
+            if tokio::time::timeout(GAP_WAIT, shown).await.is_err() {
+                self.rooms.expire(&message.chat);
+            }
+        }
         Ok(())
     }
 

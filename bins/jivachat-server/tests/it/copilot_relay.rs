@@ -107,7 +107,9 @@ fn assert_echo(frame: &Value, text: &str) {
     assert_eq!(frame["message"], text, "{frame}");
     assert!(uuid_like(&frame["message_id"]), "{frame}");
     assert_timestamp(frame);
-    assert_eq!(frame.as_object().unwrap().len(), 5, "{frame}");
+    // The deployed shape plus the chat's sequence number (docs/PROTOCOL.md).
+    assert!(frame["seq"].as_u64().is_some_and(|n| n >= 1), "{frame}");
+    assert_eq!(frame.as_object().unwrap().len(), 6, "{frame}");
 }
 
 /// The `Combined` frame of a stored answer.
@@ -117,7 +119,9 @@ fn assert_combined(frame: &Value, output: &str) {
     assert_eq!(frame["sender"], "Copilot", "{frame}");
     assert!(uuid_like(&frame["message_id"]), "{frame}");
     assert_timestamp(frame);
-    assert_eq!(frame.as_object().unwrap().len(), 5, "{frame}");
+    // The deployed shape plus the chat's sequence number (docs/PROTOCOL.md).
+    assert!(frame["seq"].as_u64().is_some_and(|n| n >= 1), "{frame}");
+    assert_eq!(frame.as_object().unwrap().len(), 6, "{frame}");
 }
 
 /// Asks `text` and checks its echo, which comes first.

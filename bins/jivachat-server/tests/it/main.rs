@@ -9,6 +9,7 @@
 
 mod support;
 
+mod auth;
 mod chat;
 mod copilot;
 mod copilot_relay;
@@ -17,4 +18,5 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod notify;
+mod order;
 mod tls;

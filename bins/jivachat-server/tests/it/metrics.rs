@@ -271,6 +271,7 @@ async fn metrics_show_the_notification_queue() {
     let server = ServerProcess::start_with(&[
         ("GRAPHQL_API_URL", url.as_str()),
         ("GRAPHQL_API_KEY", "test-key"),
+        ("JIVA_NOTIFY_CONCURRENCY", "1"),
     ]);
     let mut ws = connect(&server.chat_url("supervisor")).await;
     say(&mut ws, "agent", "first").await;
@@ -298,6 +299,7 @@ async fn metrics_show_the_notification_queue() {
             ("jiva_notify_delivered", 0.0),
             ("jiva_notify_failed", 0.0),
             ("jiva_notify_dropped", 0.0),
+            ("jiva_notify_breaker_state", 0.0),
         ],
     );
 }

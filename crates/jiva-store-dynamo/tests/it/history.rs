@@ -3,7 +3,9 @@
 use jiva_core::{ConnectionType, Cursor, Message, MessageStore, Sender};
 use jiva_store_dynamo::DynamoStore;
 
-use crate::support::{answer, batch_write, chat, dynamo, raw_text, store, text, with_sort_key};
+use crate::support::{
+    answer, batch_write, chat, dynamo, numbered, raw_text, store, text, with_sort_key,
+};
 
 /// Reads the whole history with pages of `size`, returning the messages and the page count.
 async fn all_pages(
@@ -28,7 +30,7 @@ async fn all_pages(
 }
 
 #[tokio::test]
-async fn pages_are_oldest_first_across_cursors_with_same_millisecond_messages() {
+async fn pages_are_in_storage_order_across_cursors_whatever_the_timestamps() {
     let store = store().await;
     let chat = chat(ConnectionType::Supervisor);
     let other = chat_of_same_agent(&chat);
@@ -43,8 +45,11 @@ async fn pages_are_oldest_first_across_cursors_with_same_millisecond_messages() 
         };
         expected.push(m);
     }
-    for m in expected.iter().rev() {
-        store.append(m).await.unwrap();
+    // Appended newest first: the order of storage is the chat's order.
+    expected.reverse();
+    for (n, m) in expected.iter_mut().enumerate() {
+        assert_eq!(store.append(m).await.unwrap().seq().get(), n as u64 + 1);
+        *m = numbered(m, n as u64 + 1);
     }
     store
         .append(&text(
@@ -55,7 +60,6 @@ async fn pages_are_oldest_first_across_cursors_with_same_millisecond_messages() 
         ))
         .await
         .unwrap();
-    expected.sort_by_key(|m| (m.timestamp, m.id));
 
     let (got, pages) = all_pages(&store, &chat, 5).await;
     assert_eq!(got, expected);

@@ -74,6 +74,7 @@ fn earlier_server_items(chat: &ChatId) -> (Vec<Item>, Vec<Message>) {
             sender,
             timestamp: Timestamp::from_millis(millis),
             body,
+            seq: None,
         });
     }
     expected.sort_by_key(|m| (m.timestamp, m.id));
@@ -114,12 +115,15 @@ async fn earlier_server_items_read_back_in_time_order_through_the_legacy_index()
     let recent = store.recent(&chat, 3).await.unwrap();
     assert_eq!(recent, expected[4..].to_vec());
 
-    // New messages go in next to the old ones.
+    // New messages go in next to the old ones, numbered from 1.
     let new = text(&chat, Sender::Agent, 1_700_000_000_000, "new");
-    store.append(&new).await.unwrap();
+    assert_eq!(
+        store.append(&new).await.unwrap(),
+        jiva_core::Appended::Stored(jiva_core::Seq::new(1))
+    );
     let got = read_all(&store, &chat, 3).await;
     assert_eq!(got.len(), expected.len() + 1);
-    assert_eq!(got.last(), Some(&new));
+    assert_eq!(got.last(), Some(&crate::support::numbered(&new, 1)));
 }
 
 /// Equal as multisets, and in (timestamp) order; items of the same millisecond may come in
@@ -176,6 +180,7 @@ async fn an_unreadable_item_is_skipped_and_the_rest_of_the_chat_still_reads() {
         vec![broken, with_sort_key(no_text)],
     )
     .await;
+    let good = crate::support::numbered(&good, 1);
     assert_eq!(read_all(&store, &chat, 1).await, vec![good.clone()]);
     assert_eq!(store.recent(&chat, 1).await.unwrap(), vec![good]);
 }

@@ -12,4 +12,8 @@ mod legacy;
 #[cfg(test)]
 mod round_trip;
 #[cfg(test)]
+mod seq;
+#[cfg(test)]
 mod support;
+#[cfg(test)]
+mod tables;

@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use jiva_core::{Appended, ConnectionType, MessageStore, Sender};
+use jiva_core::{Appended, ConnectionType, MessageStore, Sender, Seq};
 
-use crate::support::{answer, chat, dynamo, get_raw, legacy_config, n, s, store, text};
+use crate::support::{answer, chat, dynamo, get_raw, legacy_config, n, numbered, s, store, text};
 
 #[tokio::test]
 async fn both_message_kinds_round_trip_with_the_protocol_attributes() {
@@ -12,36 +12,35 @@ async fn both_message_kinds_round_trip_with_the_protocol_attributes() {
     let chat = chat(ConnectionType::Copilot);
     let asked = text(&chat, Sender::Agent, 1_718_000_000_123, "what is } up?");
     let answered = answer(&chat, 1_718_000_000_456, "Processing done\nanswer");
-    assert_eq!(store.append(&asked).await.unwrap(), Appended::Stored);
-    assert_eq!(store.append(&answered).await.unwrap(), Appended::Stored);
+    assert_eq!(
+        store.append(&asked).await.unwrap(),
+        Appended::Stored(Seq::new(1))
+    );
+    assert_eq!(
+        store.append(&answered).await.unwrap(),
+        Appended::Stored(Seq::new(2))
+    );
 
     let table = &store.config().messages_table;
-    let key = |m: &jiva_core::Message| {
+    let key = |n: u64| {
         HashMap::from([
             ("ChatID".to_owned(), s(&chat.canonical())),
-            (
-                "SortKey".to_owned(),
-                s(&format!("{:020}#{}", m.timestamp.as_millis(), m.id)),
-            ),
+            ("SortKey".to_owned(), s(&format!("seq#{n:020}"))),
         ])
     };
-    let raw = get_raw(store.client(), table, key(&asked)).await.unwrap();
+    let raw = get_raw(store.client(), table, key(1)).await.unwrap();
     let expected = HashMap::from([
         ("MessageID".to_owned(), s(&asked.id.to_string())),
         ("ChatID".to_owned(), s(&format!("{}-copilot", chat.agent()))),
         ("Sender".to_owned(), s("agent")),
         ("Timestamp".to_owned(), n(1_718_000_000_123)),
         ("Message".to_owned(), s("what is } up?")),
-        (
-            "SortKey".to_owned(),
-            s(&format!("00000001718000000123#{}", asked.id)),
-        ),
+        ("Seq".to_owned(), n(1)),
+        ("SortKey".to_owned(), s("seq#00000000000000000001")),
     ]);
     assert_eq!(raw, expected);
 
-    let raw = get_raw(store.client(), table, key(&answered))
-        .await
-        .unwrap();
+    let raw = get_raw(store.client(), table, key(2)).await.unwrap();
     let expected = HashMap::from([
         ("MessageID".to_owned(), s(&answered.id.to_string())),
         ("ChatID".to_owned(), s(&chat.canonical())),
@@ -49,13 +48,12 @@ async fn both_message_kinds_round_trip_with_the_protocol_attributes() {
         ("Timestamp".to_owned(), n(1_718_000_000_456)),
         ("Action".to_owned(), s("Combined")),
         ("Output".to_owned(), s("Processing done\nanswer")),
-        (
-            "SortKey".to_owned(),
-            s(&format!("00000001718000000456#{}", answered.id)),
-        ),
+        ("Seq".to_owned(), n(2)),
+        ("SortKey".to_owned(), s("seq#00000000000000000002")),
     ]);
     assert_eq!(raw, expected);
 
+    let (asked, answered) = (numbered(&asked, 1), numbered(&answered, 2));
     let page = store.history(&chat, None, 10).await.unwrap();
     assert_eq!(page.messages, vec![asked.clone(), answered.clone()]);
     assert_eq!(page.next, None);
@@ -70,11 +68,29 @@ async fn a_retried_append_never_duplicates() {
     let store = store().await;
     let chat = chat(ConnectionType::Supervisor);
     let m = text(&chat, Sender::Supervisor, 1_718_000_000_000, "hello");
-    assert_eq!(store.append(&m).await.unwrap(), Appended::Stored);
-    assert_eq!(store.append(&m).await.unwrap(), Appended::AlreadyStored);
-    assert_eq!(store.append(&m).await.unwrap(), Appended::AlreadyStored);
+    let other = text(&chat, Sender::Agent, 1_718_000_000_001, "other");
+    assert_eq!(
+        store.append(&m).await.unwrap(),
+        Appended::Stored(Seq::new(1))
+    );
+    assert_eq!(
+        store.append(&other).await.unwrap(),
+        Appended::Stored(Seq::new(2))
+    );
+    // Retries return the first number, from this store and from another one (another server,
+    // or this one restarted: it has no memory of the chat).
+    assert_eq!(
+        store.append(&m).await.unwrap(),
+        Appended::AlreadyStored(Seq::new(1))
+    );
+    let restarted =
+        jiva_store_dynamo::DynamoStore::from_client(store.client().clone(), store.config().clone());
+    assert_eq!(
+        restarted.append(&m).await.unwrap(),
+        Appended::AlreadyStored(Seq::new(1))
+    );
     let page = store.history(&chat, None, 10).await.unwrap();
-    assert_eq!(page.messages, vec![m]);
+    assert_eq!(page.messages, vec![numbered(&m, 1), numbered(&other, 2)]);
 }
 
 #[tokio::test]
@@ -82,8 +98,14 @@ async fn a_retried_append_never_duplicates_in_the_legacy_layout() {
     let store = dynamo().store_with(legacy_config()).await.unwrap();
     let chat = chat(ConnectionType::Copilot);
     let m = answer(&chat, 1_718_000_000_000, "answer");
-    assert_eq!(store.append(&m).await.unwrap(), Appended::Stored);
-    assert_eq!(store.append(&m).await.unwrap(), Appended::AlreadyStored);
+    assert_eq!(
+        store.append(&m).await.unwrap(),
+        Appended::Stored(Seq::new(1))
+    );
+    assert_eq!(
+        store.append(&m).await.unwrap(),
+        Appended::AlreadyStored(Seq::new(1))
+    );
     // Legacy items are keyed by MessageID alone and carry no SortKey.
     let raw = get_raw(
         store.client(),
@@ -94,9 +116,10 @@ async fn a_retried_append_never_duplicates_in_the_legacy_layout() {
     .unwrap();
     assert!(!raw.contains_key("SortKey"));
     assert_eq!(raw.get("Action"), Some(&s("Combined")));
+    assert_eq!(raw.get("Seq"), Some(&n(1)));
     assert_eq!(
         store.history(&chat, None, 10).await.unwrap().messages,
-        vec![m]
+        vec![numbered(&m, 1)]
     );
 }
 

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use jiva_core::{AgentId, Body, ChatId, ConnectionType, Message, MessageId, Sender, Timestamp};
+use jiva_core::{
+    AgentId, Body, ChatId, ConnectionType, Message, MessageId, Sender, Seq, Timestamp,
+};
 use jiva_store_dynamo::testing::LocalDynamo;
 use jiva_store_dynamo::{Config, DynamoStore};
 use uuid::Uuid;
@@ -48,6 +50,7 @@ pub fn text(chat: &ChatId, sender: Sender, millis: i64, text: &str) -> Message {
         sender,
         timestamp: Timestamp::from_millis(millis),
         body: Body::Text(text.to_owned()),
+        seq: None,
     }
 }
 
@@ -59,6 +62,15 @@ pub fn answer(chat: &ChatId, millis: i64, output: &str) -> Message {
         sender: Sender::Copilot,
         timestamp: Timestamp::from_millis(millis),
         body: Body::CopilotAnswer(output.to_owned()),
+        seq: None,
+    }
+}
+
+/// `m` as read back with number `n`.
+pub fn numbered(m: &Message, n: u64) -> Message {
+    Message {
+        seq: Some(Seq::new(n)),
+        ..m.clone()
     }
 }
 

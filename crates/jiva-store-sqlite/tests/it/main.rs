@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use jiva_core::{AgentId, Appended, Body, ChatId, ConnectionType, Message, MessageStore, Sender};
+use jiva_core::{
+    AgentId, Appended, Body, ChatId, ConnectionType, Message, MessageStore, Sender, Seq,
+};
 use jiva_store_sqlite::{Config, SqliteStore};
 
 fn chat(agent: &str, kind: ConnectionType) -> ChatId {
@@ -18,6 +20,23 @@ fn chat(agent: &str, kind: ConnectionType) -> ChatId {
 
 fn open(dir: &tempfile::TempDir) -> SqliteStore {
     SqliteStore::open(Config::in_dir(dir.path())).unwrap()
+}
+
+/// `m` as read back with number `n`.
+fn numbered(m: &Message, n: u64) -> Message {
+    Message {
+        seq: Some(Seq::new(n)),
+        ..m.clone()
+    }
+}
+
+/// Appends `m`, expecting number `n`, and returns it as read back.
+async fn append(store: &SqliteStore, m: &Message, n: u64) -> Message {
+    assert_eq!(
+        store.append(m).await.unwrap(),
+        Appended::Stored(Seq::new(n))
+    );
+    numbered(m, n)
 }
 
 #[tokio::test]
@@ -32,8 +51,8 @@ async fn both_kinds_round_trip() {
     store.register_chat(&c).await.unwrap();
     let q = Message::user(c.clone(), Sender::Agent, "what is } this? 🙂".into());
     let a = Message::copilot_answer(c.clone(), "line1\nline2".into());
-    assert_eq!(store.append(&q).await.unwrap(), Appended::Stored);
-    assert_eq!(store.append(&a).await.unwrap(), Appended::Stored);
+    let q = append(&store, &q, 1).await;
+    let a = append(&store, &a, 2).await;
     let page = store.history(&c, None, 10).await.unwrap();
     assert_eq!(page.messages, vec![q, a]);
     assert_eq!(page.next, None);
@@ -47,9 +66,17 @@ async fn append_is_idempotent_by_id() {
     let store = open(&dir);
     let c = chat("a-1", ConnectionType::Supervisor);
     let m = Message::user(c.clone(), Sender::Supervisor, "once".into());
-    assert_eq!(store.append(&m).await.unwrap(), Appended::Stored);
-    assert_eq!(store.append(&m).await.unwrap(), Appended::AlreadyStored);
-    assert_eq!(store.history(&c, None, 10).await.unwrap().messages.len(), 1);
+    let other = Message::user(c.clone(), Sender::Agent, "other".into());
+    append(&store, &m, 1).await;
+    append(&store, &other, 2).await;
+    // A retry returns the number it was stored with and takes none.
+    assert_eq!(
+        store.append(&m).await.unwrap(),
+        Appended::AlreadyStored(Seq::new(1))
+    );
+    let next = Message::user(c.clone(), Sender::Agent, "next".into());
+    append(&store, &next, 3).await;
+    assert_eq!(store.history(&c, None, 10).await.unwrap().messages.len(), 3);
 }
 
 #[tokio::test]
@@ -62,8 +89,7 @@ async fn history_pages_oldest_first_within_one_chat() {
     let mut sent = Vec::new();
     for i in 0..25 {
         let m = Message::user(mine.clone(), Sender::Agent, format!("m{i}"));
-        store.append(&m).await.unwrap();
-        sent.push(m);
+        sent.push(append(&store, &m, i + 1).await);
         store
             .append(&Message::user(
                 other_kind.clone(),
@@ -100,18 +126,20 @@ async fn history_pages_oldest_first_within_one_chat() {
 }
 
 #[tokio::test]
-async fn same_millisecond_messages_keep_id_order() {
+async fn history_is_in_storage_order_whatever_the_timestamps_and_ids() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let c = chat("a-1", ConnectionType::Supervisor);
-    let mut sent = Vec::new();
+    let mut made = Vec::new();
     for i in 0..5 {
         let mut m = Message::user(c.clone(), Sender::Agent, format!("m{i}"));
-        m.timestamp = jiva_core::Timestamp::from_millis(1_718_000_000_000);
-        sent.push(m);
+        m.timestamp = jiva_core::Timestamp::from_millis(1_718_000_000_000 - i);
+        made.push(m);
     }
-    for m in sent.iter().rev() {
-        store.append(m).await.unwrap();
+    // Stored newest id and oldest timestamp first: the order of storage is the chat's order.
+    let mut sent = Vec::new();
+    for (n, m) in made.iter().rev().enumerate() {
+        sent.push(append(&store, m, n as u64 + 1).await);
     }
     let first = store.history(&c, None, 2).await.unwrap();
     let rest = store.history(&c, first.next, 10).await.unwrap();
@@ -127,8 +155,10 @@ async fn malformed_cursor_is_invalid_input() {
     for token in [
         "",
         "nope",
-        "12:not-a-uuid",
-        "x:0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21",
+        "s",
+        "s-1",
+        "sx",
+        "12:0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21",
     ] {
         let err = store
             .history(&c, Some(jiva_core::Cursor::from_token(token.into())), 5)
@@ -151,7 +181,10 @@ async fn messages_survive_reopening_the_database() {
     }
     let store = open(&dir);
     let page = store.history(&c, None, 10).await.unwrap();
-    assert_eq!(page.messages, vec![m]);
+    assert_eq!(page.messages, vec![numbered(&m, 1)]);
+    // The counter goes on from the stored number after reopening.
+    let after = Message::user(c.clone(), Sender::Agent, "after".into());
+    append(&store, &after, 2).await;
     assert!(matches!(page.messages[0].body, Body::CopilotAnswer(_)));
 }
 
@@ -166,7 +199,10 @@ async fn concurrent_appends_all_land_exactly_once() {
             let c = chat(&format!("agent-{s}"), ConnectionType::Supervisor);
             for i in 0..50 {
                 let m = Message::user(c.clone(), Sender::Agent, format!("{i}"));
-                assert_eq!(store.append(&m).await.unwrap(), Appended::Stored);
+                assert_eq!(
+                    store.append(&m).await.unwrap(),
+                    Appended::Stored(Seq::new(i + 1))
+                );
             }
         }));
     }
@@ -188,4 +224,112 @@ fn an_unusable_path_fails_to_open() {
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"not a directory").unwrap();
     assert!(SqliteStore::open(Config::new(file.join("db.sqlite"))).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_to_one_chat_take_numbers_one_to_n_in_history_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let c = chat("a-1", ConnectionType::Supervisor);
+    let mut tasks = Vec::new();
+    for s in 0..20 {
+        let store = Arc::clone(&store);
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..50 {
+                let m = Message::user(c.clone(), Sender::Agent, format!("{s}:{i}"));
+                got.push((store.append(&m).await.unwrap().seq(), m.id));
+            }
+            got
+        }));
+    }
+    let mut numbers = Vec::new();
+    for t in tasks {
+        numbers.extend(t.await.unwrap());
+    }
+    numbers.sort();
+    let seqs: Vec<u64> = numbers.iter().map(|(s, _)| s.get()).collect();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<u64>>());
+    let history = store.history(&c, None, 2000).await.unwrap().messages;
+    let read: Vec<_> = history.iter().map(|m| (m.seq.unwrap(), m.id)).collect();
+    assert_eq!(read, numbers, "history is in number order");
+}
+
+/// The schema before sequence numbers (the previous release's `SCHEMA`).
+const SCHEMA_V0: &str = "
+CREATE TABLE chats (agent_id TEXT NOT NULL, secondary_id TEXT NOT NULL,
+    PRIMARY KEY (agent_id, secondary_id)) WITHOUT ROWID;
+CREATE TABLE messages (seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL UNIQUE,
+    agent_id TEXT NOT NULL, secondary_id TEXT NOT NULL, sender TEXT NOT NULL,
+    ts INTEGER NOT NULL, kind INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX messages_by_chat ON messages (agent_id, secondary_id, ts, message_id);
+";
+
+#[tokio::test]
+async fn a_database_from_before_sequence_numbers_is_numbered_in_time_order_per_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jivachat.db");
+    let mine = chat("a-1", ConnectionType::Supervisor);
+    let other = chat("a-1", ConnectionType::Copilot);
+    // Rows inserted out of time order, two in the same millisecond, interleaved with another chat.
+    let rows = [
+        (&mine, 30, "c"),
+        (&other, 5, "x"),
+        (&mine, 10, "a"),
+        (&mine, 20, "b2"),
+        (&mine, 20, "b1"),
+        (&other, 1, "w"),
+    ];
+    let mut expected_mine = Vec::new();
+    let mut expected_other = Vec::new();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V0).unwrap();
+        for (c, ts, text) in rows {
+            let mut m = Message::user(c.clone(), Sender::Agent, text.into());
+            m.timestamp = jiva_core::Timestamp::from_millis(ts);
+            conn.execute(
+                "INSERT INTO messages (message_id, agent_id, secondary_id, sender, ts, kind, body)
+                 VALUES (?1, ?2, ?3, 'agent', ?4, 0, ?5)",
+                rusqlite::params![
+                    m.id.to_string(),
+                    c.agent().as_str(),
+                    c.kind().as_str(),
+                    ts,
+                    text
+                ],
+            )
+            .unwrap();
+            if c == &mine {
+                expected_mine.push(m);
+            } else {
+                expected_other.push(m);
+            }
+        }
+    }
+    for expected in [&mut expected_mine, &mut expected_other] {
+        expected.sort_by_key(|m| (m.timestamp, m.id));
+        for (n, m) in expected.iter_mut().enumerate() {
+            m.seq = Some(Seq::new(n as u64 + 1));
+        }
+    }
+    let store = SqliteStore::open(Config::new(&path)).unwrap();
+    assert_eq!(
+        store.history(&mine, None, 10).await.unwrap().messages,
+        expected_mine
+    );
+    assert_eq!(
+        store.history(&other, None, 10).await.unwrap().messages,
+        expected_other
+    );
+    // New messages go on after the migrated ones.
+    let new = Message::user(mine.clone(), Sender::Agent, "new".into());
+    append(&store, &new, 5).await;
+    drop(store);
+    // Opening again migrates nothing twice.
+    let store = SqliteStore::open(Config::new(&path)).unwrap();
+    let page = store.history(&mine, None, 10).await.unwrap().messages;
+    assert_eq!(page.len(), 5);
+    assert_eq!(page[4].seq, Some(Seq::new(5)));
 }

@@ -5,6 +5,12 @@
 // timestamp (secs/nanos) and de-duplicated by message_id, so the history that the server replays
 // after a reconnect does not show twice. Copilot frames without a message_id grow a "typing"
 // bubble until {"action":"end"} arrives. Message text is only ever set with textContent.
+//
+// When the server asks for a token (GET /auth-mode says {"token":"required"}), a token field is
+// shown; the token is kept in sessionStorage (never in the URL fragment) and sent as ?token= on
+// the socket URL. A browser cannot read why an upgrade failed, so before each socket the page
+// makes a plain GET of the same URL: the server answers it 401/403 with a one-line reason when
+// it would refuse the socket (shown to the user, and no retry), and 426 otherwise.
 'use strict';
 
 (() => {
@@ -13,12 +19,18 @@
   const BACKOFF_MAX_MS = 15000;
   const TOOL_STATUS = 'Processing Results\n';
   const AGENT_ID = /^[A-Za-z0-9._~-]{1,200}$/;
+  const TOKEN_KEY = 'jiva.token';
+  /** Close code of a socket whose token expired (jiva_ws::CLOSE_TOKEN_EXPIRED). */
+  const CLOSE_TOKEN_EXPIRED = 4001;
 
   const $ = (id) => document.getElementById(id);
   const ui = {
     status: $('status'),
     setup: $('setup'),
     agent: $('agent'),
+    token: $('token'),
+    tokenField: $('token-field'),
+    refused: $('refused'),
     newAgent: $('new-agent'),
     toggleSetup: $('toggle-setup'),
     kind: $('kind'),
@@ -73,8 +85,9 @@
 
   /** One open chat: its socket, its keepalive, its reconnects and what it shows. */
   class ChatView {
-    constructor({ agent, kind, as, keepaliveMs }) {
+    constructor({ agent, kind, as, keepaliveMs, token }) {
       this.agent = agent;
+      this.token = token;
       this.kind = kind;
       this.as = kind === 'copilot' ? 'agent' : as;
       this.keepaliveMs = keepaliveMs;
@@ -94,16 +107,60 @@
       this.connect();
     }
 
-    url() {
-      const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    /** The chat's URL: `?agentID=..&secondaryID=..` (and `&token=..` when there is one). */
+    query() {
       // Not URL-encoded, as the deployed client does; the id is checked to need no encoding.
-      return `${scheme}://${location.host}/?agentID=${this.agent}&secondaryID=${this.kind}`;
+      const chat = `/?agentID=${this.agent}&secondaryID=${this.kind}`;
+      return this.token ? `${chat}&token=${encodeURIComponent(this.token)}` : chat;
     }
 
-    connect() {
+    url() {
+      const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+      return `${scheme}://${location.host}${this.query()}`;
+    }
+
+    /**
+     * With a token required: asks the server with a plain GET whether it would take the socket.
+     * Resolves true to go on; false when refused (the reason is shown) or the check failed.
+     */
+    async admitted() {
+      if (!authRequired) return true;
+      let response;
+      try {
+        response = await fetch(this.query(), { cache: 'no-store', credentials: 'omit' });
+      } catch (e) {
+        this.scheduleReconnect(`cannot reach the server: ${e.message}`);
+        return false;
+      }
+      if (this.stopped) return false;
+      if ([400, 401, 403].includes(response.status)) {
+        const reason = (await response.text()).trim() || `HTTP ${response.status}`;
+        this.refuse(response.status, reason);
+        return false;
+      }
+      if (response.status !== 426) {
+        this.scheduleReconnect(`server answered ${response.status}`);
+        return false;
+      }
+      return true;
+    }
+
+    /** The server refused this chat: say why, and wait for the user (a retry cannot help). */
+    refuse(status, reason) {
+      const what = status === 401 ? 'Not signed in' : status === 403 ? 'Not allowed' : 'Refused';
+      setStatus('refused', `${what}: ${reason}`);
+      ui.refused.textContent = `${what} (${status}): ${reason}`;
+      ui.refused.hidden = false;
+      this.setComposer(false);
+      showSetup(true);
+    }
+
+    async connect() {
       this.retryTimer = null;
       if (this.stopped) return;
       setStatus('connecting', 'connecting…');
+      if (!(await this.admitted()) || this.stopped) return;
+      ui.refused.hidden = true;
       let ws;
       try {
         ws = new WebSocket(this.url());
@@ -138,7 +195,12 @@
         // A stream cut by the close never gets its "end": drop the half answer. The stored part,
         // if any, comes back with the history.
         this.clearTyping();
-        const why = event.code === 1000 || event.code === 1005 ? 'closed' : `closed (${event.code})`;
+        const why =
+          event.code === CLOSE_TOKEN_EXPIRED
+            ? 'token expired'
+            : event.code === 1000 || event.code === 1005
+              ? 'closed'
+              : `closed (${event.code})`;
         this.scheduleReconnect(why);
       };
     }
@@ -333,6 +395,20 @@
 
   let view = null;
   let keepaliveMs = KEEPALIVE_MS;
+  /** Whether the server wants a token (from GET /auth-mode). */
+  let authRequired = false;
+
+  /** Asks the server whether callers need a token, and shows the token field if so. */
+  async function learnAuthMode() {
+    try {
+      const response = await fetch('/auth-mode', { cache: 'no-store', credentials: 'omit' });
+      if (response.ok) authRequired = (await response.json()).token === 'required';
+    } catch {
+      // An older server without /auth-mode: no token.
+    }
+    ui.tokenField.hidden = !authRequired;
+    if (authRequired) ui.token.value = sessionStorage.getItem(TOKEN_KEY) || '';
+  }
 
   function open() {
     const agent = ui.agent.value.trim();
@@ -342,10 +418,12 @@
       return;
     }
     ui.agent.setCustomValidity('');
+    const token = authRequired ? ui.token.value.trim() : '';
+    if (authRequired) sessionStorage.setItem(TOKEN_KEY, token);
     const settings = { agent, kind: ui.kind.value, as: ui.as.value, keepaliveMs };
     writeHash(settings);
     if (view) view.stop();
-    view = new ChatView(settings);
+    view = new ChatView({ ...settings, token });
     ui.connect.textContent = 'Reopen';
     document.body.classList.add('chatting');
     showSetup(false);
@@ -402,5 +480,7 @@
   ui.kind.value = initial.kind;
   ui.as.value = initial.as;
   syncSetup();
-  if (initial.agent) open();
+  learnAuthMode().then(() => {
+    if (initial.agent) open();
+  });
 })();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use jiva_core::{
     Appended, ChatId, CopilotChunk, CopilotError, HistoryPage, MockCopilot, MockMessageStore,
-    MockNotifier, NotificationKind, StoreError,
+    MockNotifier, NotificationKind, Seq, StoreError,
 };
 use jiva_ws::{Config, Services, Transport};
 use serde_json::{Value, json};
@@ -105,7 +105,8 @@ async fn a_store_failure_gives_the_sender_an_error_and_shows_nothing() {
         if calls == 1 {
             Err(StoreError::Unavailable("disk on fire".into()))
         } else {
-            Ok(Appended::Stored)
+            // The failed append took no number.
+            Ok(Appended::Stored(Seq::new(calls - 1)))
         }
     });
     let server = Running::start(Services::new(Arc::new(store))).await;
@@ -126,7 +127,11 @@ async fn a_store_failure_gives_the_sender_an_error_and_shows_nothing() {
 #[tokio::test]
 async fn stored_messages_raise_the_mapped_notifications() {
     let mut store = accepting_store();
-    store.expect_append().returning(|_| Ok(Appended::Stored));
+    let mut calls = 0;
+    store.expect_append().returning(move |_| {
+        calls += 1;
+        Ok(Appended::Stored(Seq::new(calls)))
+    });
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     let mut notifier = MockNotifier::new();
     notifier.expect_notify().returning(move |n| {
@@ -160,9 +165,11 @@ async fn stored_messages_raise_the_mapped_notifications() {
 async fn a_failing_copilot_stream_stores_the_partial_answer_then_ends() {
     let mut store = accepting_store();
     let (stored_tx, mut stored) = mpsc::unbounded_channel();
+    let mut calls = 0;
     store.expect_append().returning(move |m| {
         stored_tx.send(m.clone()).unwrap();
-        Ok(Appended::Stored)
+        calls += 1;
+        Ok(Appended::Stored(Seq::new(calls)))
     });
     let mut copilot = MockCopilot::new();
     copilot.expect_ask().returning(|request| {
@@ -215,6 +222,32 @@ async fn a_failing_copilot_stream_stores_the_partial_answer_then_ends() {
     assert_eq!(combined["message_id"], answer.id.to_string());
     let chat: &ChatId = &answer.chat;
     assert_eq!(chat.canonical(), "agent-1-copilot");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_sequence_number_that_never_arrives_does_not_stall_the_chat() {
+    // The store takes number 1 for nothing (an append that failed after taking it, as seen by
+    // this server): the first message shown is number 2.
+    let mut store = accepting_store();
+    let mut calls = 0;
+    store.expect_append().returning(move |_| {
+        calls += 1;
+        Ok(Appended::Stored(Seq::new(calls + 1)))
+    });
+    let server = Running::start(Services::new(Arc::new(store))).await;
+    let mut sender = server.connect("supervisor").await;
+    let mut watcher = server.connect("supervisor").await;
+    say(&mut sender, "after the gap").await;
+    say(&mut sender, "next").await;
+    for ws in [&mut sender, &mut watcher] {
+        let first = next_json(ws).await;
+        assert_eq!(first["message"], "after the gap");
+        assert_eq!(first["seq"], 2);
+        let second = next_json(ws).await;
+        assert_eq!(second["message"], "next");
+        assert_eq!(second["seq"], 3);
+    }
     server.stop().await;
 }
 

@@ -1,0 +1,383 @@
+//! `jiva-bus-redis` is JivaChat's [`Bus`] over Redis (7+, or Valkey) pub/sub, standalone: each
+//! chat is one channel, `{prefix}{canonical chat id}` (default `jiva:chat:…`). A server
+//! publishes every message it stored to its chat's channel and subscribes to the channels of
+//! the chats it has sockets in.
+//!
+//! Design: one [`redis::aio::ConnectionManager`] (RESP3, so subscriptions and commands share
+//! one connection) carries everything. The manager reconnects by itself and re-subscribes the
+//! followed channels after a reconnection; a supervisor task notices a lost connection, marks
+//! the bus disconnected ([`Bus::connected`], gauge `jiva_bus_connected`) and pings with
+//! exponential backoff ([`Config::min_backoff`] to [`Config::max_backoff`]) until the manager
+//! is back. [`Bus::publish`] only queues (a bounded queue of [`Config::publish_queue`]
+//! messages, drained by a publisher task): a slow or absent Redis never blocks a chat; a full
+//! queue drops the message, counted in `jiva_bus_publish_dropped_total`. Received messages go
+//! through a bounded queue too ([`Config::incoming_queue`]; drops counted in
+//! `jiva_bus_received_dropped_total`).
+//!
+//! Metrics: gauge `jiva_bus_connected`; counters `jiva_bus_published_total`,
+//! `jiva_bus_publish_dropped_total` (publish queue full), `jiva_bus_publish_failures_total`
+//! (Redis refused or was away), `jiva_bus_received_total`, `jiva_bus_received_dropped_total`
+//! (incoming queue full), `jiva_bus_undecodable_total`.
+//!
+//! What it deliberately is not: durable. Redis pub/sub is fire and forget: a message published
+//! while a server is disconnected is never delivered to it (the store has it, and the chat's
+//! sequence numbers show the gap). It is not Redis Cluster (sharded pub/sub) and keeps no state
+//! in Redis. Payloads are JSON written by hand (`wire`), carrying the publishing bus's id so
+//! that a bus never hands its own messages back.
+//!
+//! Invariants: a message a bus publishes is delivered at most once to each other bus following
+//! its chat, and never to itself; messages of a chat no longer followed are not handed on;
+//! message text and the Redis URL's password are never logged.
+
+mod wire;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiva_core::{Bus, BusError, ChatId, Incoming, Message};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, PushInfo, PushKind, Value};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// A Redis URL (`redis://[user:password@]host:port[/db]`); `Debug` hides it, as it may hold a
+/// password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    fn with_resp3(&self) -> String {
+        let separator = if self.0.contains('?') { '&' } else { '?' };
+        format!("{}{separator}protocol=resp3", self.0)
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisUrl(<redacted>)")
+    }
+}
+
+/// How a [`RedisBus`] reaches Redis and how much it queues.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where Redis is.
+    pub url: RedisUrl,
+    /// Channel name prefix; a chat's channel is the prefix and its canonical id.
+    pub channel_prefix: String,
+    /// Messages waiting to be published before [`Bus::publish`] drops (default 4096).
+    pub publish_queue: usize,
+    /// Received messages waiting to be taken from [`Bus::incoming`] before more are dropped
+    /// (default 4096).
+    pub incoming_queue: usize,
+    /// The first wait between reconnection attempts (default 100 ms).
+    pub min_backoff: Duration,
+    /// The longest wait between reconnection attempts (default 5 s).
+    pub max_backoff: Duration,
+    /// How long a command (publish, subscribe, ping) may take (default 2 s).
+    pub response_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for Redis at `url`.
+    pub fn new(url: RedisUrl) -> Self {
+        Self {
+            url,
+            channel_prefix: "jiva:chat:".to_owned(),
+            publish_queue: 4096,
+            incoming_queue: 4096,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the push handler and the tasks share.
+struct Shared {
+    /// This bus's id, in every payload it publishes.
+    origin: String,
+    prefix: String,
+    followed: Mutex<HashSet<String>>,
+    incoming: mpsc::Sender<Message>,
+    connected: watch::Sender<bool>,
+    lost: Notify,
+}
+
+impl Shared {
+    /// Handles one push from Redis, without blocking (it runs on the connection's task).
+    fn push(&self, info: PushInfo) {
+        match info.kind {
+            PushKind::Disconnection => {
+                self.connected.send_replace(false);
+                metrics::gauge!("jiva_bus_connected").set(0.0);
+                self.lost.notify_one();
+            }
+            PushKind::Message => self.received(&info.data),
+            _ => {}
+        }
+    }
+
+    fn received(&self, data: &[Value]) {
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+            (data.first(), data.get(1))
+        else {
+            return;
+        };
+        let (origin, message) = match wire::decode(payload) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                metrics::counter!("jiva_bus_undecodable_total").increment(1);
+                tracing::warn!(error = %e, "ignoring a bus message");
+                return;
+            }
+        };
+        if origin == self.origin {
+            return;
+        }
+        let channel = String::from_utf8_lossy(channel);
+        let followed = self
+            .followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(channel.as_ref());
+        if !followed || channel != self.channel(&message.chat) {
+            return;
+        }
+        metrics::counter!("jiva_bus_received_total").increment(1);
+        if self.incoming.try_send(message).is_err() {
+            metrics::counter!("jiva_bus_received_dropped_total").increment(1);
+        }
+    }
+
+    fn channel(&self, chat: &ChatId) -> String {
+        format!("{}{}", self.prefix, chat.canonical())
+    }
+}
+
+/// The Redis [`Bus`]. Cheap to share behind an `Arc`; its tasks stop when it is dropped.
+pub struct RedisBus {
+    shared: Arc<Shared>,
+    manager: ConnectionManager,
+    outgoing: mpsc::Sender<(String, String)>,
+    incoming: Mutex<Option<mpsc::Receiver<Message>>>,
+    _stop: DropGuard,
+}
+
+impl fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("origin", &self.shared.origin)
+            .field("connected", &*self.shared.connected.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBus {
+    /// Connects to Redis and starts the publisher and supervisor tasks (on the current tokio
+    /// runtime). Fails when Redis cannot be reached now; once connected, the bus reconnects by
+    /// itself.
+    pub async fn connect(config: Config) -> Result<Self, BusError> {
+        let client = redis::Client::open(config.url.with_resp3()).map_err(unavailable)?;
+        let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_queue.max(1));
+        let (connected, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            origin: uuid::Uuid::new_v4().to_string(),
+            prefix: config.channel_prefix.clone(),
+            followed: Mutex::new(HashSet::new()),
+            incoming: incoming_tx,
+            connected,
+            lost: Notify::new(),
+        });
+        let handler = Arc::clone(&shared);
+        let manager_config = ConnectionManagerConfig::new()
+            .set_push_sender(move |info: PushInfo| {
+                handler.push(info);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .set_automatic_resubscription()
+            .set_min_delay(config.min_backoff)
+            .set_max_delay(config.max_backoff)
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.response_timeout));
+        let manager = client
+            .get_connection_manager_with_config(manager_config)
+            .await
+            .map_err(unavailable)?;
+        shared.connected.send_replace(true);
+        metrics::gauge!("jiva_bus_connected").set(1.0);
+
+        let stop = CancellationToken::new();
+        let (outgoing, queue) = mpsc::channel(config.publish_queue.max(1));
+        tokio::spawn(publisher(manager.clone(), queue, stop.clone()));
+        tokio::spawn(supervisor(
+            Arc::clone(&shared),
+            manager.clone(),
+            config.min_backoff,
+            config.max_backoff,
+            stop.clone(),
+        ));
+        Ok(Self {
+            shared,
+            manager,
+            outgoing,
+            incoming: Mutex::new(Some(incoming_rx)),
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    /// Watches [`Bus::connected`]: the receiver sees every change.
+    pub fn watch_connected(&self) -> watch::Receiver<bool> {
+        self.shared.connected.subscribe()
+    }
+
+    /// This bus's id (carried by the messages it publishes).
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> BusError {
+    BusError::Unavailable(Box::new(e))
+}
+
+/// Publishes queued messages; a failure loses that message (pub/sub is best effort).
+async fn publisher(
+    mut manager: ConnectionManager,
+    mut queue: mpsc::Receiver<(String, String)>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            next = queue.recv() => next,
+            () = stop.cancelled() => None,
+        };
+        let Some((channel, payload)) = next else {
+            return;
+        };
+        let sent: redis::RedisResult<usize> = manager.publish(&channel, payload).await;
+        match sent {
+            Ok(_) => metrics::counter!("jiva_bus_published_total").increment(1),
+            Err(e) => {
+                metrics::counter!("jiva_bus_publish_failures_total").increment(1);
+                tracing::debug!(error = %e, "publishing to the bus failed");
+            }
+        }
+    }
+}
+
+/// After a lost connection: pings with exponential backoff until the manager has reconnected
+/// (and re-subscribed), then marks the bus connected again.
+async fn supervisor(
+    shared: Arc<Shared>,
+    mut manager: ConnectionManager,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shared.lost.notified() => {}
+            () = stop.cancelled() => return,
+        }
+        tracing::warn!("bus connection to Redis lost; reconnecting");
+        let mut backoff = min_backoff;
+        loop {
+            let pong: redis::RedisResult<String> =
+                redis::cmd("PING").query_async(&mut manager).await;
+            if pong.is_ok() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            backoff = backoff.saturating_mul(2).min(max_backoff);
+        }
+        // The manager re-subscribes what it had confirmed; a follow that failed while Redis
+        // was away is subscribed here (SUBSCRIBE is idempotent).
+        let followed: Vec<String> = shared
+            .followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        if !followed.is_empty() {
+            if let Err(e) = manager.subscribe(&followed).await {
+                tracing::warn!(error = %e, "re-subscribing the followed chats failed");
+                shared.lost.notify_one();
+                continue;
+            }
+        }
+        shared.connected.send_replace(true);
+        metrics::gauge!("jiva_bus_connected").set(1.0);
+        tracing::info!("bus connection to Redis restored");
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    fn publish(&self, message: &Message) {
+        let channel = self.shared.channel(&message.chat);
+        let payload = wire::encode(&self.shared.origin, message);
+        if self.outgoing.try_send((channel, payload)).is_err() {
+            metrics::counter!("jiva_bus_publish_dropped_total").increment(1);
+        }
+    }
+
+    async fn follow(&self, chat: &ChatId) -> Result<(), BusError> {
+        let channel = self.shared.channel(chat);
+        let added = self
+            .shared
+            .followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(channel.clone());
+        if !added {
+            return Ok(());
+        }
+        let mut manager = self.manager.clone();
+        manager.subscribe(&channel).await.map_err(unavailable)
+    }
+
+    async fn unfollow(&self, chat: &ChatId) -> Result<(), BusError> {
+        let channel = self.shared.channel(chat);
+        let removed = self
+            .shared
+            .followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&channel);
+        if !removed {
+            return Ok(());
+        }
+        let mut manager = self.manager.clone();
+        manager.unsubscribe(&channel).await.map_err(unavailable)
+    }
+
+    fn incoming(&self) -> Result<Incoming, BusError> {
+        let receiver = self
+            .incoming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or(BusError::AlreadyTaken)?;
+        Ok(Box::pin(futures_util::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|m| (m, receiver)) },
+        )))
+    }
+
+    fn connected(&self) -> bool {
+        *self.shared.connected.borrow()
+    }
+}

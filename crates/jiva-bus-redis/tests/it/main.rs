@@ -1,0 +1,227 @@
+//! Integration tests of the Redis bus against a real `redis-server` that each test starts on a
+//! free loopback port (`scripts/ensure-redis.sh` installs it). Two buses stand for two servers.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use jiva_bus_redis::{Config, RedisBus, RedisUrl};
+use jiva_core::{AgentId, Bus, BusError, ChatId, ConnectionType, Incoming, Message, Sender, Seq};
+use tokio::process::{Child, Command};
+
+/// How long any expected event may take (a bound, not a sleep).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A `redis-server` on 127.0.0.1, stopped when dropped.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.run().await;
+        redis
+    }
+
+    /// Starts the server on `self.port` and waits until it accepts connections.
+    async fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}); run scripts/ensure-redis.sh")
+            });
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        tokio::time::timeout(PATIENCE, async {
+            // Polls the port until the server listens (its start-up has no other signal).
+            while tokio::net::TcpStream::connect(&addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("redis-server did not start listening");
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    fn config(&self) -> Config {
+        let mut config = Config::new(RedisUrl::new(format!("redis://127.0.0.1:{}", self.port)));
+        config.max_backoff = Duration::from_millis(500);
+        config
+    }
+}
+
+fn chat(kind: ConnectionType) -> ChatId {
+    ChatId::new(AgentId::parse(&uuid_like()).unwrap(), kind)
+}
+
+fn uuid_like() -> String {
+    jiva_core::MessageId::new_v7().to_string()
+}
+
+fn stored(chat: &ChatId, text: &str, seq: u64) -> Message {
+    let mut m = Message::user(chat.clone(), Sender::Agent, text.into());
+    m.seq = Some(Seq::new(seq));
+    m
+}
+
+async fn next(incoming: &mut Incoming) -> Message {
+    tokio::time::timeout(PATIENCE, incoming.next())
+        .await
+        .expect("no message arrived in time")
+        .expect("the incoming stream ended")
+}
+
+/// Publishes `marker` until `incoming` receives it (a publish while a subscription is being set
+/// up on the other side may be lost: pub/sub is best effort), then returns it.
+async fn deliver(from: &RedisBus, incoming: &mut Incoming, chat: &ChatId, text: &str) -> Message {
+    tokio::time::timeout(PATIENCE, async {
+        let mut seq = 1;
+        loop {
+            from.publish(&stored(chat, text, seq));
+            seq += 1;
+            // Earlier messages (published while Redis was away) may still arrive: skip them.
+            while let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(200), incoming.next()).await
+            {
+                if m.text() == text {
+                    return m;
+                }
+            }
+        }
+    })
+    .await
+    .expect("delivery did not resume")
+}
+
+#[tokio::test]
+async fn a_published_message_reaches_the_other_server_once_and_not_its_publisher() {
+    let redis = Redis::start().await;
+    let a = RedisBus::connect(redis.config()).await.unwrap();
+    let b = RedisBus::connect(redis.config()).await.unwrap();
+    assert!(a.connected() && b.connected());
+    let mut from_a = a.incoming().unwrap();
+    let mut from_b = b.incoming().unwrap();
+    assert!(matches!(b.incoming(), Err(BusError::AlreadyTaken)));
+    let c = chat(ConnectionType::Supervisor);
+    let other = chat(ConnectionType::Copilot);
+    a.follow(&c).await.unwrap();
+    b.follow(&c).await.unwrap();
+    b.follow(&c).await.unwrap(); // idempotent: still one subscription
+
+    let mut answer = Message::copilot_answer(c.clone(), "answer }".into());
+    answer.seq = Some(Seq::new(1));
+    let text = stored(&c, "hello 🙂", 2);
+    a.publish(&answer);
+    a.publish(&stored(&other, "not followed", 1));
+    a.publish(&text);
+    assert_eq!(next(&mut from_b).await, answer);
+    assert_eq!(next(&mut from_b).await, text);
+    // b's own message reaches a, and a saw nothing of its own: its first message is b's.
+    let reply = stored(&c, "reply", 3);
+    b.publish(&reply);
+    assert_eq!(next(&mut from_a).await, reply);
+    // Nothing else arrives at b (its own reply and the unfollowed chat are not handed on):
+    // a marker published after them is the next message.
+    let marker = stored(&c, "marker", 4);
+    a.publish(&marker);
+    assert_eq!(next(&mut from_b).await, marker);
+}
+
+#[tokio::test]
+async fn unfollowing_stops_delivery() {
+    let redis = Redis::start().await;
+    let a = RedisBus::connect(redis.config()).await.unwrap();
+    let b = RedisBus::connect(redis.config()).await.unwrap();
+    let mut from_a = a.incoming().unwrap();
+    let c = chat(ConnectionType::Supervisor);
+    let d = chat(ConnectionType::Supervisor);
+    a.follow(&c).await.unwrap();
+    a.follow(&d).await.unwrap();
+    b.publish(&stored(&c, "before", 1));
+    assert_eq!(next(&mut from_a).await.text(), "before");
+    a.unfollow(&c).await.unwrap();
+    a.unfollow(&c).await.unwrap(); // idempotent
+    b.publish(&stored(&c, "after", 2));
+    b.publish(&stored(&d, "still followed", 1));
+    // Messages of one publisher arrive in order, so "after" would have come first.
+    assert_eq!(next(&mut from_a).await.text(), "still followed");
+}
+
+#[tokio::test]
+async fn delivery_resumes_after_redis_restarts() {
+    let mut redis = Redis::start().await;
+    let a = RedisBus::connect(redis.config()).await.unwrap();
+    let b = RedisBus::connect(redis.config()).await.unwrap();
+    let mut from_a = b.incoming().unwrap();
+    let c = chat(ConnectionType::Copilot);
+    b.follow(&c).await.unwrap();
+    assert_eq!(
+        deliver(&a, &mut from_a, &c, "before").await.text(),
+        "before"
+    );
+
+    let mut a_state = a.watch_connected();
+    let mut b_state = b.watch_connected();
+    redis.stop().await;
+    tokio::time::timeout(PATIENCE, b_state.wait_for(|up| !*up))
+        .await
+        .expect("b never noticed")
+        .unwrap();
+    assert!(!b.connected());
+    // Publishing while Redis is away never blocks (the message may be lost, or published
+    // once Redis is back: pub/sub is best effort).
+    a.publish(&stored(&c, "while away", 1));
+
+    redis.run().await;
+    tokio::time::timeout(PATIENCE, b_state.wait_for(|up| *up))
+        .await
+        .expect("b did not reconnect")
+        .unwrap();
+    tokio::time::timeout(PATIENCE, a_state.wait_for(|up| *up))
+        .await
+        .expect("a did not reconnect")
+        .unwrap();
+    // b is subscribed again without being told to follow again.
+    let got = deliver(&a, &mut from_a, &c, "after").await;
+    assert_eq!(got.text(), "after");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = Config::new(RedisUrl::new(format!("redis://127.0.0.1:{port}")));
+    config.response_timeout = Duration::from_millis(500);
+    match RedisBus::connect(config).await {
+        Err(BusError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // The URL (and any password in it) never shows in Debug output.
+    let secret = RedisUrl::new("redis://user:hunter2@127.0.0.1:1");
+    assert!(!format!("{secret:?}").contains("hunter2"));
+}

@@ -1,0 +1,214 @@
+//! Sequence numbers: unique and gapless per chat under concurrent appends, also from several
+//! stores (servers) at once, and after the messages stored before numbers existed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use jiva_core::{ConnectionType, MessageStore, Sender, Seq};
+use jiva_store_dynamo::DynamoStore;
+
+use crate::support::{batch_write, chat, raw_text, store, text, with_sort_key};
+
+/// `stores` append `each` messages apiece to one chat, all at once; returns (seq, id) sorted.
+async fn append_concurrently(
+    stores: Vec<DynamoStore>,
+    chat: &jiva_core::ChatId,
+    each: usize,
+) -> Vec<(Seq, jiva_core::MessageId)> {
+    let mut tasks = Vec::new();
+    for (s, store) in stores.into_iter().enumerate() {
+        let store = Arc::new(store);
+        for w in 0..4 {
+            let store = Arc::clone(&store);
+            let chat = chat.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..each / 4 {
+                    let m = text(
+                        &chat,
+                        Sender::Agent,
+                        1_700_000_000_000,
+                        &format!("{s}:{w}:{i}"),
+                    );
+                    got.push((store.append(&m).await.unwrap().seq(), m.id));
+                }
+                got
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_appending_to_one_chat_at_once_take_numbers_one_to_n() {
+    let first = store().await;
+    // A second server: same tables, its own memory of the chat's next number.
+    let second = DynamoStore::from_client(first.client().clone(), first.config().clone());
+    let chat = chat(ConnectionType::Supervisor);
+    let all = append_concurrently(vec![first.clone(), second], &chat, 24).await;
+    let seqs: Vec<u64> = all.iter().map(|(s, _)| s.get()).collect();
+    assert_eq!(seqs, (1..=48).collect::<Vec<u64>>());
+    let ids: HashSet<_> = all.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids.len(), 48);
+    let history = first.history(&chat, None, 100).await.unwrap().messages;
+    let read: Vec<_> = history.iter().map(|m| (m.seq.unwrap(), m.id)).collect();
+    assert_eq!(read, all, "history is in number order");
+}
+
+#[tokio::test]
+async fn messages_stored_before_numbers_come_first_in_time_order() {
+    let store = store().await;
+    let chat = chat(ConnectionType::Copilot);
+    let canonical = chat.canonical();
+    // Items written by the previous release: the time-based sort key, no Seq.
+    let old: Vec<_> = [300i64, 100, 200]
+        .iter()
+        .map(|t| {
+            let id = uuid::Uuid::now_v7().to_string();
+            with_sort_key(raw_text(
+                &canonical,
+                &id,
+                1_600_000_000_000 + t,
+                "agent",
+                "old",
+            ))
+        })
+        .collect();
+    batch_write(store.client(), &store.config().messages_table, old).await;
+    // A new message with an *older* timestamp still comes after them: it is numbered.
+    let new = text(&chat, Sender::Agent, 1_500_000_000_000, "new");
+    assert_eq!(store.append(&new).await.unwrap().seq(), Seq::new(1));
+    let history = store.history(&chat, None, 2).await.unwrap();
+    let rest = store.history(&chat, history.next, 10).await.unwrap();
+    let all: Vec<_> = history.messages.into_iter().chain(rest.messages).collect();
+    let times: Vec<i64> = all.iter().map(|m| m.timestamp.as_millis()).collect();
+    assert_eq!(
+        times,
+        vec![
+            1_600_000_000_100,
+            1_600_000_000_200,
+            1_600_000_000_300,
+            1_500_000_000_000
+        ]
+    );
+    assert_eq!(
+        all.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![None, None, None, Some(Seq::new(1))]
+    );
+    let recent = store.recent(&chat, 2).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![None, Some(Seq::new(1))]
+    );
+    assert_eq!(recent[0].timestamp.as_millis(), 1_600_000_000_300);
+}
+
+/// A TCP proxy in front of the test server that, when armed, lets one `PutItem` through but
+/// closes the caller's connection instead of passing the answer back: the write lands, and the
+/// caller sees a failure (as with a time-out after DynamoDB wrote).
+struct LosingProxy {
+    addr: std::net::SocketAddr,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LosingProxy {
+    async fn start(upstream: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let armed_all = Arc::clone(&armed);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let armed = Arc::clone(&armed_all);
+                let lose = Arc::new(AtomicBool::new(false));
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let lose_up = Arc::clone(&lose);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_read.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let chunk = &buf[..n];
+                        let put = chunk.windows(7).any(|w| w == b"PutItem");
+                        if put && armed.swap(false, Ordering::SeqCst) {
+                            lose_up.store(true, Ordering::SeqCst);
+                        }
+                        if server_write.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 || lose.load(Ordering::SeqCst) {
+                            // Dropping both halves closes the caller's connection unanswered.
+                            return;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, armed }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_retry_of_an_append_that_failed_after_writing_returns_its_first_number() {
+    let direct = store().await;
+    let proxy = LosingProxy::start(crate::support::dynamo().endpoint()).await;
+    let config = jiva_store_dynamo::Config {
+        endpoint_url: Some(format!("http://{}", proxy.addr)),
+        max_attempts: 1,
+        ..direct.config().clone()
+    };
+    let store = DynamoStore::from_client(crate::support::dynamo().client(&config), config);
+    let chat = chat(ConnectionType::Supervisor);
+    let first = text(&chat, Sender::Agent, 1_700_000_000_001, "first");
+    let lost = text(
+        &chat,
+        Sender::Agent,
+        1_700_000_000_002,
+        "written, answer lost",
+    );
+    let other = text(&chat, Sender::Agent, 1_700_000_000_003, "other");
+    assert_eq!(store.append(&first).await.unwrap().seq(), Seq::new(1));
+
+    proxy.arm();
+    assert!(
+        store.append(&lost).await.is_err(),
+        "the caller saw a failure"
+    );
+    // Another message first: the chat is in doubt, so its number is read again (2 is taken).
+    assert_eq!(store.append(&other).await.unwrap().seq(), Seq::new(3));
+    // The retry finds the message where its first attempt wrote it.
+    assert_eq!(
+        store.append(&lost).await.unwrap(),
+        jiva_core::Appended::AlreadyStored(Seq::new(2))
+    );
+    let history = direct.history(&chat, None, 10).await.unwrap().messages;
+    let ids: Vec<_> = history
+        .iter()
+        .map(|m| (m.seq.unwrap().get(), m.id))
+        .collect();
+    assert_eq!(ids, vec![(1, first.id), (2, lost.id), (3, other.id)]);
+}
