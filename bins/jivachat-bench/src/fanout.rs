@@ -31,6 +31,10 @@ pub struct FanoutArgs {
     /// The server's pid, to report the share of a core it used while sending.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Seconds to wait between the last socket opening and the first message (default: 0.5 s
+    /// plus 0.1 ms per socket); longer for a slow server (e.g. under valgrind).
+    #[arg(long)]
+    pub settle: Option<f64>,
 }
 
 /// Runs one fan-out measurement and returns its JSON result.
@@ -69,7 +73,12 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Value> {
         conns.push(done.context("connect task")??);
     }
     // Let the server finish joining every socket to its room before anything is sent.
-    tokio::time::sleep(Duration::from_millis(500 + (chats * sockets) as u64 / 10)).await;
+    let settle = args
+        .settle
+        .map_or(0.5 + (chats * sockets) as f64 / 10_000.0, |s| {
+            s.clamp(0.0, 60.0)
+        });
+    tokio::time::sleep(Duration::from_secs_f64(settle)).await;
 
     let conns = conns
         .into_iter()

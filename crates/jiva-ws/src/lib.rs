@@ -60,6 +60,10 @@ mod state;
 mod tls;
 mod turns;
 
+/// Benchmark hooks (`benches/`); not public API.
+#[doc(hidden)]
+pub mod bench;
+
 pub use config::Config;
 pub use limits::{EXCESS_FRAMES_BEFORE_CLOSE, Limits};
 pub use server::{Transport, serve, serve_admin};
