@@ -16,8 +16,8 @@ use jiva_core::{
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
-use crate::frames;
-use crate::state::State;
+use crate::chats::Core;
+use crate::ports::Encoder;
 
 /// Frames a turn keeps room for on each socket of its chat before sending: a chunk, or the
 /// last frames of a turn (an error, the answer, an error, `end`).
@@ -32,50 +32,52 @@ struct Entry {
     tx: Option<mpsc::UnboundedSender<Message>>,
 }
 
+type Entries = Arc<Mutex<HashMap<ChatId, Entry>>>;
+
 /// The copilot turn queues of all chats.
-#[derive(Default)]
-pub(crate) struct Turns {
-    entries: Mutex<HashMap<ChatId, Entry>>,
+pub(crate) struct Turns<E: Encoder> {
+    core: Arc<Core<E>>,
+    entries: Entries,
 }
 
 /// Admission of one question into its chat's turn queue.
-pub(crate) struct Ticket {
-    state: Arc<State>,
+pub(crate) struct Ticket<E: Encoder> {
+    core: Arc<Core<E>>,
+    entries: Entries,
     chat: ChatId,
     used: bool,
 }
 
-impl Turns {
+impl<E: Encoder> Turns<E> {
+    pub fn new(core: Arc<Core<E>>) -> Self {
+        Self {
+            core,
+            entries: Entries::default(),
+        }
+    }
+
     /// Admits one more turn for `chat`, or `None` when its queue is full.
-    pub fn admit(state: &Arc<State>, chat: &ChatId) -> Option<Ticket> {
-        let mut entries = state
-            .turns
-            .entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    pub fn admit(&self, chat: &ChatId) -> Option<Ticket<E>> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.entry(chat.clone()).or_default();
-        if entry.pending > state.config.copilot_queue {
+        if entry.pending > self.core.config.copilot_queue {
             return None;
         }
         entry.pending += 1;
         Some(Ticket {
-            state: Arc::clone(state),
+            core: Arc::clone(&self.core),
+            entries: Arc::clone(&self.entries),
             chat: chat.clone(),
             used: false,
         })
     }
 }
 
-impl Ticket {
+impl<E: Encoder> Ticket<E> {
     /// Queues the stored question; the chat's worker answers it after the turns before it.
     pub fn submit(mut self, question: Message) {
         self.used = true;
-        let state = Arc::clone(&self.state);
-        let mut entries = state
-            .turns
-            .entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.entry(self.chat.clone()).or_default();
         let question = match &entry.tx {
             Some(tx) => match tx.send(question) {
@@ -88,22 +90,22 @@ impl Ticket {
         // The receiver is alive: it was created on the line above.
         let _ = tx.send(question);
         entry.tx = Some(tx);
-        let worker = worker(Arc::clone(&state), self.chat.clone(), rx);
-        state.tracker.spawn(worker);
+        let worker = worker(
+            Arc::clone(&self.core),
+            Arc::clone(&self.entries),
+            self.chat.clone(),
+            rx,
+        );
+        self.core.tracker.spawn(worker);
     }
 }
 
-impl Drop for Ticket {
+impl<E: Encoder> Drop for Ticket<E> {
     fn drop(&mut self) {
         if self.used {
             return;
         }
-        let mut entries = self
-            .state
-            .turns
-            .entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = entries.get_mut(&self.chat) {
             entry.pending = entry.pending.saturating_sub(1);
             if entry.pending == 0 {
@@ -113,14 +115,15 @@ impl Drop for Ticket {
     }
 }
 
-async fn worker(state: Arc<State>, chat: ChatId, mut rx: mpsc::UnboundedReceiver<Message>) {
+async fn worker<E: Encoder>(
+    core: Arc<Core<E>>,
+    entries: Entries,
+    chat: ChatId,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+) {
     while let Some(question) = rx.recv().await {
-        run_turn(&state, &chat, question).await;
-        let mut entries = state
-            .turns
-            .entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        run_turn(&core, &chat, question).await;
+        let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
         let done = match entries.get_mut(&chat) {
             Some(entry) => {
                 entry.pending = entry.pending.saturating_sub(1);
@@ -149,53 +152,51 @@ fn reason(error: &CopilotError) -> &'static str {
 
 /// One turn, as PROTOCOL.md §4 lists it (the question is already stored and echoed): ask with
 /// the earlier turns, forward each chunk, store and show the answer, then always `end`.
-async fn run_turn(state: &Arc<State>, chat: &ChatId, question: Message) {
+async fn run_turn<E: Encoder>(core: &Core<E>, chat: &ChatId, question: Message) {
     let started = std::time::Instant::now();
     metrics::counter!("jiva_copilot_turns_total").increment(1);
-    let deadline = Instant::now() + state.config.copilot_turn_timeout;
+    let deadline = Instant::now() + core.config.copilot_turn_timeout;
     let mut answer = AnswerAssembler::new();
-    let asked = ask(state, chat, &question, deadline, &mut answer).await;
-    state.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
+    let asked = ask(core, chat, &question, deadline, &mut answer).await;
+    core.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
     if let Err(reason) = asked {
         metrics::counter!("jiva_copilot_failures_total").increment(1);
         tracing::warn!(chat = %chat, reason, "copilot turn failed");
-        state.rooms.broadcast(chat, &frames::error(reason));
+        core.broadcast(chat, &core.encoder.error(reason));
     }
     let text = answer.finish();
     if !text.is_empty() {
-        let stored = Message::copilot_answer(chat.clone(), text);
-        match state.store_and_show(&stored).await {
+        let mut stored = Message::copilot_answer(chat.clone(), text);
+        match core.store_and_show(&mut stored).await {
             Ok(()) => {
                 if let Some(n) = Notification::for_message(&stored) {
-                    state.notify(n).await;
+                    core.notify(n).await;
                 }
             }
             Err(_) => {
-                state
-                    .rooms
-                    .broadcast(chat, &frames::error("copilot answer was not stored"));
+                core.broadcast(chat, &core.encoder.error("copilot answer was not stored"));
             }
         }
     }
-    state.rooms.broadcast(chat, &frames::end());
+    core.broadcast(chat, &core.encoder.end());
     tracing::debug!(chat = %chat, elapsed_ms = started.elapsed().as_millis() as u64, "copilot turn finished");
 }
 
-async fn ask(
-    state: &Arc<State>,
+async fn ask<E: Encoder>(
+    core: &Core<E>,
     chat: &ChatId,
     question: &Message,
     deadline: Instant,
     answer: &mut AnswerAssembler,
 ) -> Result<(), &'static str> {
-    let limits = state.config.copilot_history;
+    let limits = core.config.copilot_history;
     // Room for the question itself, the questions queued behind it and the answers to the
     // turns ahead of it, all of which may be stored after it.
     let fetch = limits
         .max_turns
         .saturating_add(1)
-        .saturating_add(state.config.copilot_queue.saturating_mul(2));
-    let earlier = match timeout_at(deadline, state.services.store.recent(chat, fetch)).await {
+        .saturating_add(core.config.copilot_queue.saturating_mul(2));
+    let earlier = match timeout_at(deadline, core.ports.store.recent(chat, fetch)).await {
         Ok(Ok(messages)) => messages,
         Ok(Err(e)) => {
             tracing::warn!(chat = %chat, error = %e, "reading copilot history failed");
@@ -208,9 +209,9 @@ async fn ask(
         input: question.text().to_owned(),
         history: history_turns(&earlier, question.id, limits),
     };
-    let shutdown = state.shutdown.clone();
+    let shutdown = core.shutdown.clone();
     let mut stream = tokio::select! {
-        asked = timeout_at(deadline, state.services.copilot.ask(request)) => match asked {
+        asked = timeout_at(deadline, core.ports.copilot.ask(request)) => match asked {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(reason(&e)),
             Err(_) => return Err("copilot timed out"),
@@ -228,8 +229,8 @@ async fn ask(
             Ok(Some(Err(e))) => return Err(reason(&e)),
             Ok(Some(Ok(chunk))) => {
                 answer.push(&chunk);
-                state.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
-                state.rooms.broadcast(chat, &frames::chunk(&chunk));
+                core.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
+                core.broadcast(chat, &core.encoder.chunk(&chunk));
             }
         }
     }
@@ -238,32 +239,37 @@ async fn ask(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::state::Services;
+    use crate::ports::{Config, Ports};
+    use crate::testing::TextEncoder;
     use jiva_core::{AgentId, ConnectionType, MockMessageStore, Sender};
-
-    fn entries(state: &State) -> usize {
-        state.turns.entries.lock().unwrap().len()
-    }
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
 
     #[tokio::test]
     async fn a_chat_entry_is_removed_when_its_turns_are_done_or_refused() {
         let mut store = MockMessageStore::new();
         store.expect_recent().returning(|_, _| Ok(Vec::new()));
-        let state = Arc::new(State::new(
-            Config::default(),
-            Services::new(Arc::new(store)),
-        ));
+        let tracker = TaskTracker::new();
+        let core = Arc::new(Core {
+            config: Config::default(),
+            ports: Ports::new(Arc::new(store)),
+            encoder: TextEncoder,
+            rooms: Default::default(),
+            tracker: tracker.clone(),
+            shutdown: CancellationToken::new(),
+        });
+        let turns = Turns::new(core);
+        let entries = || turns.entries.lock().unwrap().len();
         let chat = ChatId::new(AgentId::parse("a").unwrap(), ConnectionType::Copilot);
         // An admission given back unused leaves nothing behind.
-        drop(Turns::admit(&state, &chat).unwrap());
-        assert_eq!(entries(&state), 0);
+        drop(turns.admit(&chat).unwrap());
+        assert_eq!(entries(), 0);
         // Nor does a turn once it ended (no copilot is configured: an error, then `end`).
         let question = Message::user(chat.clone(), Sender::Agent, "question".into());
-        Turns::admit(&state, &chat).unwrap().submit(question);
-        assert_eq!(entries(&state), 1);
-        state.tracker.close();
-        state.tracker.wait().await;
-        assert_eq!(entries(&state), 0);
+        turns.admit(&chat).unwrap().submit(question);
+        assert_eq!(entries(), 1);
+        tracker.close();
+        tracker.wait().await;
+        assert_eq!(entries(), 0);
     }
 }
