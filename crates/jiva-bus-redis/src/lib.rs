@@ -31,6 +31,9 @@
 
 mod wire;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
