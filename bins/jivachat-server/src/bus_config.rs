@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use jiva_core::Bus;
 
 use crate::config::{Args, Config, StoreChoice};
 
@@ -48,8 +47,11 @@ pub(crate) fn from_args(args: &Args, config: &mut Config, problems: &mut Vec<Str
     }
 }
 
-/// Connects the configured bus; `None` for the in-process one.
-pub(crate) async fn connect(config: &Config) -> anyhow::Result<Option<Arc<dyn Bus>>> {
+/// Connects the configured bus (also the cluster's copilot turn lock); `None` for the
+/// in-process one.
+pub(crate) async fn connect(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<jiva_bus_redis::RedisBus>>> {
     match &config.bus {
         BusChoice::InProcess => Ok(None),
         BusChoice::Redis(url) => {

@@ -165,7 +165,7 @@ where
     telemetry::watch_notifications(notifications.as_ref());
     services = services.with_authenticator(auth_config::authenticator(&config).await?);
     if let Some(bus) = bus_config::connect(&config).await? {
-        services = services.with_bus(bus);
+        services = services.with_bus(bus.clone()).with_turn_lock(bus);
     }
     let transport = telemetry::expose(Transport::new(config.transport.clone(), services));
     let addr = listener

@@ -511,4 +511,50 @@ mod tests {
         }
         assert_eq!(frames, ["1:question", "chunk:answer", "2:answer", "end"]);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copilot_turn_waits_while_another_server_holds_the_chats_lease() {
+        let mut store = numbering_store(false);
+        store.expect_recent().returning(|_, _| Ok(Vec::new()));
+        let mut lock = jiva_core::MockTurnLock::new();
+        let tries = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&tries);
+        // Held elsewhere for the first three tries.
+        lock.expect_try_acquire()
+            .returning(move |_, _, _| Ok(counted.fetch_add(1, Ordering::SeqCst) >= 3));
+        lock.expect_renew().returning(|_, _, _| Ok(true));
+        lock.expect_release().times(1).returning(|_, _| Ok(()));
+        let mut copilot = MockCopilot::new();
+        copilot.expect_ask().times(1).returning(|_| {
+            let chunks: ChunkStream = Box::pin(futures_util::stream::iter([Ok(CopilotChunk {
+                action: None,
+                output: Some("answer".into()),
+            })]));
+            Ok(chunks)
+        });
+        let tracker = TaskTracker::new();
+        let chats = Chats::new(
+            Config::default(),
+            Ports::new(Arc::new(store))
+                .with_copilot(Arc::new(copilot))
+                .with_turn_lock(Arc::new(lock)),
+            TextEncoder,
+            tracker.clone(),
+            CancellationToken::new(),
+        );
+        let chat = chat(ConnectionType::Copilot);
+        let (sub, mut rx) = subscriber(1);
+        chats.join(&chat, sub).await;
+        chats.replayed(&chat, 0);
+        let question = Message::user(chat.clone(), Sender::Agent, "question".into());
+        chats.accept(question).await.unwrap();
+        tracker.close();
+        tracker.wait().await;
+        assert_eq!(tries.load(Ordering::SeqCst), 4);
+        let mut frames = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            frames.push(frame);
+        }
+        assert_eq!(frames, ["1:question", "chunk:answer", "2:answer", "end"]);
+    }
 }

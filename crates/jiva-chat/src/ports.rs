@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiva_core::{
-    Bus, BusError, ChatId, Copilot, CopilotChunk, Disabled, HistoryLimits, Incoming, Message,
-    MessageStore, Notifier, Unconfigured,
+    Bus, BusError, ChatId, Copilot, CopilotChunk, Disabled, HistoryLimits, Incoming, LeaseToken,
+    Message, MessageStore, Notifier, TurnLock, TurnLockError, Unconfigured,
 };
 
 /// Turns what the chat shows into the transport's frames. The transport supplies it, so wire
@@ -43,6 +43,8 @@ pub struct Ports {
     pub copilot: Arc<dyn Copilot>,
     /// Fan-out to the other servers ([`SingleNode`] by default: there are none).
     pub bus: Arc<dyn Bus>,
+    /// The cluster's copilot turn leases ([`SingleNode`] by default: always granted).
+    pub turn_lock: Arc<dyn TurnLock>,
 }
 
 impl Ports {
@@ -53,6 +55,7 @@ impl Ports {
             notifier: Arc::new(Disabled),
             copilot: Arc::new(Unconfigured),
             bus: Arc::new(SingleNode),
+            turn_lock: Arc::new(SingleNode),
         }
     }
 
@@ -67,6 +70,13 @@ impl Ports {
     #[must_use]
     pub fn with_copilot(mut self, copilot: Arc<dyn Copilot>) -> Self {
         self.copilot = copilot;
+        self
+    }
+
+    /// Replaces the turn lock.
+    #[must_use]
+    pub fn with_turn_lock(mut self, turn_lock: Arc<dyn TurnLock>) -> Self {
+        self.turn_lock = turn_lock;
         self
     }
 
@@ -112,6 +122,33 @@ impl Bus for SingleNode {
     }
 }
 
+/// On a single server, its turn queue already runs one turn at a time per chat: every lease is
+/// granted.
+#[async_trait]
+impl TurnLock for SingleNode {
+    async fn try_acquire(
+        &self,
+        _chat: &ChatId,
+        _token: &LeaseToken,
+        _ttl: Duration,
+    ) -> Result<bool, TurnLockError> {
+        Ok(true)
+    }
+
+    async fn renew(
+        &self,
+        _chat: &ChatId,
+        _token: &LeaseToken,
+        _ttl: Duration,
+    ) -> Result<bool, TurnLockError> {
+        Ok(true)
+    }
+
+    async fn release(&self, _chat: &ChatId, _token: &LeaseToken) -> Result<(), TurnLockError> {
+        Ok(())
+    }
+}
+
 /// Limits of the chat's use cases. `Config::default()` is what the server uses unless told
 /// otherwise.
 #[derive(Debug, Clone)]
@@ -123,6 +160,9 @@ pub struct Config {
     /// Copilot questions of one chat that may wait behind the running turn. A question beyond
     /// that is refused ([`Rejection::CopilotBusy`]) and not stored.
     pub copilot_queue: usize,
+    /// How long a chat's copilot turn lease lasts unless renewed (it is renewed every third of
+    /// this while the turn runs): how long a chat stays blocked after a server died mid-turn.
+    pub turn_lease: Duration,
 }
 
 impl Default for Config {
@@ -131,6 +171,7 @@ impl Default for Config {
             copilot_history: HistoryLimits::default(),
             copilot_turn_timeout: Duration::from_secs(120),
             copilot_queue: 4,
+            turn_lease: Duration::from_secs(15),
         }
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use jiva_core::{
-    AnswerAssembler, ChatId, CopilotError, CopilotRequest, Message, Notification, history_turns,
+    AnswerAssembler, ChatId, CopilotError, CopilotRequest, LeaseToken, Message, Notification,
+    TurnLock, history_turns,
 };
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
@@ -25,6 +26,10 @@ const ROOM: usize = 4;
 
 /// How long a turn waits for a socket to make that room before closing it as a slow consumer.
 const ROOM_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The first and the longest wait between two tries at a chat's turn lease held elsewhere.
+const LEASE_BACKOFF_MIN: Duration = Duration::from_millis(20);
+const LEASE_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 struct Entry {
@@ -157,7 +162,15 @@ async fn run_turn<E: Encoder>(core: &Core<E>, chat: &ChatId, question: Message) 
     metrics::counter!("jiva_copilot_turns_total").increment(1);
     let deadline = Instant::now() + core.config.copilot_turn_timeout;
     let mut answer = AnswerAssembler::new();
-    let asked = ask(core, chat, &question, deadline, &mut answer).await;
+    let lease = Lease::take(core, chat, deadline).await;
+    let asked = match &lease {
+        Err(reason) => Err(*reason),
+        Ok(lease) => {
+            lease
+                .hold(ask(core, chat, &question, deadline, &mut answer))
+                .await
+        }
+    };
     core.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
     if let Err(reason) = asked {
         metrics::counter!("jiva_copilot_failures_total").increment(1);
@@ -179,7 +192,86 @@ async fn run_turn<E: Encoder>(core: &Core<E>, chat: &ChatId, question: Message) 
         }
     }
     core.broadcast(chat, &core.encoder.end());
+    if let Ok(lease) = lease {
+        lease.release().await;
+    }
     tracing::debug!(chat = %chat, elapsed_ms = started.elapsed().as_millis() as u64, "copilot turn finished");
+}
+
+/// A chat's copilot turn lease, held (and renewed) while its turn runs on this server.
+struct Lease<'a> {
+    lock: &'a dyn TurnLock,
+    chat: &'a ChatId,
+    token: LeaseToken,
+    ttl: Duration,
+}
+
+impl<'a> Lease<'a> {
+    /// Takes `chat`'s lease, waiting (polling with backoff) while a turn of the chat runs on
+    /// another server, at most until `deadline`. A lock that cannot be reached does not stop
+    /// the chat: the turn runs unleased (this server still runs one at a time).
+    async fn take<E: Encoder>(
+        core: &'a Core<E>,
+        chat: &'a ChatId,
+        deadline: Instant,
+    ) -> Result<Lease<'a>, &'static str> {
+        let lease = Lease {
+            lock: core.ports.turn_lock.as_ref(),
+            chat,
+            token: LeaseToken::new(),
+            ttl: core.config.turn_lease,
+        };
+        let mut backoff = LEASE_BACKOFF_MIN;
+        let mut waited = false;
+        loop {
+            match lease.lock.try_acquire(chat, &lease.token, lease.ttl).await {
+                Ok(true) => return Ok(lease),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(chat = %chat, error = %e, "turn lock unavailable; running the turn unleased");
+                    return Ok(lease);
+                }
+            }
+            if !waited {
+                waited = true;
+                metrics::counter!("jiva_copilot_turn_lease_waits_total").increment(1);
+                tracing::debug!(chat = %chat, "a turn of this chat runs on another server; waiting");
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err("copilot timed out");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = core.shutdown.cancelled() => return Err("server is shutting down"),
+            }
+            backoff = (backoff * 2).min(LEASE_BACKOFF_MAX);
+        }
+    }
+
+    /// Runs `turn`, renewing the lease every third of its time.
+    async fn hold<T>(&self, turn: impl std::future::Future<Output = T>) -> T {
+        let mut turn = std::pin::pin!(turn);
+        let period = (self.ttl / 3).max(Duration::from_millis(10));
+        let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                done = &mut turn => return done,
+                _ = ticks.tick() => {
+                    match self.lock.renew(self.chat, &self.token, self.ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(chat = %self.chat, "the turn lease expired while the turn ran"),
+                        Err(e) => tracing::debug!(chat = %self.chat, error = %e, "renewing the turn lease failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn release(self) {
+        if let Err(e) = self.lock.release(self.chat, &self.token).await {
+            tracing::debug!(chat = %self.chat, error = %e, "releasing the turn lease failed; it expires");
+        }
+    }
 }
 
 async fn ask<E: Encoder>(

@@ -69,6 +69,7 @@ impl Config {
             copilot_history: self.copilot_history,
             copilot_turn_timeout: self.copilot_turn_timeout,
             copilot_queue: self.copilot_queue,
+            ..jiva_chat::Config::default()
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiva_chat::{Chats, Ports};
-use jiva_core::{Authenticator, Bus, Copilot, MessageStore, NoAuth, Notifier};
+use jiva_core::{Authenticator, Bus, Copilot, MessageStore, NoAuth, Notifier, TurnLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,6 +47,12 @@ impl Services {
     /// Replaces the bus (the in-process [`jiva_chat::SingleNode`] by default).
     pub fn with_bus(mut self, bus: Arc<dyn Bus>) -> Self {
         self.ports = self.ports.with_bus(bus);
+        self
+    }
+
+    /// Replaces the cluster's copilot turn lock (always granted by default).
+    pub fn with_turn_lock(mut self, turn_lock: Arc<dyn TurnLock>) -> Self {
+        self.ports = self.ports.with_turn_lock(turn_lock);
         self
     }
 

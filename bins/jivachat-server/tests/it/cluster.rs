@@ -370,3 +370,111 @@ async fn a_killed_node_loses_nothing_acknowledged_and_its_clients_replay_elsewhe
     }
     assert_eq!(watched, before);
 }
+
+/// Every frame a fresh socket on `url` replays.
+async fn replay_frames(url: &str) -> Vec<Value> {
+    let mut ws = connect(url).await;
+    send(&mut ws, json!({"not": "a chat message"})).await;
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_json(&mut ws).await;
+        if frame.get("error").is_some() {
+            return frames;
+        }
+        frames.push(frame);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copilot_turns_of_one_chat_run_one_at_a_time_across_nodes() {
+    use jiva_copilot::testing::{StandIn, Step, chunk, end, head_chunked};
+    let redis = LocalRedis::start().await.unwrap();
+    let mut stand_in = StandIn::start().await.unwrap();
+    let (release, released) = tokio::sync::oneshot::channel();
+    let answer = |text: &str| json!({"action": null, "output": text}).to_string();
+    stand_in.push(vec![
+        head_chunked(200, "application/json"),
+        Step::WaitFor(released),
+        chunk(answer("first answer")),
+        end(),
+    ]);
+    stand_in.push(vec![
+        head_chunked(200, "application/json"),
+        chunk(answer("second answer")),
+        end(),
+    ]);
+    let env = cluster_env(&redis, &[("COPILOT_ENDPOINT", stand_in.url())]).await;
+    let (a, b) = (start_node(&env), start_node(&env));
+    let copilot_url =
+        |addr: SocketAddr| format!("ws://{addr}/?agentID={AGENT}&secondaryID=copilot");
+    let mut on_a = connect(&copilot_url(a.addr)).await;
+    let mut on_b = connect(&copilot_url(b.addr)).await;
+
+    // The first turn runs on A, and holds until the test releases its answer.
+    say_and_echo(&mut on_a, "question one").await;
+    tokio::time::timeout(PATIENCE, stand_in.request())
+        .await
+        .expect("A never asked the copilot");
+    // A question asked on B meanwhile waits behind it.
+    say_and_echo(&mut on_b, "question two").await;
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let (_, _, metrics) = get(b.addr, "/metrics").await;
+            if crate::metrics::sample(&metrics, "jiva_copilot_turn_lease_waits_total")
+                .is_some_and(|n| n >= 1.0)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("B's turn did not wait for A's lease");
+    assert!(
+        stand_in.try_request().is_none(),
+        "B asked while A's turn ran"
+    );
+    release.send(()).unwrap();
+
+    // B's turn runs once A's ended, with A's question and answer in its history.
+    let second = tokio::time::timeout(PATIENCE, stand_in.request())
+        .await
+        .expect("B never asked the copilot")
+        .unwrap();
+    let body = second.body_text().unwrap();
+    assert!(body.contains("question one"), "{body}");
+    assert!(body.contains("first answer"), "{body}");
+    // Both are answered, and every node's replay has the four messages in one order.
+    let outputs = |frames: &[Value]| -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| {
+                f.get("message")
+                    .or_else(|| f.get("output"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    // A's socket is shown B's stored answer (over the bus) once it is stored.
+    loop {
+        if next_json(&mut on_a).await["output"] == "second answer" {
+            break;
+        }
+    }
+    let on_a_replay = outputs(&replay_frames(&copilot_url(a.addr)).await);
+    assert_eq!(
+        on_a_replay,
+        [
+            "question one",
+            "question two",
+            "first answer",
+            "second answer"
+        ]
+    );
+    assert_eq!(
+        outputs(&replay_frames(&copilot_url(b.addr)).await),
+        on_a_replay
+    );
+}

@@ -192,3 +192,36 @@ async fn an_unreachable_redis_is_unavailable() {
     let secret = RedisUrl::new("redis://user:hunter2@127.0.0.1:1");
     assert!(!format!("{secret:?}").contains("hunter2"));
 }
+
+#[tokio::test]
+async fn a_turn_lease_has_one_holder_until_released_or_expired() {
+    use jiva_core::{LeaseToken, TurnLock};
+    let redis = Redis::start().await;
+    let a = RedisBus::connect(redis.config()).await.unwrap();
+    let b = RedisBus::connect(redis.config()).await.unwrap();
+    let chat = chat(ConnectionType::Copilot);
+    let (mine, theirs) = (LeaseToken::new(), LeaseToken::new());
+    let ttl = Duration::from_secs(30);
+    assert!(a.try_acquire(&chat, &mine, ttl).await.unwrap());
+    assert!(!b.try_acquire(&chat, &theirs, ttl).await.unwrap());
+    assert!(a.renew(&chat, &mine, ttl).await.unwrap());
+    // Only the holder renews or releases.
+    assert!(!b.renew(&chat, &theirs, ttl).await.unwrap());
+    b.release(&chat, &theirs).await.unwrap();
+    assert!(!b.try_acquire(&chat, &theirs, ttl).await.unwrap());
+    a.release(&chat, &mine).await.unwrap();
+    assert!(
+        b.try_acquire(&chat, &theirs, Duration::from_millis(100))
+            .await
+            .unwrap()
+    );
+    // A holder that stops renewing (a dead server) frees the chat when the lease expires.
+    tokio::time::timeout(PATIENCE, async {
+        while !a.try_acquire(&chat, &mine, ttl).await.unwrap() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the lease never expired");
+    assert!(!b.renew(&chat, &theirs, ttl).await.unwrap());
+}
