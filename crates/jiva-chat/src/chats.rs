@@ -371,14 +371,19 @@ mod tests {
         (Subscriber { conn, tx, slow }, rx)
     }
 
-    #[tokio::test]
-    async fn a_stored_message_is_shown_published_and_notified_once() {
+    /// Says "hello" on a supervisor chat with one subscriber, on a store that numbers or
+    /// (`fail`) refuses, expecting `notifications`; returns the answer, the frames shown and
+    /// the messages published.
+    async fn hello(fail: bool, notifications: usize) -> (Result<(), Rejection>, Vec<String>, u64) {
         let published = Arc::new(AtomicU64::new(0));
         let (_remote, incoming) = mpsc::channel(1);
         let mut notifier = MockNotifier::new();
-        notifier.expect_notify().times(1).returning(|_| Ok(()));
+        notifier
+            .expect_notify()
+            .times(notifications)
+            .returning(|_| Ok(()));
         let chats = service(
-            Ports::new(Arc::new(numbering_store(false)))
+            Ports::new(Arc::new(numbering_store(fail)))
                 .with_notifier(Arc::new(notifier))
                 .with_bus(Arc::new(bus_with(incoming, Arc::clone(&published)))),
         );
@@ -387,31 +392,28 @@ mod tests {
         assert_eq!(chats.join(&chat, sub).await, None);
         chats.replayed(&chat, 0);
         let message = Message::user(chat.clone(), Sender::Agent, "hello".into());
-        chats.accept(message).await.unwrap();
-        assert_eq!(rx.try_recv().unwrap(), "1:hello");
-        assert!(rx.try_recv().is_err());
-        assert_eq!(published.load(Ordering::SeqCst), 1);
+        let accepted = chats.accept(message).await;
+        let mut frames = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            frames.push(frame);
+        }
+        (accepted, frames, published.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_stored_message_is_shown_published_and_notified_once() {
+        let (accepted, frames, published) = hello(false, 1).await;
+        assert_eq!(accepted, Ok(()));
+        assert_eq!(frames, ["1:hello"]);
+        assert_eq!(published, 1);
     }
 
     #[tokio::test]
     async fn a_message_the_store_refuses_is_not_shown_published_or_notified() {
-        let published = Arc::new(AtomicU64::new(0));
-        let (_remote, incoming) = mpsc::channel(1);
-        let mut notifier = MockNotifier::new();
-        notifier.expect_notify().never();
-        let chats = service(
-            Ports::new(Arc::new(numbering_store(true)))
-                .with_notifier(Arc::new(notifier))
-                .with_bus(Arc::new(bus_with(incoming, Arc::clone(&published)))),
-        );
-        let chat = chat(ConnectionType::Supervisor);
-        let (sub, mut rx) = subscriber(1);
-        chats.join(&chat, sub).await;
-        chats.replayed(&chat, 0);
-        let message = Message::user(chat.clone(), Sender::Agent, "hello".into());
-        assert_eq!(chats.accept(message).await, Err(Rejection::NotStored));
-        assert!(rx.try_recv().is_err());
-        assert_eq!(published.load(Ordering::SeqCst), 0);
+        let (accepted, frames, published) = hello(true, 0).await;
+        assert_eq!(accepted, Err(Rejection::NotStored));
+        assert!(frames.is_empty());
+        assert_eq!(published, 0);
     }
 
     #[tokio::test]
@@ -472,8 +474,9 @@ mod tests {
         assert_eq!(chats.subscribers(&chat), 0);
     }
 
-    #[tokio::test]
-    async fn a_copilot_turn_streams_stores_its_answer_and_ends() {
+    /// Asks "question" on a copilot chat whose copilot answers "answer", with `ports` given
+    /// the store and the copilot; returns the frames its subscriber got once the turn ended.
+    async fn one_turn(ports: impl FnOnce(Ports) -> Ports) -> Vec<String> {
         let mut store = numbering_store(false);
         store.expect_recent().returning(|_, _| Ok(Vec::new()));
         let mut copilot = MockCopilot::new();
@@ -485,14 +488,10 @@ mod tests {
             })]));
             Ok(chunks)
         });
-        let mut notifier = MockNotifier::new();
-        notifier.expect_notify().returning(|_| Ok(()));
         let tracker = TaskTracker::new();
         let chats = Chats::new(
             Config::default(),
-            Ports::new(Arc::new(store))
-                .with_copilot(Arc::new(copilot))
-                .with_notifier(Arc::new(notifier)),
+            ports(Ports::new(Arc::new(store)).with_copilot(Arc::new(copilot))),
             TextEncoder,
             tracker.clone(),
             CancellationToken::new(),
@@ -509,13 +508,20 @@ mod tests {
         while let Ok(frame) = rx.try_recv() {
             frames.push(frame);
         }
+        frames
+    }
+
+    #[tokio::test]
+    async fn a_copilot_turn_streams_stores_its_answer_and_ends() {
+        let mut notifier = MockNotifier::new();
+        // The answer (a question to the copilot raises none).
+        notifier.expect_notify().times(1).returning(|_| Ok(()));
+        let frames = one_turn(|ports| ports.with_notifier(Arc::new(notifier))).await;
         assert_eq!(frames, ["1:question", "chunk:answer", "2:answer", "end"]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_copilot_turn_waits_while_another_server_holds_the_chats_lease() {
-        let mut store = numbering_store(false);
-        store.expect_recent().returning(|_, _| Ok(Vec::new()));
         let mut lock = jiva_core::MockTurnLock::new();
         let tries = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&tries);
@@ -524,37 +530,8 @@ mod tests {
             .returning(move |_, _, _| Ok(counted.fetch_add(1, Ordering::SeqCst) >= 3));
         lock.expect_renew().returning(|_, _, _| Ok(true));
         lock.expect_release().times(1).returning(|_, _| Ok(()));
-        let mut copilot = MockCopilot::new();
-        copilot.expect_ask().times(1).returning(|_| {
-            let chunks: ChunkStream = Box::pin(futures_util::stream::iter([Ok(CopilotChunk {
-                action: None,
-                output: Some("answer".into()),
-            })]));
-            Ok(chunks)
-        });
-        let tracker = TaskTracker::new();
-        let chats = Chats::new(
-            Config::default(),
-            Ports::new(Arc::new(store))
-                .with_copilot(Arc::new(copilot))
-                .with_turn_lock(Arc::new(lock)),
-            TextEncoder,
-            tracker.clone(),
-            CancellationToken::new(),
-        );
-        let chat = chat(ConnectionType::Copilot);
-        let (sub, mut rx) = subscriber(1);
-        chats.join(&chat, sub).await;
-        chats.replayed(&chat, 0);
-        let question = Message::user(chat.clone(), Sender::Agent, "question".into());
-        chats.accept(question).await.unwrap();
-        tracker.close();
-        tracker.wait().await;
+        let frames = one_turn(|ports| ports.with_turn_lock(Arc::new(lock))).await;
         assert_eq!(tries.load(Ordering::SeqCst), 4);
-        let mut frames = Vec::new();
-        while let Ok(frame) = rx.try_recv() {
-            frames.push(frame);
-        }
         assert_eq!(frames, ["1:question", "chunk:answer", "2:answer", "end"]);
     }
 }

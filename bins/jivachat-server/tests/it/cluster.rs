@@ -133,16 +133,8 @@ async fn send_all(
 
 /// Every stored message's id, in the chat's order, as a fresh socket on `addr` replays it.
 async fn replay_ids(addr: SocketAddr) -> Vec<String> {
-    let mut ws = connect(&chat_url(addr)).await;
-    send(&mut ws, json!({"not": "a chat message"})).await;
-    let mut ids = Vec::new();
-    loop {
-        let frame = next_json(&mut ws).await;
-        if frame.get("error").is_some() {
-            return ids;
-        }
-        ids.extend(stored_id(&frame));
-    }
+    let frames = replay_frames(&chat_url(addr)).await;
+    frames.iter().filter_map(stored_id).collect()
 }
 
 /// An AppSync stand-in that counts the notifications it is sent.
