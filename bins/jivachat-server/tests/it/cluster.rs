@@ -470,3 +470,45 @@ async fn copilot_turns_of_one_chat_run_one_at_a_time_across_nodes() {
         on_a_replay
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_turn_frees_its_chat_when_the_lease_expires() {
+    use jiva_copilot::testing::{StandIn, Step, chunk, end, head_chunked};
+    let redis = LocalRedis::start().await.unwrap();
+    let mut stand_in = StandIn::start().await.unwrap();
+    // A's turn never ends: A dies holding the lease.
+    stand_in.push(vec![head_chunked(200, "application/json"), Step::Hold]);
+    stand_in.push(vec![
+        head_chunked(200, "application/json"),
+        chunk(json!({"action": null, "output": "after"}).to_string()),
+        end(),
+    ]);
+    let env = cluster_env(&redis, &[("COPILOT_ENDPOINT", stand_in.url())]).await;
+    let (mut a, b) = (start_node(&env), start_node(&env));
+    let copilot_url =
+        |addr: SocketAddr| format!("ws://{addr}/?agentID={AGENT}&secondaryID=copilot");
+    let mut on_a = connect(&copilot_url(a.addr)).await;
+    let mut on_b = connect(&copilot_url(b.addr)).await;
+    say_and_echo(&mut on_a, "question one").await;
+    tokio::time::timeout(PATIENCE, stand_in.request())
+        .await
+        .expect("A never asked the copilot");
+    a.kill();
+    say_and_echo(&mut on_b, "question two").await;
+    // The lease (15 s) expires, B's turn runs and ends.
+    let lease_and_patience = Duration::from_secs(15) + PATIENCE;
+    tokio::time::timeout(lease_and_patience, stand_in.request())
+        .await
+        .expect("B's turn never ran after A died");
+    let mut frames = Vec::new();
+    while frames.last() != Some(&json!({"action": "end", "output": ""})) {
+        frames.push(next_json(&mut on_b).await);
+    }
+    assert!(frames.iter().any(|f| f["output"] == "after"), "{frames:#?}");
+    let (_, _, metrics) = get(b.addr, "/metrics").await;
+    assert_eq!(
+        crate::metrics::sample(&metrics, "jiva_copilot_turn_lease_waits_total"),
+        Some(1.0),
+        "B's turn waited for the dead node's lease"
+    );
+}
