@@ -204,6 +204,63 @@ w_dynamodb() {
     summary dynamo-connect connects_per_s latency.p50_ms latency.p99_ms
 }
 
+# `scripts/bench.sh cluster` (alone; not part of `all`): fan-out across three nodes on moto
+# sharing chats over a local Redis (docs/CLUSTER.md), the generator's senders on the first node
+# and receivers on all three. Nodes on CLUSTER_PORT+1..+3 (CLUSTER_PORT 3160), Redis on
+# REDIS_PORT (6391), moto on MOTO_PORT. Needs a server with the Redis bus wired in (`--bus`).
+# Runs in a subshell with its own EXIT trap, so that Redis, moto and the nodes are stopped
+# however it ends.
+w_cluster() (
+    if ! "$SERVER" --help | grep -q -- '--bus'; then
+        echo "cluster: $SERVER has no --bus flag (the Redis bus is not wired in yet)" >&2
+        exit 1
+    fi
+    local redis_port=${REDIS_PORT:-6391}
+    local pids=()
+    trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; true' EXIT
+    scripts/ensure-redis.sh >&2
+    scripts/ensure-moto.sh >&2
+    # Redis and moto on the generator's core: the nodes share core 0, as one server does elsewhere.
+    taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+        >"$OUT/redis.log" 2>&1 &
+    pids+=($!)
+    taskset -c 1 python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >"$OUT/moto.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do
+        redis-cli -p "$redis_port" ping >/dev/null 2>&1 && curl -s "http://127.0.0.1:$MOTO_PORT" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    local env=(JIVA_STORE=dynamodb AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_REGION=us-east-1
+        AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x JIVA_BUS=redis
+        JIVA_REDIS_URL=redis://127.0.0.1:$redis_port)
+    env "${env[@]}" "$SERVER" create-tables >&2
+    local nodes=()
+    for i in 1 2 3; do
+        local addr=127.0.0.1:$((${CLUSTER_PORT:-3160} + i))
+        env JIVA_MAX_SOCKETS=0 JIVA_MAX_SOCKETS_PER_IP=0 JIVA_HANDSHAKES_PER_IP_PER_SEC=0 \
+            JIVA_MESSAGES_PER_SEC=0 JIVA_IDLE_TIMEOUT_SECS=0 "${env[@]}" \
+            nice -n "$NICE" taskset -c 0 "$SERVER" --listen "$addr" --data-dir "$(fresh "cluster-$i")" \
+            --log warn >>"$OUT/server.log" 2>&1 &
+        pids+=($!)
+        for _ in $(seq 200); do curl -sf "http://$addr/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+        curl -sf "http://$addr/readyz" >/dev/null || { echo "node $addr not ready; see $OUT/server.log" >&2; exit 1; }
+        nodes+=("$addr")
+    done
+    : >"$OUT/cluster.jsonl"
+    # moto is the store: the same modest load as `dynamodb`'s fan-out (50 messages/s, 10 × 10).
+    for _ in $(seq "$RUNS"); do
+        bench cluster cluster --servers "$(IFS=,; echo "${nodes[*]}")" --chats 10 --sockets 10 \
+            --rate 50 --duration 10 --warmup 2 --connect-concurrency 4
+    done
+    summary cluster deliveries_per_s latency_sender_node.p50_ms latency_sender_node.p99_ms \
+        latency_other_nodes.p50_ms latency_other_nodes.p99_ms lost duplicated reordered \
+        seq_reordered seq_gaps order_mismatch
+)
+if [ $# -eq 1 ] && [ "$1" = cluster ]; then
+    w_cluster
+    exit
+fi
+
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(all)
 for t in "${targets[@]}"; do

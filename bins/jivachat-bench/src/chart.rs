@@ -50,7 +50,7 @@ pub async fn sweep(
     for &load in &args.loads {
         for _ in 0..args.repeat {
             let mut run = args.fanout.clone();
-            run.rate = Some(load / run.sockets.max(1) as f64);
+            run.load.rate = Some(load / run.load.sockets.max(1) as f64);
             let v = fanout::run(&run).await?;
             emit(&v)?;
             results.push(v);

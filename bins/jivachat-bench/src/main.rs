@@ -6,14 +6,18 @@
 //! table header first). Workloads: `fanout`, `sweep`/`chart` (latency against offered load, as
 //! SVG), `idle` (server memory per socket), `seed` + `connect` (connect and history replay),
 //! `store` + `verify` (stored messages per second; durability across `kill -9`), `copilot`
-//! (latency the copilot relay adds per chunk). See `docs/BENCHMARKS.md`.
+//! (latency the copilot relay adds per chunk), `cluster` (fan-out across nodes). See
+//! `docs/BENCHMARKS.md`.
 
 mod chart;
+mod check;
+mod cluster;
 mod common;
 mod connect;
 mod copilot;
 mod fanout;
 mod idle;
+mod measure;
 mod store;
 
 use std::io::Write as _;
@@ -56,6 +60,8 @@ enum Workload {
     Verify(store::VerifyArgs),
     /// Latency the copilot relay adds per chunk (stand-in copilot on loopback).
     Copilot(copilot::CopilotArgs),
+    /// Fan-out across nodes: senders on one, receivers on all; loss/dup/order and `seq` checks.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn emit(header: Option<&str>, v: &Value, row: &str) -> anyhow::Result<()> {
@@ -113,6 +119,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Workload::Copilot(a) => {
             let v = copilot::run(a).await?;
             emit(header(copilot::HEADER), &v, &copilot::row(&v))?;
+        }
+        Workload::Cluster(a) => {
+            let v = cluster::run(a).await?;
+            emit(header(cluster::HEADER), &v, &cluster::row(&v))?;
         }
     }
     Ok(true)

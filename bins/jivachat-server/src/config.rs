@@ -107,6 +107,15 @@ pub struct Args {
     /// Retries of a notification after a transient failure.
     #[arg(long, env = "JIVA_NOTIFY_RETRIES", default_value = "3")]
     pub notify_retries: String,
+    /// Notification deliveries in flight at most.
+    #[arg(long, env = "JIVA_NOTIFY_CONCURRENCY", default_value = "4")]
+    pub notify_concurrency: String,
+    /// Consecutive failed notification deliveries that open the breaker (sending pauses).
+    #[arg(long, env = "JIVA_NOTIFY_BREAKER_FAILURES", default_value = "5")]
+    pub notify_breaker_failures: String,
+    /// How long the notification breaker stays open before one probe is sent.
+    #[arg(long, env = "JIVA_NOTIFY_BREAKER_OPEN_MS", default_value = "5000")]
+    pub notify_breaker_open_ms: String,
     /// Sockets open at once; one more handshake is answered 503 (0: no limit).
     #[arg(long, env = "JIVA_MAX_SOCKETS", default_value = "100000")]
     pub max_sockets: String,
@@ -605,6 +614,21 @@ impl Config {
             ));
             0
         });
+        let notify_concurrency = count(
+            &mut problems,
+            "JIVA_NOTIFY_CONCURRENCY",
+            &args.notify_concurrency,
+        );
+        let breaker_failures = count(
+            &mut problems,
+            "JIVA_NOTIFY_BREAKER_FAILURES",
+            &args.notify_breaker_failures,
+        );
+        let breaker_open = ms(
+            &mut problems,
+            "JIVA_NOTIFY_BREAKER_OPEN_MS",
+            &args.notify_breaker_open_ms,
+        );
         let url = args.graphql_api_url.filter(|u| !u.trim().is_empty());
         let key = args.graphql_api_key.filter(|k| !k.is_empty());
         match (url, key) {
@@ -615,6 +639,10 @@ impl Config {
                 notify.supervisor_spelling = supervisor.unwrap_or_default();
                 notify.queue_capacity = queue;
                 notify.retry.max_retries = retries;
+                notify.concurrency = notify_concurrency;
+                notify.breaker.failure_threshold =
+                    u32::try_from(breaker_failures).unwrap_or(u32::MAX);
+                notify.breaker.open_for = breaker_open;
                 problems.extend(
                     notify
                         .problems()

@@ -60,10 +60,12 @@ fn sample_notifications() {
     let mut queues = QUEUES.lock().unwrap_or_else(PoisonError::into_inner);
     queues.retain(|q| q.strong_count() > 0);
     let mut total = (0usize, 0usize, 0u64, 0u64, 0u64);
+    let mut breaker = jiva_notify_amplify::BreakerState::Closed.gauge();
     for queue in queues.iter().filter_map(Weak::upgrade) {
         let stats = queue.stats();
         total.0 += stats.depth;
-        total.1 += usize::from(stats.in_flight);
+        total.1 += stats.in_flight;
+        breaker = breaker.max(stats.breaker.gauge());
         total.2 += stats.delivered;
         total.3 += stats.failed;
         total.4 += stats.dropped;
@@ -75,6 +77,7 @@ fn sample_notifications() {
     metrics::gauge!("jiva_notify_delivered").set(delivered as f64);
     metrics::gauge!("jiva_notify_failed").set(failed as f64);
     metrics::gauge!("jiva_notify_dropped").set(dropped as f64);
+    metrics::gauge!("jiva_notify_breaker_state").set(breaker);
 }
 
 /// The process's recorder, installed on first use; `None` when it could not be installed.

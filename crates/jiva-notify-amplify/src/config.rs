@@ -4,6 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::breaker::BreakerPolicy;
+use crate::queue::QueueSettings;
+
 /// The AppSync API key. Its `Debug` prints nothing of the key, and it has no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -120,6 +123,10 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Notifications waiting for delivery; when full the oldest is dropped. Default 1024.
     pub queue_capacity: usize,
+    /// Deliveries in flight at most. Default 4.
+    pub concurrency: usize,
+    /// When delivery pauses during an outage, and how it probes for the end of one.
+    pub breaker: BreakerPolicy,
 }
 
 impl Config {
@@ -134,7 +141,17 @@ impl Config {
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             queue_capacity: 1024,
+            concurrency: 4,
+            breaker: BreakerPolicy::default(),
         }
+    }
+
+    /// The queue's part of this configuration.
+    pub(crate) fn queue_settings(&self) -> QueueSettings {
+        let mut settings = QueueSettings::new(self.queue_capacity);
+        settings.concurrency = self.concurrency;
+        settings.breaker = self.breaker;
+        settings
     }
 
     /// Every problem with this configuration at once (empty when it is usable), so that the
@@ -168,11 +185,7 @@ impl Config {
                 "retry.base_delay must not exceed retry.max_delay",
             ));
         }
-        if self.queue_capacity == 0 {
-            problems.push(SetupError::InvalidSetting(
-                "queue_capacity must be at least 1",
-            ));
-        }
+        problems.extend(self.queue_settings().problems());
         problems
     }
 }
@@ -221,8 +234,10 @@ mod tests {
         let mut config = Config::new("example.invalid/graphql", ApiKey::new(""));
         config.queue_capacity = 0;
         config.request_timeout = Duration::ZERO;
+        config.concurrency = 0;
+        config.breaker.open_for = Duration::ZERO;
         let problems = config.problems();
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 6, "{problems:?}");
         assert!(matches!(problems[0], SetupError::InvalidUrl(_)));
         assert!(matches!(problems[1], SetupError::InvalidApiKey(_)));
 

@@ -3,10 +3,12 @@
 //!
 //! Layout:
 //! - [`NotificationQueue`]: the [`Notifier`] the server gives the chat path. `notify` only puts
-//!   the notification into a bounded queue and returns; one worker task delivers in order. When
-//!   the queue is full the oldest waiting notification is dropped and counted. [`shutdown`]
-//!   stops accepting and flushes within a deadline; [`stats`] exposes depth, delivered, failed
-//!   and dropped counters.
+//!   the notification into a bounded queue and returns; one worker task delivers oldest first,
+//!   with a bounded number of deliveries in flight. When the queue is full the oldest waiting
+//!   notification is dropped and counted. A transient failure goes back into the queue; after a
+//!   run of them a circuit breaker ([`BreakerPolicy`]) stops sending until a probe succeeds.
+//!   [`shutdown`] stops accepting and flushes within a deadline; [`stats`] exposes depth, in
+//!   flight, delivered, failed and dropped counters and the breaker's state.
 //! - [`AmplifyClient`]: one delivery. It maps the notification to the mutation's variables by
 //!   hand, POSTs them with the `x-api-key` header, classifies the answer and retries transient
 //!   failures with jittered exponential backoff.
@@ -38,7 +40,10 @@
 //!   slow a chat. Memory is bounded by the queue capacity.
 //! - A delivery succeeds only on a 2xx answer whose `errors` is absent or empty. GraphQL errors
 //!   and 4xx other than 429 are logged once and not retried; 5xx, 429, time-outs and connection
-//!   errors are retried a bounded number of times.
+//!   errors are retried a bounded number of times, then the notification waits in the queue
+//!   again: an outage loses only what overflows the queue. While the breaker is open nothing is
+//!   sent but one probe per `open_for`, and nothing is given up.
+//! - At most `concurrency` deliveries are in flight at once.
 //! - The mutation selects `id primaryID secondaryID notification_type read createdAt updatedAt
 //!   __typename`: AppSync sends subscribers only the selected fields, and the client needs all.
 //! - `primaryID` is the agent id's first `-`-separated segment unless configured to the whole
@@ -52,18 +57,22 @@
 //! [`Notification::for_message`]: jiva_core::Notification::for_message
 //! [`Notifier`]: jiva_core::Notifier
 
+mod breaker;
 mod client;
 mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod graphql;
 mod queue;
 mod retry;
 
+pub use breaker::{BreakerPolicy, BreakerState};
 pub use client::AmplifyClient;
 pub use config::{
     ApiKey, Config, PrimaryId, RetryPolicy, SetupError, SupervisorSpelling,
     UnknownSupervisorSpelling,
 };
-pub use queue::{Deliver, NotificationQueue, QueueStats, ShutdownReport};
+pub use queue::{Deliver, NotificationQueue, QueueSettings, QueueStats, ShutdownReport};
 
 /// Builds an [`AmplifyClient`] from `config` and starts a [`NotificationQueue`] of
 /// `config.queue_capacity` in front of it, its worker spawned on the current tokio runtime.
@@ -74,9 +83,10 @@ pub fn start(config: Config) -> Result<NotificationQueue, SetupError> {
     tracing::info!(
         host = client.host(),
         capacity = config.queue_capacity,
+        concurrency = config.concurrency,
         max_retries = config.retry.max_retries,
         "notifications go to Amplify"
     );
-    let queue = NotificationQueue::start(client, config.queue_capacity)?;
+    let queue = NotificationQueue::start_with(client, config.queue_settings())?;
     Ok(queue)
 }

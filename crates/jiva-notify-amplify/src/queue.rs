@@ -7,10 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiva_core::{Notification, Notifier, NotifyError};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
 use crate::config::SetupError;
 
 /// At most one "queue full" warning per this interval; the warning carries the count.
@@ -38,17 +39,77 @@ impl<N: Notifier + 'static> Deliver for N {
 /// Counters of a [`NotificationQueue`] since it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {
-    /// Notifications waiting (not counting the one being delivered).
+    /// Notifications waiting (not counting those being delivered).
     pub depth: usize,
-    /// Whether a notification is being delivered right now.
-    pub in_flight: bool,
+    /// Notifications being delivered right now (at most the configured concurrency).
+    pub in_flight: usize,
     /// Notifications the service took.
     pub delivered: u64,
-    /// Notifications whose delivery failed (refused, or every retry failed).
+    /// Notifications given up: refused by the service, or failing transiently again and again
+    /// while the service answered others.
     pub failed: u64,
     /// Notifications never attempted to the end: pushed out of a full queue (the oldest goes),
     /// offered after shutdown, or still waiting when a shutdown deadline passed.
     pub dropped: u64,
+    /// The circuit breaker's state.
+    pub breaker: BreakerState,
+}
+
+/// How a [`NotificationQueue`] delivers: its size, its concurrency and its breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueSettings {
+    /// Notifications waiting at most; when full the oldest is dropped. At least 1.
+    pub capacity: usize,
+    /// Deliveries in flight at most. At least 1. Default 4.
+    pub concurrency: usize,
+    /// When to stop sending during an outage, and when to probe.
+    pub breaker: BreakerPolicy,
+    /// Deliveries of one notification that may fail transiently while the breaker stays closed
+    /// (the service answering others) before it is given up. Failures that open the breaker, or
+    /// happen while it is open or half-open, do not count. At least 1. Default 10.
+    pub transient_limit: u32,
+}
+
+impl QueueSettings {
+    /// A queue of `capacity` with the default concurrency, breaker and transient limit.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            concurrency: 4,
+            breaker: BreakerPolicy::default(),
+            transient_limit: 10,
+        }
+    }
+
+    /// Every problem with these settings (empty when they are usable).
+    pub fn problems(&self) -> Vec<SetupError> {
+        let mut problems = Vec::new();
+        if self.capacity == 0 {
+            problems.push(SetupError::InvalidSetting(
+                "queue_capacity must be at least 1",
+            ));
+        }
+        if self.concurrency == 0 {
+            problems.push(SetupError::InvalidSetting("concurrency must be at least 1"));
+        }
+        if self.breaker.failure_threshold == 0 {
+            problems.push(SetupError::InvalidSetting(
+                "breaker.failure_threshold must be at least 1",
+            ));
+        }
+        if self.breaker.open_for.is_zero() {
+            problems.push(SetupError::InvalidSetting(
+                "breaker.open_for must be more than zero",
+            ));
+        }
+        if self.transient_limit == 0 {
+            problems.push(SetupError::InvalidSetting(
+                "transient_limit must be at least 1",
+            ));
+        }
+        problems
+    }
 }
 
 /// What a [`NotificationQueue::shutdown`] did, counted from the moment it was called.
@@ -64,14 +125,32 @@ pub struct ShutdownReport {
     pub timed_out: bool,
 }
 
+/// A waiting notification and how often it failed transiently while the breaker stayed closed.
+struct Queued {
+    notification: Notification,
+    transient_failures: u32,
+}
+
 struct State {
-    queue: VecDeque<Notification>,
+    queue: VecDeque<Queued>,
     closed: bool,
-    in_flight: bool,
+    in_flight: usize,
     delivered: u64,
     failed: u64,
     dropped: u64,
     drop_warnings: DropWarnings,
+    breaker: Breaker,
+}
+
+impl State {
+    /// Counts one notification dropped because the queue is full; `Some((drops since the last
+    /// warning, all drops))` when a warning is due.
+    fn count_full_drop(&mut self) -> Option<(u64, u64)> {
+        self.dropped += 1;
+        self.drop_warnings
+            .record(Instant::now())
+            .map(|since_last_warning| (since_last_warning, self.dropped))
+    }
 }
 
 /// Rate-limits the "queue full" warning: the first drop warns, later ones only once
@@ -100,7 +179,7 @@ impl DropWarnings {
 struct Shared {
     state: Mutex<State>,
     wake: Notify,
-    capacity: usize,
+    settings: QueueSettings,
 }
 
 impl Shared {
@@ -118,6 +197,7 @@ impl Shared {
             delivered: st.delivered,
             failed: st.failed,
             dropped: st.dropped,
+            breaker: st.breaker.state(),
         }
     }
 }
@@ -125,9 +205,16 @@ impl Shared {
 /// The [`Notifier`] the server hands to the chat path.
 ///
 /// `notify` only puts the notification into a bounded queue and returns at once; a worker task
-/// delivers from the queue, one at a time, in order. When the queue is full the *oldest* waiting
-/// notification is dropped (a newer one is worth more to a supervisor than a stale one), counted,
-/// and reported in a warning at most once per 10 s.
+/// delivers from the queue, oldest first, with up to the configured number of deliveries in
+/// flight. When the queue is full the *oldest* waiting notification is dropped (a newer one is
+/// worth more to a supervisor than a stale one), counted, and reported in a warning at most once
+/// per 10 s.
+///
+/// A delivery that fails transiently (the service unavailable after the client's retries) goes
+/// back to the front of the queue; it is not given up. After a run of such failures a circuit
+/// breaker opens: nothing is sent until, after a delay, one probe is; its success closes the
+/// breaker and the backlog drains. So an outage loses only what overflows the queue. A refusal
+/// (4xx, GraphQL error) is logged and counted as failed.
 ///
 /// Hold it as `Arc<NotificationQueue>`: give the chat path an `Arc<dyn Notifier>` clone and call
 /// [`shutdown`](Self::shutdown) on stop. Dropping it without a shutdown lets the worker finish
@@ -140,7 +227,7 @@ pub struct NotificationQueue {
 impl std::fmt::Debug for NotificationQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NotificationQueue")
-            .field("capacity", &self.shared.capacity)
+            .field("settings", &self.shared.settings)
             .field("stats", &self.shared.stats())
             .finish()
     }
@@ -148,31 +235,43 @@ impl std::fmt::Debug for NotificationQueue {
 
 impl NotificationQueue {
     /// Starts a worker delivering through `delivery`, behind a queue of `capacity` (at least 1)
-    /// notifications. Must be called inside a tokio runtime, on which the worker is spawned.
+    /// notifications, with the default concurrency and breaker ([`QueueSettings::new`]). Must be
+    /// called inside a tokio runtime, on which the worker is spawned.
     pub fn start<D: Deliver>(delivery: D, capacity: usize) -> Result<Self, SetupError> {
-        if capacity == 0 {
-            return Err(SetupError::InvalidSetting(
-                "queue_capacity must be at least 1",
-            ));
+        Self::start_with(delivery, QueueSettings::new(capacity))
+    }
+
+    /// Starts a worker delivering through `delivery` as `settings` say; fails with the first of
+    /// [`QueueSettings::problems`], or [`SetupError::NoRuntime`] outside a tokio runtime.
+    pub fn start_with<D: Deliver>(
+        delivery: D,
+        settings: QueueSettings,
+    ) -> Result<Self, SetupError> {
+        if let Some(problem) = settings.problems().into_iter().next() {
+            return Err(problem);
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SetupError::NoRuntime)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: VecDeque::with_capacity(capacity.min(4096)),
+                queue: VecDeque::with_capacity(settings.capacity.min(4096)),
                 closed: false,
-                in_flight: false,
+                in_flight: 0,
                 delivered: 0,
                 failed: 0,
                 dropped: 0,
                 drop_warnings: DropWarnings::default(),
+                breaker: Breaker::new(settings.breaker),
             }),
             wake: Notify::new(),
-            capacity,
+            settings,
         });
-        let worker = runtime.spawn(
-            run_worker(Arc::clone(&shared), delivery)
-                .instrument(tracing::info_span!("notification_worker", capacity)),
-        );
+        let worker = runtime.spawn(run_worker(Arc::clone(&shared), delivery).instrument(
+            tracing::info_span!(
+                "notification_worker",
+                capacity = settings.capacity,
+                concurrency = settings.concurrency
+            ),
+        ));
         Ok(Self {
             shared,
             worker: Mutex::new(Some(worker)),
@@ -186,7 +285,7 @@ impl NotificationQueue {
 
     /// The most notifications that wait at once.
     pub fn capacity(&self) -> usize {
-        self.shared.capacity
+        self.shared.settings.capacity
     }
 
     /// Stops accepting (later `notify` calls fail with [`NotifyError::Dropped`]), lets the worker
@@ -217,9 +316,9 @@ impl NotificationQueue {
         }
         let report = {
             let mut st = self.shared.lock();
-            let abandoned = st.queue.len() as u64 + u64::from(st.in_flight);
+            let abandoned = st.queue.len() as u64 + st.in_flight as u64;
             st.queue.clear();
-            st.in_flight = false;
+            st.in_flight = 0;
             st.dropped += abandoned;
             ShutdownReport {
                 delivered: st.delivered - before.0,
@@ -257,64 +356,162 @@ impl Notifier for NotificationQueue {
                 return Err(NotifyError::Dropped("the notifier is shut down"));
             }
             let mut warning = None;
-            if st.queue.len() >= self.shared.capacity {
+            if st.queue.len() >= self.shared.settings.capacity {
                 st.queue.pop_front();
-                st.dropped += 1;
-                if let Some(since_last_warning) = st.drop_warnings.record(Instant::now()) {
-                    warning = Some((since_last_warning, st.dropped));
-                }
+                warning = st.count_full_drop();
             }
-            st.queue.push_back(notification);
+            st.queue.push_back(Queued {
+                notification,
+                transient_failures: 0,
+            });
             warning
         };
         self.shared.wake.notify_one();
-        if let Some((since_last_warning, total)) = warning {
-            tracing::warn!(
-                dropped = since_last_warning,
-                dropped_total = total,
-                capacity = self.shared.capacity,
-                "notification queue full; dropped the oldest notifications"
-            );
-        }
+        warn_full(warning, self.shared.settings.capacity);
         Ok(())
     }
 }
 
-async fn run_worker<D: Deliver>(shared: Arc<Shared>, delivery: D) {
-    loop {
-        let next = {
-            let mut st = shared.lock();
-            match st.queue.pop_front() {
-                Some(n) => {
-                    st.in_flight = true;
-                    Some(n)
-                }
-                None if st.closed => return,
-                None => None,
-            }
-        };
-        let Some(notification) = next else {
-            // A push or a close between the check above and here leaves a permit, so no wake-up
-            // is lost.
-            shared.wake.notified().await;
-            continue;
-        };
-        let started = Instant::now();
-        let result = delivery.deliver(&notification).await;
-        {
-            let mut st = shared.lock();
-            st.in_flight = false;
-            match result {
-                Ok(()) => st.delivered += 1,
-                Err(_) => st.failed += 1,
-            }
-        }
-        log_outcome(&notification, &result, started.elapsed());
+/// The rate-limited "queue full" warning, when one is due.
+fn warn_full(warning: Option<(u64, u64)>, capacity: usize) {
+    if let Some((since_last_warning, total)) = warning {
+        tracing::warn!(
+            dropped = since_last_warning,
+            dropped_total = total,
+            capacity,
+            "notification queue full; dropped the oldest notifications"
+        );
     }
 }
 
+/// One delivery's end, as the worker settles it.
+struct Finished {
+    queued: Queued,
+    /// Whether the breaker was closed when the delivery started.
+    started_closed: bool,
+    result: Result<(), NotifyError>,
+    elapsed: Duration,
+}
+
+/// Starts what the breaker and the concurrency allow, then waits for a delivery to end, a
+/// notification to arrive, a shutdown, or an open breaker's delay to pass. Ends once shut down
+/// with nothing queued or in flight.
+async fn run_worker<D: Deliver>(shared: Arc<Shared>, delivery: D) {
+    let delivery = Arc::new(delivery);
+    let mut deliveries: JoinSet<Finished> = JoinSet::new();
+    loop {
+        let (starting, started_closed, reopens_at) = {
+            let mut st = shared.lock();
+            let in_flight = st.in_flight;
+            let allowed =
+                st.breaker
+                    .allowance(Instant::now(), in_flight, shared.settings.concurrency);
+            let take = allowed.min(st.queue.len());
+            let starting: Vec<Queued> = st.queue.drain(..take).collect();
+            st.in_flight += starting.len();
+            if st.closed && st.queue.is_empty() && st.in_flight == 0 {
+                return;
+            }
+            let started_closed = st.breaker.state() == BreakerState::Closed;
+            (starting, started_closed, st.breaker.reopens_at())
+        };
+        for queued in starting {
+            let delivery = Arc::clone(&delivery);
+            deliveries.spawn(async move {
+                let started = Instant::now();
+                let result = delivery.deliver(&queued.notification).await;
+                Finished {
+                    queued,
+                    started_closed,
+                    result,
+                    elapsed: started.elapsed(),
+                }
+            });
+        }
+        let half_opens = async {
+            match reopens_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(joined) = deliveries.join_next() => settle(&shared, joined),
+            // A push or a close since the last look leaves a permit, so no wake-up is lost.
+            () = shared.wake.notified() => {}
+            () = half_opens => {}
+        }
+    }
+}
+
+/// Counts a delivery's end, tells the breaker, and puts a transient failure back in the queue.
+fn settle(shared: &Shared, joined: Result<Finished, tokio::task::JoinError>) {
+    let finished = match joined {
+        Ok(finished) => finished,
+        Err(e) => {
+            let mut st = shared.lock();
+            st.in_flight = st.in_flight.saturating_sub(1);
+            st.failed += 1;
+            drop(st);
+            tracing::error!(error = %e, "a notification delivery panicked; it is lost");
+            return;
+        }
+    };
+    let Finished {
+        mut queued,
+        started_closed,
+        result,
+        elapsed,
+    } = finished;
+    let mut st = shared.lock();
+    st.in_flight = st.in_flight.saturating_sub(1);
+    match &result {
+        Ok(()) => {
+            st.delivered += 1;
+            st.breaker.on_answer();
+        }
+        Err(NotifyError::Unavailable(_)) => {
+            st.breaker.on_transient_failure(Instant::now());
+            if started_closed && st.breaker.state() == BreakerState::Closed {
+                queued.transient_failures += 1;
+            }
+            if queued.transient_failures >= shared.settings.transient_limit {
+                st.failed += 1;
+                drop(st);
+                log_outcome(&queued.notification, &result, elapsed, "given up");
+                return;
+            }
+            let warning = if st.queue.len() >= shared.settings.capacity {
+                // It is older than everything waiting: it is the one a full queue drops.
+                st.count_full_drop()
+            } else {
+                st.queue.push_front(queued);
+                None
+            };
+            drop(st);
+            warn_full(warning, shared.settings.capacity);
+            tracing::debug!(
+                elapsed_ms = elapsed.as_millis() as u64,
+                "notification delivery failed transiently; queued again"
+            );
+            return;
+        }
+        Err(NotifyError::Rejected(_)) => {
+            st.failed += 1;
+            st.breaker.on_answer();
+        }
+        Err(_) => st.failed += 1,
+    }
+    drop(st);
+    log_outcome(&queued.notification, &result, elapsed, "not delivered");
+}
+
 /// The one log line of a delivery's outcome.
-fn log_outcome(n: &Notification, result: &Result<(), NotifyError>, elapsed: Duration) {
+fn log_outcome(
+    n: &Notification,
+    result: &Result<(), NotifyError>,
+    elapsed: Duration,
+    failure: &'static str,
+) {
     let chat = n.chat.canonical();
     let kind = format!("{:?}", n.kind);
     let elapsed_ms = elapsed.as_millis() as u64;
@@ -328,7 +525,7 @@ fn log_outcome(n: &Notification, result: &Result<(), NotifyError>, elapsed: Dura
             let cause = std::error::Error::source(e)
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            tracing::warn!(%chat, %kind, elapsed_ms, error = %e, %cause, "notification not delivered");
+            tracing::warn!(%chat, %kind, elapsed_ms, error = %e, %cause, "notification {failure}");
         }
     }
 }
@@ -367,7 +564,9 @@ mod tests {
             .in_sequence(&mut seq)
             .returning(|_| Ok(()));
 
-        let queue = NotificationQueue::start(mock, 8).unwrap();
+        let mut settings = QueueSettings::new(8);
+        settings.concurrency = 1;
+        let queue = NotificationQueue::start_with(mock, settings).unwrap();
         for agent in ["a", "b", "c"] {
             queue.notify(notification(agent)).await.unwrap();
         }
@@ -385,10 +584,11 @@ mod tests {
             queue.stats(),
             QueueStats {
                 depth: 0,
-                in_flight: false,
+                in_flight: 0,
                 delivered: 2,
                 failed: 1,
-                dropped: 0
+                dropped: 0,
+                breaker: BreakerState::Closed,
             }
         );
     }
@@ -496,6 +696,120 @@ mod tests {
             }
         );
         assert_eq!(queue.stats().depth, 0);
-        assert!(!queue.stats().in_flight);
+        assert_eq!(queue.stats().in_flight, 0);
+    }
+
+    /// Settings of a queue of 16 that delivers one notification at a time.
+    fn one_at_a_time() -> QueueSettings {
+        let mut settings = QueueSettings::new(16);
+        settings.concurrency = 1;
+        settings
+    }
+
+    fn unavailable() -> NotifyError {
+        NotifyError::Unavailable("HTTP 500".into())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_goes_back_into_the_queue_and_is_delivered_later() {
+        let mut mock = MockNotifier::new();
+        let mut seq = Sequence::new();
+        for fails in [true, false] {
+            mock.expect_notify()
+                .with(eq(notification("a")))
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(move |_| if fails { Err(unavailable()) } else { Ok(()) });
+        }
+        let queue = NotificationQueue::start(mock, 4).unwrap();
+        queue.notify(notification("a")).await.unwrap();
+        let report = queue.shutdown(Duration::from_secs(60)).await;
+        assert_eq!((report.delivered, report.failed, report.dropped), (1, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_holds_notifications_until_its_probe_succeeds() {
+        let mut mock = MockNotifier::new();
+        let calls = Arc::new(Mutex::new(0u32));
+        let counted = Arc::clone(&calls);
+        // Five failures open the breaker (threshold 5); the probe after it succeeds.
+        mock.expect_notify().returning(move |_| {
+            let mut n = counted.lock().unwrap();
+            *n += 1;
+            if *n <= 5 { Err(unavailable()) } else { Ok(()) }
+        });
+        let settings = one_at_a_time();
+        let queue = NotificationQueue::start_with(mock, settings).unwrap();
+        for agent in ["a", "b", "c"] {
+            queue.notify(notification(agent)).await.unwrap();
+        }
+        // Let the worker fail five times and open the breaker; time stays put while it waits.
+        while queue.stats().breaker != BreakerState::Open {
+            tokio::task::yield_now().await;
+        }
+        let opened = Instant::now();
+        assert_eq!(*calls.lock().unwrap(), 5);
+        assert_eq!(queue.stats().depth, 3);
+        let report = queue.shutdown(Duration::from_secs(60)).await;
+        assert_eq!((report.delivered, report.failed, report.dropped), (3, 0, 0));
+        // Nothing went out until the breaker half-opened.
+        assert_eq!(opened.elapsed(), BreakerPolicy::default().open_for);
+        assert_eq!(queue.stats().breaker, BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_notification_failing_while_others_are_delivered_is_given_up_at_the_limit() {
+        let mut mock = MockNotifier::new();
+        mock.expect_notify()
+            .with(eq(notification("poison")))
+            .times(3)
+            .returning(|_| Err(unavailable()));
+        mock.expect_notify()
+            .with(eq(notification("fine")))
+            .returning(|_| Ok(()));
+        let mut settings = one_at_a_time();
+        settings.transient_limit = 3;
+        let queue = NotificationQueue::start_with(mock, settings).unwrap();
+        queue.notify(notification("poison")).await.unwrap();
+        for _ in 0..3 {
+            queue.notify(notification("fine")).await.unwrap();
+        }
+        let report = queue.shutdown(Duration::from_secs(60)).await;
+        assert_eq!((report.delivered, report.failed, report.dropped), (3, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_with_the_breaker_open_ends_at_its_deadline_and_counts_the_rest_dropped() {
+        let mut mock = MockNotifier::new();
+        mock.expect_notify().returning(|_| Err(unavailable()));
+        let mut settings = one_at_a_time();
+        settings.breaker.open_for = Duration::from_secs(60);
+        let queue = NotificationQueue::start_with(mock, settings).unwrap();
+        for agent in ["a", "b", "c"] {
+            queue.notify(notification(agent)).await.unwrap();
+        }
+        let started = Instant::now();
+        let report = queue.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(
+            report,
+            ShutdownReport {
+                delivered: 0,
+                failed: 0,
+                dropped: 3,
+                timed_out: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_all_reported() {
+        let mut settings = QueueSettings::new(0);
+        settings.concurrency = 0;
+        settings.transient_limit = 0;
+        settings.breaker.failure_threshold = 0;
+        settings.breaker.open_for = Duration::ZERO;
+        assert_eq!(settings.problems().len(), 5);
+        assert!(QueueSettings::new(1).problems().is_empty());
     }
 }

@@ -39,6 +39,10 @@ pub const SORT_KEY: &str = "SortKey";
 pub const SEQ: &str = "Seq";
 /// `Chats`, legacy key design only: the last sequence number given in the chat (N).
 pub const LAST_SEQ: &str = "LastSeq";
+/// `Chats`, legacy key design only: the ids of the chat's newest messages (L of S), one per
+/// number taken, the last one for [`LAST_SEQ`]; trimmed to the newest
+/// [`RECENT_IDS`](crate::RECENT_IDS) once twice as long.
+pub const RECENT: &str = "Recent";
 /// The prefix of the sort keys of numbered messages (native key design).
 pub const SEQ_PREFIX: &str = "seq#";
 /// The value of [`ACTION`] this crate writes.
@@ -171,7 +175,7 @@ fn string<'a>(item: &'a Item, name: &'static str) -> Result<&'a str, ItemError> 
     }
 }
 
-fn timestamp(item: &Item) -> Result<Timestamp, ItemError> {
+pub(crate) fn timestamp(item: &Item) -> Result<Timestamp, ItemError> {
     let raw = match item.get(TIMESTAMP) {
         Some(AttributeValue::N(n)) => n,
         Some(_) => return Err(ItemError::Malformed(TIMESTAMP)),

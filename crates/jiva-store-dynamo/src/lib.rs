@@ -22,7 +22,10 @@
 //! written before sequence numbers keep `"{Timestamp:020}#{MessageID}"` and sort first, in time
 //! order. Deployments whose `Messages` table is keyed by `MessageID` alone set
 //! [`Config::legacy_index`]: numbers come from a counter on the `Chats` item and history is read
-//! through a GSI on (`ChatID`, `Timestamp`), in time order.
+//! through a GSI on (`ChatID`, `Timestamp`), in time order. The GSI is eventually consistent:
+//! the append also keeps the chat's [`RECENT_IDS`] newest message ids on its `Chats` item, and
+//! the last history page and `recent` fetch by id, consistently, those the index does not show
+//! yet.
 //!
 //! What this crate deliberately is not: it does not read the environment (the binary fills in
 //! [`Config`]; the SDK's default chain reads its own variables), install tracing, define wire
@@ -32,11 +35,14 @@
 //!
 //! Invariants:
 //! - Items keep the attribute names and types of PROTOCOL.md §5 exactly; the attributes added
-//!   are `Seq` (N) and `SortKey` (native layout), and `LastSeq` on `Chats` (legacy layout). An
+//!   are `Seq` (N) and `SortKey` (native layout), and `LastSeq` and `Recent` on `Chats` (legacy
+//!   layout). An
 //!   item is a copilot answer exactly when it has `Action`.
 //! - Reading never splits `ChatID`: the chat of a message read is the chat that was queried.
 //! - Every chat read is a Query of that chat's partition (of the table or the legacy index);
-//!   a history page of `n` messages is one Query with `Limit` `n + 1`.
+//!   a history page of `n` messages is one Query with `Limit` `n + 1` (in the legacy layout the
+//!   last page and `recent` add a `GetItem` of the chat's `Chats` item and, when the index lags,
+//!   a `BatchGetItem` of that chat's newest messages by id).
 //! - `append` is a conditional put that never overwrites; a retried append returns the number
 //!   the message was stored with (in the native layout, while the message is among its chat's
 //!   [`RECENT_WINDOW`] newest).
@@ -52,6 +58,8 @@ mod config;
 mod counters;
 mod cursor;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod item;
 mod store;
 mod tables;
@@ -64,5 +72,5 @@ pub use item::{
     ACTION, AGENT_ID, CHAT_ID, COMBINED, LAST_SEQ, MESSAGE, MESSAGE_ID, OUTPUT, SECONDARY_ID,
     SENDER, SEQ, SEQ_PREFIX, SORT_KEY, TIMESTAMP,
 };
-pub use store::{DynamoStore, MAX_PAGE, RECENT_WINDOW};
+pub use store::{DynamoStore, MAX_PAGE, RECENT_IDS, RECENT_WINDOW};
 pub use tables::TableSetup;

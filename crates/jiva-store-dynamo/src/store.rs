@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use jiva_core::{Appended, ChatId, Cursor, HistoryPage, Message, MessageStore, Seq, StoreError};
 
 use crate::config::Config;
@@ -14,8 +14,8 @@ use crate::counters::Counters;
 use crate::cursor;
 use crate::error::{Problem, translate};
 use crate::item::{
-    self, AGENT_ID, CHAT_ID, Item, LAST_SEQ, MESSAGE_ID, SECONDARY_ID, SEQ, SEQ_PREFIX, SORT_KEY,
-    TIMESTAMP,
+    self, AGENT_ID, CHAT_ID, Item, LAST_SEQ, MESSAGE_ID, RECENT, SECONDARY_ID, SEQ, SEQ_PREFIX,
+    SORT_KEY, TIMESTAMP,
 };
 
 /// The most messages one history page returns, whatever the caller asks for.
@@ -25,6 +25,10 @@ pub const MAX_PAGE: usize = 1000;
 /// last number (or whether its message is already stored). A retried append is recognised as a
 /// duplicate while its first attempt is among these.
 pub const RECENT_WINDOW: usize = 64;
+
+/// How many of a chat's newest message ids a legacy-layout append keeps on the chat's `Chats`
+/// item, so that reads can find messages the eventually consistent index does not show yet.
+pub const RECENT_IDS: usize = 16;
 
 /// Conditional puts an append tries, each at a fresh number, before giving up with
 /// [`StoreError::Conflict`] (other servers kept taking the numbers first).
@@ -238,21 +242,31 @@ impl DynamoStore {
             .client
             .update_item()
             .table_name(&self.config.chats_table)
-            .key(
-                AGENT_ID,
-                AttributeValue::S(message.chat.agent().as_str().to_owned()),
+            .set_key(Some(chats_key(&message.chat)))
+            // The id goes on the `Recent` list in the same atomic update that takes the number,
+            // so the list's last entry is always `LastSeq`'s message.
+            .update_expression(
+                "ADD #last :one SET #recent = list_append(if_not_exists(#recent, :empty), :me)",
             )
-            .key(
-                SECONDARY_ID,
-                AttributeValue::S(message.chat.kind().as_str().to_owned()),
-            )
-            .update_expression("ADD #last :one")
             .expression_attribute_names("#last", LAST_SEQ)
+            .expression_attribute_names("#recent", RECENT)
             .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(
+                ":me",
+                AttributeValue::L(vec![AttributeValue::S(message.id.to_string())]),
+            )
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await
             .map_err(|e| translate("UpdateItem", e))?;
+        if let Some(AttributeValue::L(recent)) =
+            counted.attributes.as_ref().and_then(|a| a.get(RECENT))
+        {
+            if recent.len() >= 2 * RECENT_IDS {
+                self.trim_recent(&message.chat, recent.len()).await;
+            }
+        }
         let seq = match counted.attributes.as_ref().and_then(|a| a.get(LAST_SEQ)) {
             Some(AttributeValue::N(n)) => n.parse::<u64>().ok().map(Seq::new),
             _ => None,
@@ -287,6 +301,104 @@ impl DynamoStore {
                     "the message id is stored without a sequence number".to_owned(),
                 )))
             })
+    }
+
+    /// Drops the oldest entries of `chat`'s `Recent` list (`len` long), keeping the newest
+    /// [`RECENT_IDS`]; only if nobody appended meanwhile (another append will trim then). Best
+    /// effort: a failure only leaves the list longer.
+    async fn trim_recent(&self, chat: &ChatId, len: usize) {
+        let drop: Vec<String> = (0..len.saturating_sub(RECENT_IDS))
+            .map(|i| format!("#recent[{i}]"))
+            .collect();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.config.chats_table)
+            .set_key(Some(chats_key(chat)))
+            .update_expression(format!("REMOVE {}", drop.join(", ")))
+            .condition_expression("size(#recent) = :len")
+            .expression_attribute_names("#recent", RECENT)
+            .expression_attribute_values(":len", AttributeValue::N(len.to_string()))
+            .send()
+            .await;
+        if let Err(err) = result {
+            tracing::debug!(chat = %chat, error = %translate("UpdateItem", err), "Recent not trimmed");
+        }
+    }
+
+    /// Legacy layout: adds to `messages` (read from the index) the messages among the chat's
+    /// newest ([`RECENT_IDS`], from its `Chats` item, read consistently) that the index does
+    /// not show yet, read consistently from the table by id. `after` is the page's start key:
+    /// messages before it belong to earlier pages. Costs one GetItem, plus one BatchGetItem
+    /// only when the index lags.
+    async fn cover_index_lag(
+        &self,
+        chat: &ChatId,
+        messages: &mut Vec<Message>,
+        after: Option<&Item>,
+    ) -> Result<(), StoreError> {
+        if !matches!(self.layout, Layout::Legacy { .. }) {
+            return Ok(());
+        }
+        let counter = self
+            .client
+            .get_item()
+            .table_name(&self.config.chats_table)
+            .set_key(Some(chats_key(chat)))
+            .projection_expression("#recent")
+            .expression_attribute_names("#recent", RECENT)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| translate("GetItem", e))?;
+        let Some(AttributeValue::L(recent)) = counter.item.as_ref().and_then(|i| i.get(RECENT))
+        else {
+            return Ok(());
+        };
+        let start_id = after.map(item::item_message_id);
+        let mut missing: Vec<&str> = Vec::new();
+        for entry in recent {
+            if let AttributeValue::S(id) = entry {
+                let shown = messages.iter().any(|m| m.id.to_string() == *id);
+                if !shown && start_id != Some(id.as_str()) && !missing.contains(&id.as_str()) {
+                    missing.push(id);
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys = missing
+            .iter()
+            .map(|id| HashMap::from([(MESSAGE_ID.to_owned(), AttributeValue::S((*id).to_owned()))]))
+            .collect();
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| unavailable(format!("BatchGetItem request: {e}")))?;
+        let output = self
+            .client
+            .batch_get_item()
+            .request_items(&self.config.messages_table, request)
+            .send()
+            .await
+            .map_err(|e| translate("BatchGetItem", e))?;
+        let not_before = after.and_then(|start| item::timestamp(start).ok());
+        let found = output
+            .responses
+            .and_then(|mut r| r.remove(&self.config.messages_table))
+            .unwrap_or_default();
+        let canonical = chat.canonical();
+        let found: Vec<Item> = found
+            .into_iter()
+            .filter(|raw| {
+                matches!(raw.get(CHAT_ID), Some(AttributeValue::S(c)) if *c == canonical)
+                    && not_before.is_none_or(|t| item::timestamp(raw).is_ok_and(|ts| ts >= t))
+            })
+            .collect();
+        messages.extend(Self::read_items(chat, &found));
+        Ok(())
     }
 
     /// Puts a `Messages` item on the condition that its `key` attribute does not exist yet:
@@ -379,7 +491,9 @@ impl MessageStore for DynamoStore {
             .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
         // One item more than asked tells whether another page exists, so the last page never
         // hands out a cursor to an empty page.
-        let output = self.query(&canonical, true, limit + 1, start).await?;
+        let output = self
+            .query(&canonical, true, limit + 1, start.clone())
+            .await?;
         let mut items = output.items.unwrap_or_default();
         let next = if items.len() > limit {
             items.truncate(limit);
@@ -404,6 +518,11 @@ impl MessageStore for DynamoStore {
             }
         };
         let mut messages = Self::read_items(chat, &items);
+        if next.is_none() {
+            // The last page may be missing what the index has not caught up with yet.
+            self.cover_index_lag(chat, &mut messages, start.as_ref())
+                .await?;
+        }
         self.order_legacy(&mut messages);
         Ok(HistoryPage { messages, next })
     }
@@ -425,7 +544,10 @@ impl MessageStore for DynamoStore {
         }
         messages.truncate(limit);
         messages.reverse();
+        self.cover_index_lag(chat, &mut messages, None).await?;
         self.order_legacy(&mut messages);
+        let extra = messages.len().saturating_sub(limit);
+        messages.drain(..extra);
         Ok(messages)
     }
 
@@ -453,6 +575,20 @@ impl MessageStore for DynamoStore {
         }
         Ok(())
     }
+}
+
+/// The key of `chat`'s `Chats` item.
+fn chats_key(chat: &ChatId) -> Item {
+    HashMap::from([
+        (
+            AGENT_ID.to_owned(),
+            AttributeValue::S(chat.agent().as_str().to_owned()),
+        ),
+        (
+            SECONDARY_ID.to_owned(),
+            AttributeValue::S(chat.kind().as_str().to_owned()),
+        ),
+    ])
 }
 
 pub(crate) fn unavailable(reason: impl Into<String>) -> StoreError {

@@ -1,11 +1,11 @@
 //! Creating (and checking) the tables: [`DynamoStore::create_tables`].
 
+use std::future::Future;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TableDescription,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType,
+    Projection, ProjectionType, ScalarAttributeType, TableDescription, TableStatus,
 };
 use jiva_core::StoreError;
 
@@ -15,6 +15,46 @@ use crate::store::{DynamoStore, Layout, unavailable};
 
 /// How long [`DynamoStore::create_tables`] waits for a new table to become `ACTIVE`.
 const ACTIVE_WAIT: Duration = Duration::from_secs(300);
+
+/// The first pause between two `DescribeTable` calls while a table is being created; doubled
+/// after each call up to [`POLL_MAX`]. (The SDK's waiter starts at 20 s, which turns a local
+/// server's instant creation, or DynamoDB's few seconds, into twenty.)
+const POLL_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest pause between two `DescribeTable` calls.
+const POLL_MAX: Duration = Duration::from_secs(5);
+
+/// Whether a described table, and every index it has, is `ACTIVE`.
+fn is_active(table: &TableDescription) -> bool {
+    table.table_status() == Some(&TableStatus::Active)
+        && table
+            .global_secondary_indexes()
+            .iter()
+            .all(|g| g.index_status().is_none_or(|s| *s == IndexStatus::Active))
+}
+
+/// Calls `describe` until it reports an active table, pausing [`POLL_FIRST`] after the first
+/// call and doubling up to [`POLL_MAX`]; gives up once `limit` has passed. `Ok(false)` when the
+/// limit passed first; a failed call ends the wait with its error.
+async fn poll_until_active<F, Fut>(mut describe: F, limit: Duration) -> Result<bool, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<TableDescription>, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut pause = POLL_FIRST;
+    loop {
+        if describe().await?.as_ref().is_some_and(is_active) {
+            return Ok(true);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(POLL_MAX);
+    }
+}
 
 /// What [`DynamoStore::create_tables`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -216,12 +256,12 @@ impl DynamoStore {
             }
             Err(err) => return Err(translate("CreateTable", err)),
         }
-        self.client
-            .wait_until_table_exists()
-            .table_name(table)
-            .wait(ACTIVE_WAIT)
-            .await
-            .map_err(|e| unavailable(format!("table {table} did not become ACTIVE: {e}")))?;
+        if !poll_until_active(|| self.describe(table), ACTIVE_WAIT).await? {
+            return Err(unavailable(format!(
+                "table {table} did not become ACTIVE within {} s",
+                ACTIVE_WAIT.as_secs()
+            )));
+        }
         Ok(())
     }
 }
@@ -271,5 +311,90 @@ fn check_existing(
             )))
         }
         Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn table(status: TableStatus) -> TableDescription {
+        TableDescription::builder().table_status(status).build()
+    }
+
+    /// Polls a scripted sequence of answers with time paused; returns the outcome, the number
+    /// of calls and the time that passed.
+    async fn scripted(
+        answers: Vec<Option<TableDescription>>,
+        limit: Duration,
+    ) -> (Result<bool, StoreError>, usize, Duration) {
+        let answers = RefCell::new(answers.into_iter());
+        let calls = RefCell::new(0);
+        let start = tokio::time::Instant::now();
+        let outcome = poll_until_active(
+            || {
+                *calls.borrow_mut() += 1;
+                let next = answers.borrow_mut().next().unwrap_or(None);
+                async move { Ok(next) }
+            },
+            limit,
+        )
+        .await;
+        (outcome, calls.into_inner(), start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_active_table_needs_one_call_and_no_wait() {
+        let (outcome, calls, waited) =
+            scripted(vec![Some(table(TableStatus::Active))], ACTIVE_WAIT).await;
+        assert!(outcome.unwrap());
+        assert_eq!((calls, waited), (1, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_creating_table_is_polled_after_100_ms_then_doubling() {
+        let (outcome, calls, waited) = scripted(
+            vec![
+                None,
+                Some(table(TableStatus::Creating)),
+                Some(table(TableStatus::Creating)),
+                Some(table(TableStatus::Active)),
+            ],
+            ACTIVE_WAIT,
+        )
+        .await;
+        assert!(outcome.unwrap());
+        assert_eq!(calls, 4);
+        // 100 + 200 + 400 ms, where the SDK's waiter would have slept 20 s before its second call.
+        assert_eq!(waited, Duration::from_millis(700));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pause_stops_growing_at_five_seconds_and_the_wait_is_bounded() {
+        let (outcome, calls, waited) = scripted(Vec::new(), Duration::from_secs(30)).await;
+        assert!(!outcome.unwrap());
+        assert_eq!(waited, Duration::from_secs(30));
+        // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 = 6.3 s, then 5 s pauses: 6.3, 11.3, ... 26.3, 30.
+        assert_eq!(calls, 7 + 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_index_still_being_built_is_waited_for() {
+        let building = TableDescription::builder()
+            .table_status(TableStatus::Active)
+            .global_secondary_indexes(
+                aws_sdk_dynamodb::types::GlobalSecondaryIndexDescription::builder()
+                    .index_status(IndexStatus::Creating)
+                    .build(),
+            )
+            .build();
+        let (outcome, calls, _) = scripted(
+            vec![Some(building), Some(table(TableStatus::Active))],
+            ACTIVE_WAIT,
+        )
+        .await;
+        assert!(outcome.unwrap());
+        assert_eq!(calls, 2);
     }
 }

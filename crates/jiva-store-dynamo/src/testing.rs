@@ -6,6 +6,8 @@
 //!   `moto[server]`, installed by `scripts/ensure-moto.sh`) on a free port and stops it on drop.
 //!   When neither works it returns an error saying so: tests fail, they never skip.
 //! - [`LocalDynamo::store`]: a [`DynamoStore`] on fresh, uniquely named tables, already created.
+//! - [`IndexLag`]: an SDK interceptor that hides chosen messages from Query answers, the way a
+//!   global secondary index that has not caught up yet does (moto's indexes never lag).
 //! - [`RequestLog`]: an SDK interceptor that records every request a client sends, to assert
 //!   on what a store asks DynamoDB for (how many Queries, with which limit, how many items
 //!   DynamoDB read for them) rather than on timing.
@@ -212,6 +214,14 @@ impl LocalDynamo {
         config.apply_to(builder)
     }
 
+    /// Like [`LocalDynamo::client`], with an [`IndexLag`] on its Query answers.
+    pub fn client_with_lag(&self, config: &Config) -> (Client, IndexLag) {
+        let lag = IndexLag::default();
+        let client =
+            Client::from_conf(self.client_builder(config).interceptor(lag.clone()).build());
+        (client, lag)
+    }
+
     /// A store on fresh tables of its own (native layout), created and `ACTIVE`.
     pub async fn store(&self) -> Result<DynamoStore, StoreError> {
         self.store_with(self.config()).await
@@ -388,6 +398,57 @@ impl Intercept for RequestLog {
             _ => None,
         };
         self.complete(counts);
+        Ok(())
+    }
+}
+
+/// An SDK interceptor that removes the items of chosen messages from every Query answer, as an
+/// eventually consistent index does for a message written a moment ago. Other operations
+/// (GetItem, BatchGetItem) see every item.
+#[derive(Debug, Clone, Default)]
+pub struct IndexLag {
+    hidden: Arc<Mutex<Vec<String>>>,
+}
+
+impl IndexLag {
+    /// Hides the message `id` from Query answers from now on.
+    pub fn hide(&self, id: jiva_core::MessageId) {
+        self.hidden
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id.to_string());
+    }
+}
+
+impl Intercept for IndexLag {
+    fn name(&self) -> &'static str {
+        "jiva-index-lag"
+    }
+
+    fn modify_before_completion(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let hidden = self
+            .hidden
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(Ok(output)) = context.output_or_error_mut() {
+            if let Some(query) = output.downcast_mut::<QueryOutput>() {
+                if let Some(items) = query.items.as_mut() {
+                    items.retain(|item| {
+                        !matches!(
+                            item.get(crate::item::MESSAGE_ID),
+                            Some(aws_sdk_dynamodb::types::AttributeValue::S(id)) if hidden.contains(id)
+                        )
+                    });
+                    query.count = i32::try_from(items.len()).unwrap_or(i32::MAX);
+                }
+            }
+        }
         Ok(())
     }
 }

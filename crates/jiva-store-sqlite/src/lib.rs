@@ -4,9 +4,20 @@
 //! Design: every write goes through one writer thread that owns the only writing connection. It
 //! takes whatever appends are waiting (up to [`Config::max_batch`]) and commits them in one
 //! transaction (group commit), then answers each caller. An `append` therefore returns only after
-//! its message is committed, and under load many messages share one commit. Reads run on a small
+//! its message is committed, and under load many messages share one commit. Each write of a batch
+//! runs in a savepoint of its own, so a row SQLite refuses fails only its own append (with
+//! [`StoreError::Conflict`] for a constraint); only a failure of the transaction itself fails
+//! the whole batch. Reads run on a small
 //! pool of read-only connections in `spawn_blocking`; the database is in WAL mode so reads never
-//! wait for the writer.
+//! wait for the writer. The pool is bounded ([`Config::readers`]): a read waits for a free
+//! connection at most [`Config::read_wait`], then fails with [`StoreError::Unavailable`]
+//! (`jiva_sqlite_reader_wait_timeouts_total`); `jiva_sqlite_reader_connections` shows how many
+//! are open.
+//!
+//! Readiness ([`MessageStore::check`]): a read, and, while the writer's last transaction failed
+//! (an unwritable file, a full disk), a small write (one row of the `probes` table) that must
+//! commit; so a store whose writes fail is reported unavailable, and available again as soon
+//! as a write commits, with no append needed.
 //!
 //! Checkpoints (copying the WAL back into the database, with its fsyncs) run on a separate
 //! checkpointer thread every [`CHECKPOINT_EVERY`], never on the writer: an fsync that takes tens
@@ -30,8 +41,12 @@
 //! Invariants: messages are read back in `chat_seq` order; a chat's history is read through the
 //! unique `(agent_id, secondary_id, chat_seq)` index only, never by scanning other chats.
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -41,7 +56,7 @@ use jiva_core::{
     StoreError, Timestamp,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// How hard SQLite works to make a commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,8 +79,12 @@ pub struct Config {
     pub max_batch: usize,
     /// Writes waiting for the writer thread before `append` callers wait for room.
     pub queue: usize,
-    /// Read-only connections kept open for history reads.
+    /// Read-only connections for history reads: the most ever open at once. A read waits for
+    /// a free one.
     pub readers: usize,
+    /// How long a read waits for a free reader connection before failing with
+    /// [`StoreError::Unavailable`].
+    pub read_wait: std::time::Duration,
 }
 
 impl Config {
@@ -77,6 +96,7 @@ impl Config {
             max_batch: 512,
             queue: 8192,
             readers: 4,
+            read_wait: DEFAULT_READ_WAIT,
         }
     }
 
@@ -85,6 +105,9 @@ impl Config {
         Self::new(dir.as_ref().join("jivachat.db"))
     }
 }
+
+/// How long a read waits for a free reader connection by default.
+pub const DEFAULT_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +139,8 @@ pub enum OpenError {
 enum Write {
     Chat(ChatId),
     Message(Message),
+    /// A write that only proves the writer can commit (see [`SqliteStore::check`]).
+    Probe,
 }
 
 struct Job {
@@ -130,6 +155,8 @@ struct Job {
 pub struct SqliteStore {
     writes: mpsc::Sender<Job>,
     readers: Arc<ReaderPool>,
+    /// Set while the writer's last transaction failed, cleared by its next commit.
+    writer_failing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -146,6 +173,10 @@ CREATE TABLE IF NOT EXISTS chats (
     secondary_id TEXT NOT NULL,
     PRIMARY KEY (agent_id, secondary_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS probes (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS messages (
     seq          INTEGER PRIMARY KEY,
     message_id   TEXT NOT NULL UNIQUE,
@@ -216,6 +247,10 @@ impl SqliteStore {
             path: config.path.clone(),
             idle: Mutex::new(Vec::new()),
             keep: config.readers.max(1),
+            permits: Arc::new(Semaphore::new(config.readers.max(1))),
+            wait: config.read_wait,
+            open: AtomicUsize::new(0),
+            most_open: AtomicUsize::new(0),
         });
         // Open one reader now so a bad path fails here, not on the first request.
         let first = readers.open().map_err(sqlite)?;
@@ -223,6 +258,8 @@ impl SqliteStore {
 
         let (writes, jobs) = mpsc::channel(config.queue.max(1));
         let max_batch = config.max_batch.max(1);
+        let writer_failing = Arc::new(AtomicBool::new(false));
+        let failing = Arc::clone(&writer_failing);
         // The checkpointer stops when the writer does (its sender is dropped).
         let (writer_alive, writer_gone) = std::sync::mpsc::channel::<()>();
         thread::Builder::new()
@@ -232,11 +269,21 @@ impl SqliteStore {
         thread::Builder::new()
             .name("jiva-sqlite-writer".into())
             .spawn(move || {
-                writer_loop(writer, jobs, max_batch);
+                writer_loop(writer, jobs, max_batch, &failing);
                 drop(writer_alive);
             })
             .map_err(OpenError::Thread)?;
-        Ok(Self { writes, readers })
+        Ok(Self {
+            writes,
+            readers,
+            writer_failing,
+        })
+    }
+
+    /// The read-only connections open now and the most ever open at once (the gauge
+    /// `jiva_sqlite_reader_connections` shows the first).
+    pub fn reader_stats(&self) -> ReaderStats {
+        self.readers.stats()
     }
 
     async fn write(&self, write: Write) -> Result<Option<Appended>, StoreError> {
@@ -254,10 +301,27 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = Arc::clone(&self.readers);
+        // A connection is taken only with a permit, so at most `readers` are ever open.
+        let permit = match tokio::time::timeout(
+            pool.wait,
+            Arc::clone(&pool.permits).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(closed)) => return Err(StoreError::Unavailable(Box::new(closed))),
+            Err(_) => {
+                metrics::counter!("jiva_sqlite_reader_wait_timeouts_total").increment(1);
+                return Err(StoreError::Unavailable(
+                    "no SQLite reader connection became free in time".into(),
+                ));
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let conn = pool.take().map_err(unavailable)?;
             let result = f(&conn);
             pool.put(conn);
+            drop(permit);
             result
         })
         .await
@@ -312,6 +376,21 @@ struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     keep: usize,
+    /// One per connection that may be open; a read holds one while it uses a connection.
+    permits: Arc<Semaphore>,
+    wait: std::time::Duration,
+    /// Reader connections open now, and the most ever open at once.
+    open: AtomicUsize,
+    most_open: AtomicUsize,
+}
+
+/// How many read-only connections a [`SqliteStore`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Open now.
+    pub open: usize,
+    /// The most open at once since the store was opened.
+    pub most_open: usize,
 }
 
 impl ReaderPool {
@@ -321,7 +400,22 @@ impl ReaderPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let open = self.open.fetch_add(1, Ordering::SeqCst).saturating_add(1);
+        self.most_open.fetch_max(open, Ordering::SeqCst);
+        metrics::gauge!("jiva_sqlite_reader_connections").set(open as f64);
         Ok(conn)
+    }
+
+    fn closed(&self) {
+        let open = self.open.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        metrics::gauge!("jiva_sqlite_reader_connections").set(open as f64);
+    }
+
+    fn stats(&self) -> ReaderStats {
+        ReaderStats {
+            open: self.open.load(Ordering::SeqCst),
+            most_open: self.most_open.load(Ordering::SeqCst),
+        }
     }
 
     fn take(&self) -> rusqlite::Result<Connection> {
@@ -336,8 +430,11 @@ impl ReaderPool {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.keep {
                 idle.push(conn);
+                return;
             }
         }
+        drop(conn);
+        self.closed();
     }
 }
 
@@ -371,7 +468,12 @@ struct Counters {
     last: HashMap<ChatId, u64>,
 }
 
-fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+fn writer_loop(
+    mut conn: Connection,
+    mut jobs: mpsc::Receiver<Job>,
+    max_batch: usize,
+    failing: &AtomicBool,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut counters = Counters::default();
     while let Some(first) = jobs.blocking_recv() {
@@ -385,12 +487,14 @@ fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: u
         let size = batch.len();
         match commit(&mut conn, &batch, &mut counters) {
             Ok(outcomes) => {
+                failing.store(false, Ordering::SeqCst);
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     // A caller that gave up waiting is not an error.
-                    let _ = job.reply.send(Ok(outcome));
+                    let _ = job.reply.send(outcome);
                 }
             }
             Err(e) => {
+                failing.store(true, Ordering::SeqCst);
                 tracing::error!(error = %e, batch = size, "SQLite commit failed");
                 // The batch took no number; its chats' counters are read again next time, in
                 // case the failure came from a number another writer had taken.
@@ -409,17 +513,36 @@ fn writer_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: u
     }
 }
 
-/// Commits `batch` in one transaction. The numbers it takes are recorded in `counters` only
-/// once the transaction has committed.
+/// What one write of a batch answers.
+type Outcome = Result<Option<Appended>, StoreError>;
+
+/// A row SQLite refused: a constraint (retrying will not help) or a transient failure.
+fn row_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(Box::new(e)),
+        _ => unavailable(e),
+    }
+}
+
+/// Commits `batch` in one transaction, each write inside a savepoint of its own: a row SQLite
+/// refuses (a constraint, a trigger) is rolled back alone and answers its own error, and the
+/// rest of the batch commits. A refused row takes no number, so numbers stay gap-free. The
+/// numbers the batch takes are recorded in `counters` only once the transaction has committed;
+/// the counter of a chat with a refused row is forgotten (read again from the index), in case
+/// the refusal came from a number another writer had taken.
+///
+/// `Err` means the transaction itself failed (nothing of the batch is stored).
 fn commit(
     conn: &mut Connection,
     batch: &[Job],
     counters: &mut Counters,
-) -> rusqlite::Result<Vec<Option<Appended>>> {
+) -> rusqlite::Result<Vec<Outcome>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     // This batch's numbers, over the committed ones.
     let mut taken: HashMap<&ChatId, u64> = HashMap::new();
+    // Chats with a refused row.
+    let mut refused: Vec<&ChatId> = Vec::new();
     {
         let mut chat_stmt = tx.prepare_cached(
             "INSERT INTO chats (agent_id, secondary_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
@@ -431,52 +554,92 @@ fn commit(
         let mut last_stmt = tx.prepare_cached(
             "SELECT MAX(chat_seq) FROM messages WHERE agent_id = ?1 AND secondary_id = ?2",
         )?;
+        let mut probe_stmt = tx.prepare_cached(
+            "INSERT INTO probes (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )?;
+        // Prepared once per connection: a savepoint per write costs no parsing.
+        let mut savepoint = tx.prepare_cached("SAVEPOINT row")?;
+        let mut release = tx.prepare_cached("RELEASE row")?;
+        let mut rollback = tx.prepare_cached("ROLLBACK TO row")?;
         let mut existing_stmt =
             tx.prepare_cached("SELECT chat_seq FROM messages WHERE message_id = ?1")?;
         for job in batch {
-            match &job.write {
-                Write::Chat(chat) => {
-                    chat_stmt.execute(params![chat.agent().as_str(), chat.kind().as_str()])?;
-                    outcomes.push(None);
-                }
+            savepoint.execute([])?;
+            let outcome = match &job.write {
+                Write::Chat(chat) => chat_stmt
+                    .execute(params![chat.agent().as_str(), chat.kind().as_str()])
+                    .map(|_| None),
+                Write::Probe => probe_stmt
+                    .execute(params![Timestamp::now().as_millis()])
+                    .map(|_| None),
                 Write::Message(m) => {
-                    let last = match taken.get(&m.chat) {
-                        Some(last) => *last,
-                        None => match counters.last.get(&m.chat) {
+                    let written = (|| -> rusqlite::Result<Appended> {
+                        let last = match taken.get(&m.chat) {
                             Some(last) => *last,
-                            None => last_stmt
-                                .query_row(
-                                    params![m.chat.agent().as_str(), m.chat.kind().as_str()],
-                                    |r| r.get::<_, Option<i64>>(0),
-                                )?
-                                .map_or(0, |n| u64::try_from(n).unwrap_or(0)),
-                        },
-                    };
-                    let seq = last.saturating_add(1);
-                    let (kind, body) = match &m.body {
-                        Body::Text(t) => (KIND_TEXT, t.as_str()),
-                        Body::CopilotAnswer(t) => (KIND_COPILOT, t.as_str()),
-                    };
-                    let id = m.id.to_string();
-                    let changed = msg_stmt.execute(params![
-                        id,
-                        m.chat.agent().as_str(),
-                        m.chat.kind().as_str(),
-                        m.sender.as_str(),
-                        m.timestamp.as_millis(),
-                        kind,
-                        body,
-                        i64::try_from(seq).unwrap_or(i64::MAX),
-                    ])?;
-                    if changed == 0 {
-                        let stored: Option<i64> =
-                            existing_stmt.query_row(params![id], |r| r.get(0))?;
-                        let stored = stored.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-                        outcomes.push(Some(Appended::AlreadyStored(Seq::new(stored))));
-                    } else {
-                        taken.insert(&m.chat, seq);
-                        outcomes.push(Some(Appended::Stored(Seq::new(seq))));
+                            None => match counters.last.get(&m.chat) {
+                                Some(last) => *last,
+                                None => last_stmt
+                                    .query_row(
+                                        params![m.chat.agent().as_str(), m.chat.kind().as_str()],
+                                        |r| r.get::<_, Option<i64>>(0),
+                                    )?
+                                    .map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+                            },
+                        };
+                        let seq = last.saturating_add(1);
+                        let (kind, body) = match &m.body {
+                            Body::Text(t) => (KIND_TEXT, t.as_str()),
+                            Body::CopilotAnswer(t) => (KIND_COPILOT, t.as_str()),
+                        };
+                        let id = m.id.to_string();
+                        let changed = msg_stmt.execute(params![
+                            id,
+                            m.chat.agent().as_str(),
+                            m.chat.kind().as_str(),
+                            m.sender.as_str(),
+                            m.timestamp.as_millis(),
+                            kind,
+                            body,
+                            i64::try_from(seq).unwrap_or(i64::MAX),
+                        ])?;
+                        if changed == 0 {
+                            let stored: Option<i64> =
+                                existing_stmt.query_row(params![id], |r| r.get(0))?;
+                            let stored = stored.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                            Ok(Appended::AlreadyStored(Seq::new(stored)))
+                        } else {
+                            Ok(Appended::Stored(Seq::new(seq)))
+                        }
+                    })();
+                    match written {
+                        Ok(appended) => {
+                            if let Appended::Stored(seq) = appended {
+                                taken.insert(&m.chat, seq.get());
+                            }
+                            Ok(Some(appended))
+                        }
+                        Err(e) => {
+                            refused.push(&m.chat);
+                            Err(e)
+                        }
                     }
+                }
+            };
+            match outcome {
+                Ok(done) => {
+                    release.execute([])?;
+                    outcomes.push(Ok(done));
+                }
+                Err(e) => {
+                    // Some failures (a full disk, I/O) end the whole transaction: then the batch
+                    // fails as one, below.
+                    if tx.is_autocommit() {
+                        return Err(e);
+                    }
+                    rollback.execute([])?;
+                    release.execute([])?;
+                    tracing::warn!(error = %e, "SQLite refused one write of a batch");
+                    outcomes.push(Err(row_error(e)));
                 }
             }
         }
@@ -487,6 +650,9 @@ fn commit(
     }
     for (chat, last) in taken {
         counters.last.insert(chat.clone(), last);
+    }
+    for chat in refused {
+        counters.last.remove(chat);
     }
     Ok(outcomes)
 }
@@ -633,10 +799,14 @@ impl MessageStore for SqliteStore {
         })
         .await?;
         if self.writes.is_closed() {
-            Err(writer_gone())
-        } else {
-            Ok(())
+            return Err(writer_gone());
         }
+        // After a failed commit, ready again only once a write commits: a probe that writes
+        // (reads alone would still succeed on a file that can no longer be written).
+        if self.writer_failing.load(Ordering::SeqCst) {
+            self.write(Write::Probe).await?;
+        }
+        Ok(())
     }
 }
 
@@ -655,7 +825,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_batch_takes_no_number() {
+    fn a_refused_row_takes_no_number_and_the_rest_of_its_batch_commits() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA).unwrap();
         migrate(&mut conn).unwrap();
@@ -663,11 +833,11 @@ mod tests {
         let mut counters = Counters::default();
         let first = Message::user(chat.clone(), Sender::Agent, "one".into());
         let outcomes = commit(&mut conn, &[job(first)], &mut counters).unwrap();
-        assert_eq!(outcomes, vec![Some(Appended::Stored(Seq::new(1)))]);
+        assert!(matches!(outcomes[..], [Ok(Some(Appended::Stored(s)))] if s == Seq::new(1)));
         assert_eq!(counters.last.get(&chat), Some(&1));
 
         // Another writer took number 3 behind the counter's back: the batch's second message
-        // collides with it, so the whole batch fails.
+        // collides with it and is refused alone.
         conn.execute(
             "INSERT INTO messages (message_id, agent_id, secondary_id, sender, ts, kind, body, chat_seq)
              VALUES (?1, 'a-1', 'supervisor', 'agent', 0, 0, 'x', 3)",
@@ -678,15 +848,48 @@ mod tests {
             job(Message::user(chat.clone(), Sender::Agent, "two".into())),
             job(Message::user(chat.clone(), Sender::Agent, "three".into())),
         ];
-        assert!(commit(&mut conn, &batch, &mut counters).is_err());
+        let outcomes = commit(&mut conn, &batch, &mut counters).unwrap();
+        assert!(matches!(outcomes[0], Ok(Some(Appended::Stored(s))) if s == Seq::new(2)));
+        assert!(matches!(outcomes[1], Err(StoreError::Conflict(_))));
         assert_eq!(
             counters.last.get(&chat),
-            Some(&1),
-            "the counter did not move"
+            None,
+            "the counter of a chat with a refused row is read again"
         );
         let rows: i64 = conn
             .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(rows, 2, "nothing of the failed batch was stored");
+        assert_eq!(rows, 3, "the refused row was not stored");
+
+        let retry = [job(Message::user(
+            chat.clone(),
+            Sender::Agent,
+            "three".into(),
+        ))];
+        let outcomes = commit(&mut conn, &retry, &mut counters).unwrap();
+        assert!(matches!(outcomes[..], [Ok(Some(Appended::Stored(s)))] if s == Seq::new(4)));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_finds_no_free_reader_in_time_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            readers: 1,
+            read_wait: std::time::Duration::from_millis(50),
+            ..Config::in_dir(dir.path())
+        };
+        let store = SqliteStore::open(config).unwrap();
+        let chat = ChatId::new(AgentId::parse("a-1").unwrap(), ConnectionType::Supervisor);
+        let held = Arc::clone(&store.readers.permits)
+            .acquire_owned()
+            .await
+            .unwrap();
+        let refused = store.history(&chat, None, 10).await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "{refused:?}"
+        );
+        drop(held);
+        assert!(store.history(&chat, None, 10).await.is_ok());
     }
 }

@@ -48,6 +48,8 @@ mod auth;
 mod config;
 mod conn;
 mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod limits;
 mod listen;

@@ -14,6 +14,7 @@ mod chat;
 mod cluster;
 mod copilot;
 mod copilot_relay;
+mod faults;
 mod handshake;
 mod lifecycle;
 mod limits;

@@ -30,7 +30,11 @@ impl ServerProcess {
 
     /// [`Self::start`] with these environment variables set.
     pub(crate) fn start_with(env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), env)
+    }
+
+    /// [`Self::start_with`] on the data directory `dir`.
+    fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_jivachat-server"));
         command
             .args([
@@ -87,6 +91,20 @@ impl ServerProcess {
             addr,
             _dir: dir,
         }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown at all), waits for it, and starts the binary
+    /// again on the same data directory with `env`.
+    pub(crate) fn kill_and_restart(mut self, env: &[(&str, &str)]) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        Self::start_in(dir, env)
+    }
+
+    /// The server's data directory.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -279,6 +297,7 @@ async fn metrics_show_the_notification_queue() {
     let server = ServerProcess::start_with(&[
         ("GRAPHQL_API_URL", url.as_str()),
         ("GRAPHQL_API_KEY", "test-key"),
+        ("JIVA_NOTIFY_CONCURRENCY", "1"),
     ]);
     let mut ws = connect(&server.chat_url("supervisor")).await;
     say(&mut ws, "agent", "first").await;
@@ -306,6 +325,7 @@ async fn metrics_show_the_notification_queue() {
             ("jiva_notify_delivered", 0.0),
             ("jiva_notify_failed", 0.0),
             ("jiva_notify_dropped", 0.0),
+            ("jiva_notify_breaker_state", 0.0),
         ],
     );
 }

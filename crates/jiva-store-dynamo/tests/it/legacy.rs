@@ -306,3 +306,81 @@ async fn an_existing_legacy_table_is_never_altered_and_works_once_the_index_is_a
     store.check().await.unwrap();
     assert_same_up_to_ties(&read_all(&store, &chat, 3).await, &expected);
 }
+
+/// A legacy-layout store on fresh tables whose index answers can be made to lag.
+async fn lagging_legacy_store() -> (DynamoStore, jiva_store_dynamo::testing::IndexLag) {
+    let config = legacy_config();
+    dynamo().store_with(config.clone()).await.unwrap();
+    let (client, lag) = dynamo().client_with_lag(&config);
+    (DynamoStore::from_client(client, config), lag)
+}
+
+#[tokio::test]
+async fn messages_the_legacy_index_has_not_caught_up_with_are_still_read_back() {
+    let (store, lag) = lagging_legacy_store().await;
+    let chat = chat(ConnectionType::Supervisor);
+    let mut stored = Vec::new();
+    for i in 0..5 {
+        let m = text(
+            &chat,
+            Sender::Agent,
+            1_700_000_000_000 + i,
+            &format!("m{i}"),
+        );
+        let seq = store.append(&m).await.unwrap().seq();
+        stored.push(Message {
+            seq: Some(seq),
+            ..m
+        });
+    }
+    // The two newest messages are stored but not in the index yet.
+    for m in &stored[3..] {
+        lag.hide(m.id);
+    }
+    assert_eq!(read_all(&store, &chat, 100).await, stored, "one page");
+    assert_eq!(read_all(&store, &chat, 2).await, stored, "pages of two");
+    assert_eq!(store.recent(&chat, 3).await.unwrap(), stored[2..].to_vec());
+    assert_eq!(store.recent(&chat, 10).await.unwrap(), stored);
+}
+
+#[tokio::test]
+async fn the_legacy_list_of_newest_ids_stays_bounded_and_still_covers_the_index_lag() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use jiva_store_dynamo::RECENT_IDS;
+
+    let (store, lag) = lagging_legacy_store().await;
+    let chat = chat(ConnectionType::Copilot);
+    let mut stored = Vec::new();
+    for i in 0..2 * RECENT_IDS + 3 {
+        let millis = 1_700_000_000_000 + i64::try_from(i).unwrap();
+        let m = text(&chat, Sender::Agent, millis, &format!("m{i}"));
+        let seq = store.append(&m).await.unwrap().seq();
+        stored.push(Message {
+            seq: Some(seq),
+            ..m
+        });
+    }
+    let counter = store
+        .client()
+        .get_item()
+        .table_name(&store.config().chats_table)
+        .key("AgentID", s(chat.agent().as_str()))
+        .key("SecondaryID", s(chat.kind().as_str()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let Some(AttributeValue::L(recent)) = counter.item.unwrap().get("Recent").cloned() else {
+        panic!("no Recent list on the Chats item");
+    };
+    assert!(recent.len() < 2 * RECENT_IDS, "{} entries", recent.len());
+    let newest = stored.last().unwrap();
+    assert_eq!(recent.last(), Some(&s(&newest.id.to_string())));
+
+    for m in &stored[stored.len() - 2..] {
+        lag.hide(m.id);
+    }
+    let tail = stored[stored.len() - 3..].to_vec();
+    assert_eq!(store.recent(&chat, 3).await.unwrap(), tail);
+    assert_eq!(read_all(&store, &chat, 10).await, stored);
+}

@@ -15,3 +15,5 @@ mod round_trip;
 mod seq;
 #[cfg(test)]
 mod support;
+#[cfg(test)]
+mod tables;

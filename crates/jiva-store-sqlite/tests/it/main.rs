@@ -333,3 +333,103 @@ async fn a_database_from_before_sequence_numbers_is_numbered_in_time_order_per_c
     assert_eq!(page.len(), 5);
     assert_eq!(page[4].seq, Some(Seq::new(5)));
 }
+
+/// Installs, through a connection of its own, a trigger that makes SQLite refuse any message
+/// whose body is `poison`: one specific row that fails.
+fn refuse_poison(dir: &tempfile::TempDir) {
+    let conn = rusqlite::Connection::open(dir.path().join("jivachat.db")).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poisoned row'); END;",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_row_fails_only_its_own_append_and_numbers_stay_gap_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    refuse_poison(&dir);
+    let c = chat("a-1", ConnectionType::Supervisor);
+    let other = chat("a-2", ConnectionType::Copilot);
+    // Every append is queued at once, so the poisoned ones share group commits with valid ones.
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let store = Arc::clone(&store);
+        let chat = if i % 3 == 0 { other.clone() } else { c.clone() };
+        let text = if i % 50 == 25 {
+            "poison".to_owned()
+        } else {
+            format!("{i}")
+        };
+        tasks.push(tokio::spawn(async move {
+            let m = Message::user(chat, Sender::Agent, text);
+            (m.clone(), store.append(&m).await)
+        }));
+    }
+    let mut stored = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        let (m, outcome) = t.await.unwrap();
+        if m.text() == "poison" {
+            assert!(outcome.is_err(), "the poisoned row was refused");
+            refused += 1;
+        } else {
+            let seq = match outcome {
+                Ok(Appended::Stored(seq)) => seq,
+                other => panic!("a valid append beside a failing row failed: {other:?}"),
+            };
+            stored.push((m.chat.clone(), seq, m.id));
+        }
+    }
+    assert_eq!(refused, 6);
+    for chat in [&c, &other] {
+        let mut mine: Vec<_> = stored
+            .iter()
+            .filter(|(ch, _, _)| ch == chat)
+            .map(|(_, s, id)| (*s, *id))
+            .collect();
+        mine.sort();
+        let seqs: Vec<u64> = mine.iter().map(|(s, _)| s.get()).collect();
+        let n = u64::try_from(mine.len()).unwrap();
+        assert_eq!(seqs, (1..=n).collect::<Vec<u64>>(), "gap-free numbers");
+        let history = store.history(chat, None, 1000).await.unwrap().messages;
+        let read: Vec<_> = history.iter().map(|m| (m.seq.unwrap(), m.id)).collect();
+        assert_eq!(read, mine, "history holds exactly the stored messages");
+    }
+    // The chats go on numbering after the refused rows.
+    let next = Message::user(c.clone(), Sender::Agent, "after".into());
+    let n = u64::try_from(stored.iter().filter(|(ch, _, _)| ch == &c).count()).unwrap();
+    append(&store, &next, n + 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_history_reads_never_open_more_reader_connections_than_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        readers: 2,
+        ..Config::in_dir(dir.path())
+    };
+    let store = Arc::new(SqliteStore::open(config).unwrap());
+    let c = chat("a-1", ConnectionType::Supervisor);
+    for i in 0..20 {
+        let m = Message::user(c.clone(), Sender::Agent, format!("{i}"));
+        store.append(&m).await.unwrap();
+    }
+    let mut reads = Vec::new();
+    for _ in 0..64 {
+        let store = Arc::clone(&store);
+        let c = c.clone();
+        reads.push(tokio::spawn(async move {
+            store.history(&c, None, 100).await.unwrap().messages.len()
+        }));
+    }
+    for read in reads {
+        assert_eq!(read.await.unwrap(), 20);
+    }
+    let stats = store.reader_stats();
+    assert!(stats.most_open <= 2, "{stats:?}");
+    assert!(stats.open <= 2, "{stats:?}");
+}
