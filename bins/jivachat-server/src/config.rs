@@ -39,6 +39,13 @@ pub struct Args {
     /// DynamoDB attempts per request, first try included (retries with backoff).
     #[arg(long, env = "JIVA_DYNAMODB_MAX_ATTEMPTS", default_value = "3")]
     pub dynamodb_max_attempts: String,
+    /// Fan-out between servers: `inprocess` (one server) or `redis` (a cluster on one shared
+    /// store; needs `--store dynamodb` and `--redis-url`).
+    #[arg(long, env = "JIVA_BUS", default_value = "inprocess")]
+    pub bus: String,
+    /// The Redis of `--bus redis` (`redis://[user:password@]host:port[/db]`).
+    #[arg(long, env = "JIVA_REDIS_URL")]
+    pub redis_url: Option<String>,
     /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `jiva_ws=debug`).
     #[arg(long, env = "JIVA_LOG", default_value = "info")]
     pub log: String,
@@ -298,6 +305,8 @@ pub struct Config {
     pub tls: Option<jiva_ws::TlsFiles>,
     /// The admin listener's address (`/metrics` only there), when set.
     pub admin_listen: Option<SocketAddr>,
+    /// Fan-out between servers.
+    pub bus: crate::BusChoice,
 }
 
 /// Reads a "true"/"false" style value.
@@ -412,6 +421,7 @@ impl Config {
             claims: jiva_auth::ClaimNames::default(),
             tls: None,
             admin_listen: None,
+            bus: crate::BusChoice::InProcess,
         }
     }
 
@@ -477,6 +487,7 @@ impl Config {
                 "--store / JIVA_STORE: {other:?} is not a store (expected sqlite or dynamodb)"
             )),
         }
+        crate::bus_config::from_args(&args, &mut config, &mut problems);
         if tracing_subscriber::EnvFilter::try_new(&args.log).is_err() {
             problems.push(format!(
                 "--log / JIVA_LOG: {:?} is not a log filter",

@@ -5,6 +5,7 @@
 //! is here so that tests can start the real server on port 0 and stop it.
 
 mod auth_config;
+mod bus_config;
 pub mod config;
 pub mod telemetry;
 
@@ -19,6 +20,7 @@ use jiva_ws::{Services, Transport};
 use tokio::net::TcpListener;
 
 pub use auth_config::issue_token;
+pub use bus_config::BusChoice;
 pub use config::{Args, AuthChoice, Command, Config, LogFormat, StoreChoice, TokenArgs};
 
 /// Installs the global tracing subscriber for `config` (once per process).
@@ -162,6 +164,9 @@ where
     };
     telemetry::watch_notifications(notifications.as_ref());
     services = services.with_authenticator(auth_config::authenticator(&config).await?);
+    if let Some(bus) = bus_config::connect(&config).await? {
+        services = services.with_bus(bus.clone()).with_turn_lock(bus);
+    }
     let transport = telemetry::expose(Transport::new(config.transport.clone(), services));
     let addr = listener
         .local_addr()

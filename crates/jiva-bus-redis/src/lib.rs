@@ -25,11 +25,19 @@
 //! in Redis. Payloads are JSON written by hand (`wire`), carrying the publishing bus's id so
 //! that a bus never hands its own messages back.
 //!
+//! The bus is also the cluster's [`TurnLock`](jiva_core::TurnLock) (`lease`): a chat's copilot
+//! turn lease is a Redis key with an expiry, taken with `SET NX PX`, renewed and released by
+//! compare-and-set scripts.
+//!
 //! Invariants: a message a bus publishes is delivered at most once to each other bus following
 //! its chat, and never to itself; messages of a chat no longer followed are not handed on;
 //! message text and the Redis URL's password are never logged.
 
+mod lease;
 mod wire;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::HashSet;
 use std::fmt;

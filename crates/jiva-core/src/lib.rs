@@ -1,7 +1,7 @@
 //! `jiva-core` is the domain of JivaChat: what a chat and a message are, the pure rules of a chat
 //! (which notification a stored message raises, how a copilot answer is assembled, which earlier
 //! turns a copilot sees, who may open which chat), and the port traits that adapters implement
-//! ([`MessageStore`], [`Notifier`], [`Copilot`], [`Authenticator`], [`Bus`]).
+//! ([`MessageStore`], [`Notifier`], [`Copilot`], [`Authenticator`], [`Bus`], [`TurnLock`]).
 //!
 //! Layout:
 //! - [`chat`]: [`AgentId`], [`ConnectionType`] and [`ChatId`]. A chat is the *pair* (agent id,
@@ -14,6 +14,7 @@
 //! - [`auth`]: the [`Authenticator`] port, [`Identity`], and the pure rules [`authorize`] (who
 //!   may open which chat) and [`sender_for`] (which sender a message is stored as).
 //! - [`bus`]: the [`Bus`] port: stored messages fanned out between servers.
+//! - [`turn_lock`]: the [`TurnLock`] port: one copilot turn at a time per chat in a cluster.
 //!
 //! What this crate deliberately is not: it does no I/O. It knows nothing of sockets, HTTP, JSON,
 //! SQLite, DynamoDB or AppSync, and starts no runtime. Serialization belongs to the adapters, which
@@ -27,7 +28,7 @@
 //!   live frames are shown in it.
 //! - Ports speak core types only: no SDK error, raw item or pagination key crosses a trait.
 //! - With the `mocks` feature, mockall mocks of the ports are exported (`MockMessageStore`,
-//!   `MockNotifier`, `MockCopilot`, `MockBus`; none of `Authenticator`); enable it only in
+//!   `MockNotifier`, `MockCopilot`, `MockBus`, `MockTurnLock`; none of `Authenticator`); enable it only in
 //!   dev-dependencies.
 
 pub mod auth;
@@ -37,6 +38,7 @@ pub mod copilot;
 pub mod message;
 pub mod notify;
 pub mod store;
+pub mod turn_lock;
 
 pub use auth::{
     AuthError, Authenticator, Denied, Identity, NoAuth, UserRole, authorize, sender_for,
@@ -52,6 +54,7 @@ pub use message::{
 };
 pub use notify::{Disabled, Notification, NotificationKind, Notifier, NotifyError};
 pub use store::{Appended, Cursor, HistoryPage, MessageStore, StoreError};
+pub use turn_lock::{LeaseToken, TurnLock, TurnLockError};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use bus::MockBus;
@@ -61,3 +64,5 @@ pub use copilot::MockCopilot;
 pub use notify::MockNotifier;
 #[cfg(any(test, feature = "mocks"))]
 pub use store::MockMessageStore;
+#[cfg(any(test, feature = "mocks"))]
+pub use turn_lock::MockTurnLock;

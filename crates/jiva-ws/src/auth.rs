@@ -33,7 +33,7 @@ pub(crate) async fn admit(
             "origin not allowed",
         ));
     }
-    let authenticator = &state.services.authenticator;
+    let authenticator = &state.authenticator;
     if !authenticator.required() {
         return Ok(None);
     }
@@ -67,7 +67,7 @@ pub(crate) async fn admit(
 /// `GET /auth-mode`: `{"token":"required"}` when callers must present a token, else
 /// `{"token":"none"}`. The built-in page asks it to know whether to show its token field.
 pub(crate) async fn mode(AxumState(state): AxumState<Arc<State>>) -> Response {
-    let body = if state.services.authenticator.required() {
+    let body = if state.authenticator.required() {
         r#"{"token":"required"}"#
     } else {
         r#"{"token":"none"}"#

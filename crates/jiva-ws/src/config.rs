@@ -61,3 +61,15 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// The chat service's part of this configuration.
+    pub(crate) fn chat(&self) -> jiva_chat::Config {
+        jiva_chat::Config {
+            copilot_history: self.copilot_history,
+            copilot_turn_timeout: self.copilot_turn_timeout,
+            copilot_queue: self.copilot_queue,
+            ..jiva_chat::Config::default()
+        }
+    }
+}

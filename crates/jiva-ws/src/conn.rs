@@ -6,9 +6,8 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use jiva_core::{
-    ChatId, ConnectionType, Identity, Message, Notification, Seq, Timestamp, sender_for,
-};
+use jiva_chat::Subscriber;
+use jiva_core::{ChatId, Identity, Message, Seq, Timestamp, sender_for};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -16,9 +15,7 @@ use tracing::Instrument;
 
 use crate::frames::{self, Frame, Inbound};
 use crate::limits::{self, Verdict};
-use crate::rooms::Subscriber;
 use crate::state::State;
-use crate::turns::Turns;
 use crate::{
     CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED,
     CLOSE_TOO_BIG, auth,
@@ -61,14 +58,17 @@ pub(crate) async fn run(
         tracing::debug!("socket opened");
         let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
         let slow = CancellationToken::new();
-        let start = state.rooms.join(
-            &chat,
-            Subscriber {
-                conn,
-                tx: tx.clone(),
-                slow: slow.clone(),
-            },
-        );
+        let start = state
+            .chats
+            .join(
+                &chat,
+                Subscriber {
+                    conn,
+                    tx: tx.clone(),
+                    slow: slow.clone(),
+                },
+            )
+            .await;
 
         let (sink, stream) = socket.split();
         let (end_tx, end_rx) = oneshot::channel();
@@ -100,8 +100,7 @@ pub(crate) async fn run(
             &ping,
         )
         .await;
-        state.rooms.leave(&chat, conn);
-        state.forget_if_unused(&chat);
+        state.chats.leave(&chat, conn).await;
         let _ = end_tx.send(ending);
         drop(tx);
         let _ = writer.await;
@@ -178,8 +177,8 @@ async fn read_loop(
                         }
                         // Boxed: an idle socket's task then holds only what waiting for the
                         // next frame needs, not room for a whole store round-trip.
-                        if let Err(reason) = Box::pin(accept(state, message)).await {
-                            reply(frames::error(reason));
+                        if let Err(rejection) = Box::pin(state.chats.accept(message)).await {
+                            reply(frames::error(rejection.reason()));
                         }
                     }
                     Err(reason) => reply(frames::error(reason)),
@@ -204,29 +203,6 @@ async fn read_loop(
             }
         }
     }
-}
-
-/// Stores a chat message, shows it, raises its notification and, on a copilot chat, queues a
-/// copilot turn. The error is the reason sent back to the sender alone.
-async fn accept(state: &Arc<State>, message: Message) -> Result<(), &'static str> {
-    metrics::counter!("jiva_messages_in_total").increment(1);
-    let ticket = match message.chat.kind() {
-        ConnectionType::Copilot => {
-            Some(Turns::admit(state, &message.chat).ok_or("copilot is busy; message not stored")?)
-        }
-        ConnectionType::Supervisor => None,
-    };
-    state
-        .store_and_show(&message)
-        .await
-        .map_err(|_| "message not stored")?;
-    if let Some(ticket) = ticket {
-        ticket.submit(message.clone());
-    }
-    if let Some(notification) = Notification::for_message(&message) {
-        state.notify(notification).await;
-    }
-    Ok(())
 }
 
 type Sink = SplitSink<WebSocket, WsMessage>;
@@ -367,8 +343,7 @@ async fn replay(
     let mut cursor = None;
     loop {
         let page = match state
-            .services
-            .store
+            .chats
             .history(chat, cursor, state.config.history_page.max(1))
             .await
         {
@@ -398,7 +373,7 @@ async fn replay(
         match page.next {
             Some(next) if !page.messages.is_empty() => cursor = Some(next),
             _ => {
-                state.rooms.replayed(chat, last.map_or(0, Seq::get));
+                state.chats.replayed(chat, last.map_or(0, Seq::get));
                 return Ok(replayed);
             }
         }

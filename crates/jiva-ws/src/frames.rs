@@ -6,6 +6,29 @@ use jiva_core::{Body, CopilotChunk, Message, Sender, Seq, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 
+/// The transport's encoder: `jiva-chat` hands every socket of a chat the frame it made once.
+pub(crate) struct Wire;
+
+impl jiva_chat::Encoder for Wire {
+    type Frame = Frame;
+
+    fn stored(&self, message: &Message) -> Frame {
+        stored(message, message.seq)
+    }
+
+    fn chunk(&self, c: &CopilotChunk) -> Frame {
+        chunk(c)
+    }
+
+    fn error(&self, reason: &str) -> Frame {
+        error(reason)
+    }
+
+    fn end(&self) -> Frame {
+        end()
+    }
+}
+
 /// A frame ready to be written, encoded once and shared between sockets.
 #[derive(Debug, Clone)]
 pub(crate) struct Frame {

@@ -5,11 +5,9 @@
 //! Layout:
 //! - `server`: the axum router, the upgrade (query validation answers 400 with a reason), and
 //!   [`serve`] with graceful shutdown.
-//! - `conn`: one socket: a reader that accepts chat messages and a writer task that replays
-//!   history and then writes live frames through a bounded queue.
-//! - `rooms`: the sockets of each chat and fan-out (each frame encoded once, shared by all).
-//! - `sequencer`: the per-chat reorder step: stored frames leave a room in sequence order.
-//! - `turns`: copilot turns, one at a time per chat, in their own tasks.
+//! - `conn`: one socket: a reader that parses and authorizes chat messages and hands them to
+//!   the chat service (`jiva_chat::Chats`), and a writer task that replays history and then
+//!   writes live frames through a bounded queue.
 //! - `frames`: the wire frames, converted by hand from and to core types.
 //! - `limits`: socket counts per IP and in total, handshake, message and copilot rate limits
 //!   (`governor`), and the idle timeout.
@@ -20,8 +18,11 @@
 //! - `auth`: before the upgrade, the Origin allow-list, the caller's token and
 //!   `jiva_core::authorize` (401/403 with a reason); `GET /auth-mode`.
 //!
-//! It receives its ports as [`Services`] (`Arc<dyn MessageStore>` and friends) and never names a
-//! concrete store, notification service or copilot endpoint. It never reads the environment.
+//! What a chat does (store, order, show, publish, notify, the copilot turn) is `jiva-chat`'s:
+//! this crate parses, authenticates, applies the client limits and calls it, and supplies the
+//! encoder (`frames::Wire`) that makes each frame once for every socket. It receives its ports
+//! as [`Services`] (`Arc<dyn MessageStore>` and friends) and never names a concrete store,
+//! notification service, copilot endpoint or bus. It never reads the environment.
 //!
 //! Invariants:
 //! - Stored before shown: a message is broadcast only after the store acknowledged it; a store
@@ -53,12 +54,9 @@ mod handshake;
 mod limits;
 mod listen;
 mod pages;
-mod rooms;
-mod sequencer;
 mod server;
 mod state;
 mod tls;
-mod turns;
 
 /// Benchmark hooks (`benches/`); not public API.
 #[doc(hidden)]

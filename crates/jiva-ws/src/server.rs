@@ -178,7 +178,7 @@ async fn upgrades_first(
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "server is shutting down\n").into_response();
     }
-    if let Err(e) = state.register(&chat).await {
+    if let Err(e) = state.chats.register(&chat).await {
         tracing::error!(chat = %chat, error = %e, "registering a chat failed");
         return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
     }
@@ -225,7 +225,7 @@ async fn plain_http(AxumState(state): AxumState<Arc<State>>, request: Request) -
 
 async fn healthz(AxumState(state): AxumState<Arc<State>>) -> Response {
     // With authentication on, anonymous callers learn nothing about the build.
-    if state.services.authenticator.required() {
+    if state.authenticator.required() {
         return (
             [(header::CONTENT_TYPE, "application/json")],
             r#"{"status":"ok"}"#,
@@ -241,13 +241,19 @@ async fn healthz_full(AxumState(state): AxumState<Arc<State>>) -> Response {
     let body = format!(
         "{{\"status\":\"ok\",\"version\":\"{}\",\"store\":\"{}\"}}",
         env!("CARGO_PKG_VERSION"),
-        state.services.store.kind()
+        state.chats.store().kind()
     );
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// Ready while the store answers (503 otherwise). A bus that cannot reach the other servers
+/// does not make a server unready, since its chats go on here: the answer is still 200, with
+/// the body saying so (`jiva_bus_connected` is 0 meanwhile).
 async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
-    match state.services.store.check().await {
+    match state.chats.store().check().await {
+        Ok(()) if !state.chats.bus_connected() => {
+            (StatusCode::OK, "ready; bus down (degraded)\n").into_response()
+        }
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

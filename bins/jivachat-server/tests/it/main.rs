@@ -11,6 +11,7 @@ mod support;
 
 mod auth;
 mod chat;
+mod cluster;
 mod copilot;
 mod copilot_relay;
 mod faults;

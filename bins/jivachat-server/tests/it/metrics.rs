@@ -116,6 +116,14 @@ impl ServerProcess {
     }
 }
 
+impl ServerProcess {
+    /// Kills the server with SIGKILL: nothing is flushed, no socket is closed cleanly.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -11,64 +11,31 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use jiva_bus_redis::testing::LocalRedis;
 use jiva_bus_redis::{Config, RedisBus, RedisUrl};
 use jiva_core::{AgentId, Bus, BusError, ChatId, ConnectionType, Incoming, Message, Sender, Seq};
-use tokio::process::{Child, Command};
 
 /// How long any expected event may take (a bound, not a sleep).
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// A `redis-server` on 127.0.0.1, stopped when dropped.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
+/// A `redis-server` on 127.0.0.1 for one test.
+struct Redis(LocalRedis);
 
 impl Redis {
     async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Self { port, child: None };
-        redis.run().await;
-        redis
+        Self(LocalRedis::start().await.unwrap())
     }
 
-    /// Starts the server on `self.port` and waits until it accepts connections.
     async fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .kill_on_drop(true)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}); run scripts/ensure-redis.sh")
-            });
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        tokio::time::timeout(PATIENCE, async {
-            // Polls the port until the server listens (its start-up has no other signal).
-            while tokio::net::TcpStream::connect(&addr).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("redis-server did not start listening");
+        self.0.run().await.unwrap();
     }
 
     async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
+        self.0.stop().await;
     }
 
     fn config(&self) -> Config {
-        let mut config = Config::new(RedisUrl::new(format!("redis://127.0.0.1:{}", self.port)));
-        config.max_backoff = Duration::from_millis(500);
-        config
+        self.0.config()
     }
 }
 
@@ -224,4 +191,37 @@ async fn an_unreachable_redis_is_unavailable() {
     // The URL (and any password in it) never shows in Debug output.
     let secret = RedisUrl::new("redis://user:hunter2@127.0.0.1:1");
     assert!(!format!("{secret:?}").contains("hunter2"));
+}
+
+#[tokio::test]
+async fn a_turn_lease_has_one_holder_until_released_or_expired() {
+    use jiva_core::{LeaseToken, TurnLock};
+    let redis = Redis::start().await;
+    let a = RedisBus::connect(redis.config()).await.unwrap();
+    let b = RedisBus::connect(redis.config()).await.unwrap();
+    let chat = chat(ConnectionType::Copilot);
+    let (mine, theirs) = (LeaseToken::new(), LeaseToken::new());
+    let ttl = Duration::from_secs(30);
+    assert!(a.try_acquire(&chat, &mine, ttl).await.unwrap());
+    assert!(!b.try_acquire(&chat, &theirs, ttl).await.unwrap());
+    assert!(a.renew(&chat, &mine, ttl).await.unwrap());
+    // Only the holder renews or releases.
+    assert!(!b.renew(&chat, &theirs, ttl).await.unwrap());
+    b.release(&chat, &theirs).await.unwrap();
+    assert!(!b.try_acquire(&chat, &theirs, ttl).await.unwrap());
+    a.release(&chat, &mine).await.unwrap();
+    assert!(
+        b.try_acquire(&chat, &theirs, Duration::from_millis(100))
+            .await
+            .unwrap()
+    );
+    // A holder that stops renewing (a dead server) frees the chat when the lease expires.
+    tokio::time::timeout(PATIENCE, async {
+        while !a.try_acquire(&chat, &mine, ttl).await.unwrap() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the lease never expired");
+    assert!(!b.renew(&chat, &theirs, ttl).await.unwrap());
 }

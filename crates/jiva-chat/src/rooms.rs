@@ -1,4 +1,4 @@
-//! Rooms: the sockets of each chat, and fan-out to them.
+//! Rooms: the subscribers (sockets) of each chat on this server, and fan-out to them.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -10,21 +10,22 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::frames::Frame;
 use crate::sequencer::{GAP_WAIT, Sequencer};
 
-/// One socket's place in a room.
-pub(crate) struct Subscriber {
+/// One subscriber's place in a room: a socket's bounded outbound queue of frames.
+pub struct Subscriber<F> {
+    /// The subscriber's id, unique on this server (the transport's connection id).
     pub conn: u64,
-    pub tx: mpsc::Sender<Frame>,
-    /// Cancelled when the socket's queue overflows: its writer closes it as a slow consumer.
+    /// Where its frames go. A full queue marks the subscriber slow.
+    pub tx: mpsc::Sender<F>,
+    /// Cancelled when the queue overflows: the transport closes it as a slow consumer.
     pub slow: CancellationToken,
 }
 
-impl Subscriber {
+impl<F> Subscriber<F> {
     /// Queues `frame`; a full queue marks the socket slow. Returns false when the socket is
     /// gone or slow, so the room can forget it.
-    pub fn offer(&self, frame: Frame) -> bool {
+    pub(crate) fn offer(&self, frame: F) -> bool {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
@@ -46,13 +47,13 @@ fn close_slow(conn: u64, slow: &CancellationToken) {
 }
 
 /// An append in flight (see [`Rooms::begin`]); dropping it ends the append as failed.
-pub(crate) struct InFlight<'a> {
-    rooms: &'a Rooms,
+pub(crate) struct InFlight<'a, F: Clone> {
+    rooms: &'a Rooms<F>,
     /// `None` once shown.
     chat: Option<ChatId>,
 }
 
-impl Drop for InFlight<'_> {
+impl<F: Clone> Drop for InFlight<'_, F> {
     fn drop(&mut self) {
         let Some(chat) = self.chat.take() else {
             return;
@@ -72,16 +73,24 @@ impl Drop for InFlight<'_> {
     }
 }
 
-#[derive(Default)]
-struct Room {
-    subscribers: Vec<Subscriber>,
+struct Room<F> {
+    subscribers: Vec<Subscriber<F>>,
     /// Stored frames leave in the chat's sequence order.
-    order: Sequencer,
+    order: Sequencer<F>,
 }
 
-impl Room {
+impl<F> Default for Room<F> {
+    fn default() -> Self {
+        Self {
+            subscribers: Vec::new(),
+            order: Sequencer::default(),
+        }
+    }
+}
+
+impl<F: Clone> Room<F> {
     /// Queues `frame` on every socket; sockets that cannot keep up are closed and forgotten.
-    fn offer(subscribers: &mut Vec<Subscriber>, frame: &Frame) {
+    fn offer(subscribers: &mut Vec<Subscriber<F>>, frame: &F) {
         subscribers.retain(|s| s.offer(frame.clone()));
         metrics::counter!("jiva_frames_out_total").increment(subscribers.len() as u64);
     }
@@ -89,39 +98,52 @@ impl Room {
 
 /// Every chat that has at least one socket. Broadcasts to one chat are serialised, so every
 /// socket of a chat sees its frames in the same order.
-#[derive(Default)]
-pub(crate) struct Rooms {
-    rooms: Mutex<HashMap<ChatId, Room>>,
+pub(crate) struct Rooms<F> {
+    rooms: Mutex<HashMap<ChatId, Room<F>>>,
 }
 
-impl Rooms {
+impl<F> Default for Rooms<F> {
+    fn default() -> Self {
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<F: Clone> Rooms<F> {
     /// Adds a socket to its chat's room. Returns the number of the next stored frame the room
-    /// will deliver, when the room knows it: the socket receives every stored frame from that
-    /// number on live, so its replay needs only the messages before it.
-    pub fn join(&self, chat: &ChatId, subscriber: Subscriber) -> Option<Seq> {
+    /// will deliver, when the room knows it (the socket receives every stored frame from that
+    /// number on live, so its replay needs only the messages before it), and whether the room
+    /// is new.
+    pub fn join(&self, chat: &ChatId, subscriber: Subscriber<F>) -> (Option<Seq>, bool) {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         let room = rooms.entry(chat.clone()).or_default();
-        if room.subscribers.is_empty() {
+        let first = room.subscribers.is_empty();
+        if first {
             metrics::gauge!("jiva_chats_open").increment(1.0);
         }
         room.subscribers.push(subscriber);
-        room.order.next().map(Seq::new)
+        (room.order.next().map(Seq::new), first)
     }
 
-    pub fn leave(&self, chat: &ChatId, conn: u64) {
+    /// Removes socket `conn` from its chat's room; true when that was the room's last socket
+    /// (the room is gone).
+    pub fn leave(&self, chat: &ChatId, conn: u64) -> bool {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(room) = rooms.get_mut(chat) {
             room.subscribers.retain(|s| s.conn != conn);
             if room.subscribers.is_empty() {
                 rooms.remove(chat);
                 metrics::gauge!("jiva_chats_open").decrement(1.0);
+                return true;
             }
         }
+        false
     }
 
     /// Queues `frame` on every socket of `chat`; sockets that cannot keep up are closed.
     /// Returns how many sockets it was queued on.
-    pub fn broadcast(&self, chat: &ChatId, frame: &Frame) -> usize {
+    pub fn broadcast(&self, chat: &ChatId, frame: &F) -> usize {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(room) = rooms.get_mut(chat) else {
             return 0;
@@ -132,7 +154,7 @@ impl Rooms {
 
     /// An append of `chat` starts: until the returned guard is shown or dropped, a missing
     /// number in the chat is waited for longer (see `sequencer`).
-    pub fn begin(&self, chat: &ChatId) -> InFlight<'_> {
+    pub fn begin(&self, chat: &ChatId) -> InFlight<'_, F> {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(room) = rooms.get_mut(chat) {
             room.order.begin();
@@ -149,9 +171,9 @@ impl Rooms {
     /// that, at most [`GAP_WAIT`], and calls [`Rooms::expire`].
     pub fn show(
         &self,
-        mut flight: InFlight<'_>,
+        mut flight: InFlight<'_, F>,
         seq: Seq,
-        frame: Frame,
+        frame: F,
     ) -> Option<oneshot::Receiver<()>> {
         // The append ends here, under the same lock as its frame is pushed.
         let chat = flight.chat.take()?;
@@ -162,6 +184,18 @@ impl Rooms {
         let now = Instant::now();
         // Gaps older than the wait are skipped by whoever comes next, even if the task that
         // waits for them is gone.
+        order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
+        order.push(seq.get(), frame, now, &mut |f| Room::offer(subscribers, &f))
+    }
+
+    /// Shows stored frame number `seq` of `chat` that another server stored (it came over the
+    /// bus): it enters the same sequencer as this server's own frames, but is no append of
+    /// this server's. Returns a receiver when the frame is held (see [`Rooms::show`]); `None`
+    /// also when no socket of `chat` is here.
+    pub fn show_remote(&self, chat: &ChatId, seq: Seq, frame: F) -> Option<oneshot::Receiver<()>> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        let Room { subscribers, order } = rooms.get_mut(chat)?;
+        let now = Instant::now();
         order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
         order.push(seq.get(), frame, now, &mut |f| Room::offer(subscribers, &f))
     }
@@ -234,16 +268,13 @@ mod tests {
         ChatId::new(AgentId::parse(agent).unwrap(), ConnectionType::Supervisor)
     }
 
-    fn frame(n: u8) -> Frame {
-        Frame {
-            seq: None,
-            text: format!("{n}").into(),
-        }
+    fn frame(n: u8) -> String {
+        format!("{n}")
     }
 
     #[test]
     fn broadcast_stays_in_its_chat_and_rooms_are_removed_when_empty() {
-        let rooms = Rooms::default();
+        let rooms = Rooms::<String>::default();
         let (tx1, mut rx1) = mpsc::channel(4);
         let (tx2, mut rx2) = mpsc::channel(4);
         rooms.join(
@@ -263,7 +294,7 @@ mod tests {
             },
         );
         assert_eq!(rooms.broadcast(&chat("a"), &frame(1)), 1);
-        assert_eq!(&*rx1.try_recv().unwrap().text, "1");
+        assert_eq!(&*rx1.try_recv().unwrap(), "1");
         assert!(rx2.try_recv().is_err());
         rooms.leave(&chat("a"), 1);
         assert_eq!(rooms.sockets(&chat("a")), 0);
@@ -273,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_marks_only_that_socket_slow() {
-        let rooms = Rooms::default();
+        let rooms = Rooms::<String>::default();
         let (slow_tx, _slow_rx) = mpsc::channel(1);
         let (fast_tx, mut fast_rx) = mpsc::channel(8);
         let slow = CancellationToken::new();
@@ -298,7 +329,7 @@ mod tests {
         assert_eq!(rooms.broadcast(&chat("a"), &frame(2)), 1);
         assert!(slow.is_cancelled());
         assert_eq!(rooms.sockets(&chat("a")), 1);
-        assert_eq!(&*fast_rx.try_recv().unwrap().text, "1");
-        assert_eq!(&*fast_rx.try_recv().unwrap().text, "2");
+        assert_eq!(&*fast_rx.try_recv().unwrap(), "1");
+        assert_eq!(&*fast_rx.try_recv().unwrap(), "2");
     }
 }

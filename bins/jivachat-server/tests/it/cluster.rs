@@ -1,0 +1,514 @@
+//! Issue 11: several server processes on one DynamoDB (moto) and one Redis (`--bus redis`).
+//! Every socket on every node sees the chat's one order; each stored message is notified once;
+//! a Redis outage stops only cross-node delivery; a killed node loses nothing acknowledged.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use jiva_bus_redis::testing::LocalRedis;
+use jiva_store_dynamo::testing::LocalDynamo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::metrics::{ServerProcess, get};
+use crate::support::*;
+
+/// How long cross-node delivery may take to resume once Redis is back.
+const RESUME_WITHIN: Duration = Duration::from_secs(5);
+
+/// Fresh tables on the shared moto server, and the environment that points a server at them
+/// and at `redis` (plus `extra`).
+async fn cluster_env(redis: &LocalRedis, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let dynamo = LocalDynamo::shared().unwrap();
+    let config = dynamo.config();
+    dynamo.store_with(config.clone()).await.unwrap();
+    let mut env: Vec<(String, String)> = [
+        ("JIVA_STORE", "dynamodb"),
+        ("JIVA_DYNAMODB_CHATS_TABLE", config.chats_table.as_str()),
+        (
+            "JIVA_DYNAMODB_MESSAGES_TABLE",
+            config.messages_table.as_str(),
+        ),
+        ("AWS_ENDPOINT_URL", dynamo.endpoint()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("JIVA_BUS", "redis"),
+        ("JIVA_REDIS_URL", redis.url().as_str()),
+        // Many test sockets come from one address.
+        ("JIVA_MAX_SOCKETS_PER_IP", "0"),
+        ("JIVA_HANDSHAKES_PER_IP_PER_SEC", "0"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    env
+}
+
+fn start_node(env: &[(String, String)]) -> ServerProcess {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    ServerProcess::start_with(&env)
+}
+
+fn chat_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/?agentID={AGENT}&secondaryID=supervisor")
+}
+
+/// The `message_id` of a stored message's frame (none for other frames).
+fn stored_id(frame: &Value) -> Option<String> {
+    frame.get("message_id")?.as_str().map(str::to_owned)
+}
+
+/// Reads `socket` until it has shown `total` stored messages; returns their ids in order.
+async fn read_ids<S, E>(mut stream: S, total: usize) -> Vec<String>
+where
+    S: futures_util::Stream<Item = Result<Message, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    let mut ids = Vec::with_capacity(total);
+    while ids.len() < total {
+        let frame = tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {total} messages arrived", ids.len()))
+            .expect("socket ended")
+            .expect("socket failed");
+        if let Message::Text(text) = frame {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            ids.extend(stored_id(&value));
+        }
+    }
+    ids
+}
+
+/// Sends `each` messages from sender `s`, one at a time, as a client would: the next once the
+/// previous one is echoed, again when it was refused (a store that kept conflicting with the
+/// other nodes). Meanwhile records every stored message shown, until `total`; `halfway` is
+/// told when half are sent.
+async fn send_all(
+    mut ws: Ws,
+    s: usize,
+    each: usize,
+    total: usize,
+    halfway: Option<Arc<tokio::sync::Notify>>,
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(total);
+    for n in 0..each {
+        if n == each / 2 {
+            if let Some(halfway) = &halfway {
+                halfway.notify_one();
+            }
+        }
+        let text = format!("{s}-{n}");
+        'acknowledged: loop {
+            say(&mut ws, "agent", &text).await;
+            loop {
+                let frame = next_json(&mut ws).await;
+                if frame.get("error").is_some() {
+                    assert_eq!(frame["error"], "message not stored");
+                    continue 'acknowledged;
+                }
+                let Some(id) = stored_id(&frame) else {
+                    continue;
+                };
+                ids.push(id);
+                if frame["message"] == text.as_str() {
+                    break 'acknowledged;
+                }
+            }
+        }
+    }
+    ids.extend(read_ids(&mut ws, total - ids.len()).await);
+    ids
+}
+
+/// Every stored message's id, in the chat's order, as a fresh socket on `addr` replays it.
+async fn replay_ids(addr: SocketAddr) -> Vec<String> {
+    let frames = replay_frames(&chat_url(addr)).await;
+    frames.iter().filter_map(stored_id).collect()
+}
+
+/// An AppSync stand-in that counts the notifications it is sent.
+async fn counting_appsync() -> (String, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&count);
+    let app = axum::Router::new().route(
+        "/graphql",
+        axum::routing::post(move |body: String| {
+            let counted = Arc::clone(&counted);
+            async move {
+                let body: Value = serde_json::from_str(&body).unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut created = body["variables"]["input"].clone();
+                created["id"] = json!("n-1");
+                created["read"] = json!(false);
+                created["createdAt"] = json!("2026-11-26T00:00:00.000Z");
+                created["updatedAt"] = json!("2026-11-26T00:00:00.000Z");
+                created["__typename"] = json!("Notification");
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    json!({"data": {"createNotification": created}}).to_string(),
+                )
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/graphql", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_show_every_message_once_in_the_one_order_and_notify_once() {
+    const SENDERS: usize = 20;
+    const EACH: usize = 50;
+    const TOTAL: usize = SENDERS * EACH;
+    let redis = LocalRedis::start().await.unwrap();
+    let (appsync, notified) = counting_appsync().await;
+    let env = cluster_env(
+        &redis,
+        &[
+            ("GRAPHQL_API_URL", &appsync),
+            ("GRAPHQL_API_KEY", "da2-e2e"),
+        ],
+    )
+    .await;
+    let nodes: Vec<ServerProcess> = (0..3).map(|_| start_node(&env)).collect();
+
+    // One watcher per node, and the senders spread over the nodes (each also a watcher).
+    let mut readers = Vec::new();
+    for node in &nodes {
+        let ws = connect(&chat_url(node.addr)).await;
+        readers.push(tokio::spawn(read_ids(ws, TOTAL)));
+    }
+    let halfway = Arc::new(tokio::sync::Notify::new());
+    for s in 0..SENDERS {
+        let ws = connect(&chat_url(nodes[s % nodes.len()].addr)).await;
+        let halfway = Arc::clone(&halfway);
+        readers.push(tokio::spawn(async move {
+            send_all(ws, s, EACH, TOTAL, (s == 0).then_some(halfway)).await
+        }));
+    }
+    // One socket joins mid-way, on the third node: replay, then live, the same order.
+    halfway.notified().await;
+    let late = connect(&chat_url(nodes[2].addr)).await;
+    readers.push(tokio::spawn(read_ids(late, TOTAL)));
+
+    let mut seen = Vec::new();
+    for reader in readers {
+        seen.push(reader.await.unwrap());
+    }
+    let replay = replay_ids(nodes[1].addr).await;
+    assert_eq!(replay.len(), TOTAL, "every message is stored once");
+    assert_eq!(replay.iter().collect::<HashSet<_>>().len(), TOTAL);
+    for (i, ids) in seen.iter().enumerate() {
+        assert_eq!(ids, &replay, "socket {i} saw another order than the replay");
+    }
+
+    // One notification per stored message, from the node that stored it.
+    tokio::time::timeout(PATIENCE, async {
+        while notified.load(Ordering::SeqCst) < TOTAL {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} of {TOTAL} notified", notified.load(Ordering::SeqCst)));
+    // Every socket has everything by now: a node that notified what it received would have.
+    assert_eq!(notified.load(Ordering::SeqCst), TOTAL);
+}
+
+/// Sends `text` on `ws` and returns its stored id from the echo.
+async fn say_and_echo(ws: &mut Ws, text: &str) -> String {
+    say(ws, "agent", text).await;
+    loop {
+        let frame = next_json(ws).await;
+        if frame["message"] == text {
+            return stored_id(&frame).unwrap();
+        }
+    }
+}
+
+/// Waits up to `within` for a frame showing `text` on `ws`.
+async fn shows(ws: &mut Ws, text: &str, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        loop {
+            let frame = next_json(ws).await;
+            if frame["message"] == text {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_redis_outage_stops_only_cross_node_delivery_and_it_resumes() {
+    let mut redis = LocalRedis::start().await.unwrap();
+    let env = cluster_env(&redis, &[]).await;
+    let (a, b) = (start_node(&env), start_node(&env));
+    let mut on_a = connect(&chat_url(a.addr)).await;
+    let mut on_b = connect(&chat_url(b.addr)).await;
+    let mut stored = vec![say_and_echo(&mut on_a, "before").await];
+    assert!(shows(&mut on_b, "before", PATIENCE).await);
+
+    redis.stop().await;
+    // Chats go on inside each node: stored, echoed, shown to the node's own sockets.
+    let mut also_on_a = connect(&chat_url(a.addr)).await;
+    replayed_messages(&mut also_on_a).await;
+    stored.push(say_and_echo(&mut on_a, "during").await);
+    assert!(shows(&mut also_on_a, "during", PATIENCE).await);
+    // The nodes say the bus is down, and stay ready.
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let (status, _, body) = get(a.addr, "/readyz").await;
+            assert_eq!(status, 200);
+            if body.contains("bus down") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("/readyz never said the bus was down");
+    let (_, _, metrics) = get(a.addr, "/metrics").await;
+    assert_eq!(
+        crate::metrics::sample(&metrics, "jiva_bus_connected"),
+        Some(0.0)
+    );
+
+    redis.run().await.unwrap();
+    // Cross-node delivery resumes within RESUME_WITHIN of Redis coming back: probe until a
+    // message stored on A is shown on B.
+    let back = tokio::time::Instant::now();
+    let mut probe = 0;
+    loop {
+        let text = format!("probe {probe}");
+        stored.push(say_and_echo(&mut on_a, &text).await);
+        if shows(&mut on_b, &text, Duration::from_millis(250)).await {
+            break;
+        }
+        assert!(
+            back.elapsed() < RESUME_WITHIN,
+            "cross-node delivery did not resume within {RESUME_WITHIN:?}"
+        );
+        probe += 1;
+    }
+    // Nothing stored is missing from either node's replay.
+    for node in [&a, &b] {
+        let replay = replay_ids(node.addr).await;
+        for id in &stored {
+            assert!(replay.contains(id), "{id} missing from a replay");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_nothing_acknowledged_and_its_clients_replay_elsewhere() {
+    let redis = LocalRedis::start().await.unwrap();
+    let env = cluster_env(&redis, &[]).await;
+    let survivor = start_node(&env);
+    let mut doomed = start_node(&env);
+    let mut watcher = connect(&chat_url(survivor.addr)).await;
+    let mut client = connect(&chat_url(doomed.addr)).await;
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        acknowledged.push(say_and_echo(&mut client, &format!("m{n}")).await);
+    }
+    // Killed while its client keeps sending: what was echoed is stored.
+    let (mut sink, mut stream) = client.split();
+    let sending = tokio::spawn(async move {
+        for n in 20..300 {
+            let frame = json!({"chat_id": "c", "sender": "agent", "message": format!("m{n}")});
+            if sink.send(Message::text(frame.to_string())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut echoed = 0;
+    while let Some(Ok(Message::Text(text))) = stream.next().await {
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if let Some(id) = stored_id(&frame) {
+            acknowledged.push(id);
+            echoed += 1;
+            if echoed == 10 {
+                doomed.kill();
+            }
+        }
+    }
+    sending.await.unwrap();
+    assert!(echoed >= 10);
+    // The client reconnects to the other node and replays the whole history.
+    let replay = replay_ids(survivor.addr).await;
+    let unique: HashSet<&String> = replay.iter().collect();
+    assert_eq!(unique.len(), replay.len(), "a message is stored twice");
+    for id in &acknowledged {
+        assert!(unique.contains(id), "acknowledged {id} is not stored");
+    }
+    // The survivor's socket saw what was stored before the kill, in the replay's order.
+    let before: Vec<String> = replay.iter().take(20).cloned().collect();
+    let mut watched = Vec::new();
+    while watched.len() < 20 {
+        watched.extend(stored_id(&next_json(&mut watcher).await));
+    }
+    assert_eq!(watched, before);
+}
+
+/// Every frame a fresh socket on `url` replays.
+async fn replay_frames(url: &str) -> Vec<Value> {
+    let mut ws = connect(url).await;
+    send(&mut ws, json!({"not": "a chat message"})).await;
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_json(&mut ws).await;
+        if frame.get("error").is_some() {
+            return frames;
+        }
+        frames.push(frame);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copilot_turns_of_one_chat_run_one_at_a_time_across_nodes() {
+    use jiva_copilot::testing::{StandIn, Step, chunk, end, head_chunked};
+    let redis = LocalRedis::start().await.unwrap();
+    let mut stand_in = StandIn::start().await.unwrap();
+    let (release, released) = tokio::sync::oneshot::channel();
+    let answer = |text: &str| json!({"action": null, "output": text}).to_string();
+    stand_in.push(vec![
+        head_chunked(200, "application/json"),
+        Step::WaitFor(released),
+        chunk(answer("first answer")),
+        end(),
+    ]);
+    stand_in.push(vec![
+        head_chunked(200, "application/json"),
+        chunk(answer("second answer")),
+        end(),
+    ]);
+    let env = cluster_env(&redis, &[("COPILOT_ENDPOINT", stand_in.url())]).await;
+    let (a, b) = (start_node(&env), start_node(&env));
+    let copilot_url =
+        |addr: SocketAddr| format!("ws://{addr}/?agentID={AGENT}&secondaryID=copilot");
+    let mut on_a = connect(&copilot_url(a.addr)).await;
+    let mut on_b = connect(&copilot_url(b.addr)).await;
+
+    // The first turn runs on A, and holds until the test releases its answer.
+    say_and_echo(&mut on_a, "question one").await;
+    tokio::time::timeout(PATIENCE, stand_in.request())
+        .await
+        .expect("A never asked the copilot");
+    // A question asked on B meanwhile waits behind it.
+    say_and_echo(&mut on_b, "question two").await;
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let (_, _, metrics) = get(b.addr, "/metrics").await;
+            if crate::metrics::sample(&metrics, "jiva_copilot_turn_lease_waits_total")
+                .is_some_and(|n| n >= 1.0)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("B's turn did not wait for A's lease");
+    assert!(
+        stand_in.try_request().is_none(),
+        "B asked while A's turn ran"
+    );
+    release.send(()).unwrap();
+
+    // B's turn runs once A's ended, with A's question and answer in its history.
+    let second = tokio::time::timeout(PATIENCE, stand_in.request())
+        .await
+        .expect("B never asked the copilot")
+        .unwrap();
+    let body = second.body_text().unwrap();
+    assert!(body.contains("question one"), "{body}");
+    assert!(body.contains("first answer"), "{body}");
+    // Both are answered, and every node's replay has the four messages in one order.
+    let outputs = |frames: &[Value]| -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| {
+                f.get("message")
+                    .or_else(|| f.get("output"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    // A's socket is shown B's stored answer (over the bus) once it is stored.
+    loop {
+        if next_json(&mut on_a).await["output"] == "second answer" {
+            break;
+        }
+    }
+    let on_a_replay = outputs(&replay_frames(&copilot_url(a.addr)).await);
+    assert_eq!(
+        on_a_replay,
+        [
+            "question one",
+            "question two",
+            "first answer",
+            "second answer"
+        ]
+    );
+    assert_eq!(
+        outputs(&replay_frames(&copilot_url(b.addr)).await),
+        on_a_replay
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_turn_frees_its_chat_when_the_lease_expires() {
+    use jiva_copilot::testing::{StandIn, Step, chunk, end, head_chunked};
+    let redis = LocalRedis::start().await.unwrap();
+    let mut stand_in = StandIn::start().await.unwrap();
+    // A's turn never ends: A dies holding the lease.
+    stand_in.push(vec![head_chunked(200, "application/json"), Step::Hold]);
+    stand_in.push(vec![
+        head_chunked(200, "application/json"),
+        chunk(json!({"action": null, "output": "after"}).to_string()),
+        end(),
+    ]);
+    let env = cluster_env(&redis, &[("COPILOT_ENDPOINT", stand_in.url())]).await;
+    let (mut a, b) = (start_node(&env), start_node(&env));
+    let copilot_url =
+        |addr: SocketAddr| format!("ws://{addr}/?agentID={AGENT}&secondaryID=copilot");
+    let mut on_a = connect(&copilot_url(a.addr)).await;
+    let mut on_b = connect(&copilot_url(b.addr)).await;
+    say_and_echo(&mut on_a, "question one").await;
+    tokio::time::timeout(PATIENCE, stand_in.request())
+        .await
+        .expect("A never asked the copilot");
+    a.kill();
+    say_and_echo(&mut on_b, "question two").await;
+    // The lease (15 s) expires, B's turn runs and ends.
+    let lease_and_patience = Duration::from_secs(15) + PATIENCE;
+    tokio::time::timeout(lease_and_patience, stand_in.request())
+        .await
+        .expect("B's turn never ran after A died");
+    let mut frames = Vec::new();
+    while frames.last() != Some(&json!({"action": "end", "output": ""})) {
+        frames.push(next_json(&mut on_b).await);
+    }
+    assert!(frames.iter().any(|f| f["output"] == "after"), "{frames:#?}");
+    let (_, _, metrics) = get(b.addr, "/metrics").await;
+    assert_eq!(
+        crate::metrics::sample(&metrics, "jiva_copilot_turn_lease_waits_total"),
+        Some(1.0),
+        "B's turn waited for the dead node's lease"
+    );
+}

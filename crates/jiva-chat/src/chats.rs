@@ -1,0 +1,537 @@
+//! The chat service: what happens to a message once a transport has parsed and authorized it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use jiva_core::{
+    ChatId, ConnectionType, Cursor, HistoryPage, Incoming, Message, MessageStore, Notification,
+    Seq, StoreError,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ports::{Config, Encoder, Ports, Rejection};
+use crate::rooms::{Rooms, Subscriber};
+use crate::sequencer::GAP_WAIT;
+use crate::turns::Turns;
+
+/// What the chat service and its copilot turns share: the ports, the encoder and the rooms.
+pub(crate) struct Core<E: Encoder> {
+    pub config: Config,
+    pub ports: Ports,
+    pub encoder: E,
+    pub rooms: Rooms<E::Frame>,
+    /// Copilot turn tasks (the transport's tracker: shutdown waits for them).
+    pub tracker: TaskTracker,
+    /// Cancelled when the server starts shutting down: running turns end.
+    pub shutdown: CancellationToken,
+}
+
+impl<E: Encoder> Core<E> {
+    /// Stores `message` (setting its [`Message::seq`]), then shows it to every subscriber of
+    /// its chat here, in the chat's sequence order, and publishes it to the bus. Nothing is
+    /// shown or published that is not stored. When numbers before the message's are still on
+    /// their way, this waits (at most [`GAP_WAIT`]) until the message has gone out, so that a
+    /// sender's messages keep their order.
+    pub async fn store_and_show(&self, message: &mut Message) -> Result<(), StoreError> {
+        let started = Instant::now();
+        // Counted in flight until shown; dropped (a failure) if the append fails.
+        let flight = self.rooms.begin(&message.chat);
+        let stored = self.ports.store.append(message).await;
+        metrics::histogram!("jiva_store_append_seconds").record(started.elapsed().as_secs_f64());
+        if let Err(e) = &stored {
+            metrics::counter!("jiva_store_failures_total").increment(1);
+            tracing::error!(chat = %message.chat, message_id = %message.id, error = %e, "storing a message failed");
+        }
+        let seq = stored?.seq();
+        message.seq = Some(seq);
+        let frame = self.encoder.stored(message);
+        self.ports.bus.publish(message);
+        if let Some(shown) = self.rooms.show(flight, seq, frame) {
+            if tokio::time::timeout(GAP_WAIT, shown).await.is_err() {
+                self.rooms.expire(&message.chat);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues `frame` on every subscriber of `chat` here, outside the sequence (copilot chunks,
+    /// errors, `end`).
+    pub fn broadcast(&self, chat: &ChatId, frame: &E::Frame) {
+        self.rooms.broadcast(chat, frame);
+    }
+
+    /// Hands a notification to the notifier; failures are logged here, once.
+    pub async fn notify(&self, notification: Notification) {
+        if let Err(e) = self.ports.notifier.notify(notification).await {
+            tracing::warn!(error = %e, "notification not accepted");
+        }
+    }
+
+    /// Shows a message another server stored (from the bus): never stored or notified again.
+    fn received(self: &Arc<Self>, message: &Message) {
+        let Some(seq) = message.seq else {
+            return;
+        };
+        let frame = self.encoder.stored(message);
+        if let Some(shown) = self.rooms.show_remote(&message.chat, seq, frame) {
+            // Held for a number still missing: make sure the gap is skipped after its wait
+            // even if nothing else arrives in this chat.
+            let core = Arc::clone(self);
+            let chat = message.chat.clone();
+            tokio::spawn(async move {
+                if tokio::time::timeout(GAP_WAIT, shown).await.is_err() {
+                    core.rooms.expire(&chat);
+                }
+            });
+        }
+    }
+}
+
+/// A chat service: stores, orders, shows, publishes and notifies a chat's messages, and runs
+/// its copilot turns. Transports call it; they never decide what is stored or who is notified.
+///
+/// `E` is the transport's [`Encoder`]: subscribers receive its frames, each stored message
+/// encoded once whatever the number of subscribers.
+pub struct Chats<E: Encoder> {
+    core: Arc<Core<E>>,
+    turns: Turns<E>,
+    registered: Mutex<HashSet<ChatId>>,
+    /// Stops the task that receives the bus's messages.
+    _receiving: tokio_util::sync::DropGuard,
+}
+
+impl<E: Encoder> Chats<E> {
+    /// A chat service over `ports`. Copilot turns run on `tracker` and end when `shutdown` is
+    /// cancelled. Messages from other servers are received on a task of the current tokio
+    /// runtime (none is started outside one: then nothing is received).
+    pub fn new(
+        config: Config,
+        ports: Ports,
+        encoder: E,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let core = Arc::new(Core {
+            config,
+            ports,
+            encoder,
+            rooms: Rooms::default(),
+            tracker,
+            shutdown,
+        });
+        let stop = CancellationToken::new();
+        match core.ports.bus.incoming() {
+            Ok(incoming) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(receive(Arc::downgrade(&core), incoming, stop.clone()));
+                }
+                Err(_) => {
+                    tracing::warn!("no tokio runtime: messages of other servers are not received")
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "the bus's incoming stream is unavailable"),
+        }
+        Self {
+            turns: Turns::new(Arc::clone(&core)),
+            core,
+            registered: Mutex::new(HashSet::new()),
+            _receiving: stop.drop_guard(),
+        }
+    }
+
+    /// The store (for history replay and readiness).
+    pub fn store(&self) -> &Arc<dyn MessageStore> {
+        &self.core.ports.store
+    }
+
+    /// Whether the bus reaches the other servers now (always true on a single node).
+    pub fn bus_connected(&self) -> bool {
+        self.core.ports.bus.connected()
+    }
+
+    /// Registers `chat` in the store once per process (until its last subscriber leaves).
+    pub async fn register(&self, chat: &ChatId) -> Result<(), StoreError> {
+        let known = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(chat);
+        if !known {
+            self.core.ports.store.register_chat(chat).await?;
+            let inserted = self
+                .registered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(chat.clone());
+            if inserted {
+                metrics::gauge!("jiva_chats_registered").increment(1.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a subscriber to `chat` and, for its first, follows the chat on the bus. Returns the
+    /// number of the next stored frame the chat will deliver here, when known: the subscriber
+    /// receives every stored frame from that number on, so its replay needs only the messages
+    /// before it. Then replay, and call [`Chats::replayed`].
+    pub async fn join(&self, chat: &ChatId, subscriber: Subscriber<E::Frame>) -> Option<Seq> {
+        let (start, first) = self.core.rooms.join(chat, subscriber);
+        if first {
+            self.follow(chat).await;
+        }
+        start
+    }
+
+    /// Removes subscriber `conn` from `chat`; with the last one gone, unfollows the chat on
+    /// the bus and forgets that it is registered, so memory follows the open chats.
+    pub async fn leave(&self, chat: &ChatId, conn: u64) {
+        if !self.core.rooms.leave(chat, conn) {
+            return;
+        }
+        let removed = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(chat);
+        if removed {
+            metrics::gauge!("jiva_chats_registered").decrement(1.0);
+        }
+        let bus = &self.core.ports.bus;
+        if !bus.connected() {
+            let (bus, chat) = (Arc::clone(bus), chat.clone());
+            tokio::spawn(async move { unfollow(bus.as_ref(), &chat).await });
+            return;
+        }
+        unfollow(bus.as_ref(), chat).await;
+        // A subscriber that joined while this one left must not lose the chat.
+        if self.core.rooms.sockets(chat) > 0 {
+            self.follow(chat).await;
+        }
+    }
+
+    async fn follow(&self, chat: &ChatId) {
+        let bus = &self.core.ports.bus;
+        if bus.connected() {
+            if let Err(e) = bus.follow(chat).await {
+                tracing::warn!(chat = %chat, error = %e, "following a chat on the bus failed");
+            }
+        } else {
+            // The bus follows once it is back; a join does not wait for it.
+            let (bus, chat) = (Arc::clone(bus), chat.clone());
+            tokio::spawn(async move {
+                if let Err(e) = bus.follow(&chat).await {
+                    tracing::debug!(chat = %chat, error = %e, "following a chat on the bus failed");
+                }
+            });
+        }
+    }
+
+    /// A page of `chat`'s history, oldest first (see [`MessageStore::history`]).
+    pub async fn history(
+        &self,
+        chat: &ChatId,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<HistoryPage, StoreError> {
+        self.core.ports.store.history(chat, cursor, limit).await
+    }
+
+    /// A subscriber of `chat` replayed its history, whose last number was `last` (0: none): a
+    /// chat that does not know where it is on this server yet starts there.
+    pub fn replayed(&self, chat: &ChatId, last: u64) {
+        self.core.rooms.replayed(chat, last);
+    }
+
+    /// Subscribers of `chat` here.
+    pub fn subscribers(&self, chat: &ChatId) -> usize {
+        self.core.rooms.sockets(chat)
+    }
+
+    /// Accepts a message a transport parsed and authorized: admits it into its copilot chat's
+    /// turn queue (a copilot chat), stores it, shows it to every subscriber of its chat (on
+    /// every server), raises its notification and, on a copilot chat, queues the turn that
+    /// answers it.
+    pub async fn accept(&self, mut message: Message) -> Result<(), Rejection> {
+        metrics::counter!("jiva_messages_in_total").increment(1);
+        let ticket = match message.chat.kind() {
+            ConnectionType::Copilot => Some(
+                self.turns
+                    .admit(&message.chat)
+                    .ok_or(Rejection::CopilotBusy)?,
+            ),
+            ConnectionType::Supervisor => None,
+        };
+        self.core
+            .store_and_show(&mut message)
+            .await
+            .map_err(|_| Rejection::NotStored)?;
+        let notification = Notification::for_message(&message);
+        if let Some(ticket) = ticket {
+            ticket.submit(message);
+        }
+        if let Some(notification) = notification {
+            self.core.notify(notification).await;
+        }
+        Ok(())
+    }
+}
+
+async fn unfollow(bus: &dyn jiva_core::Bus, chat: &ChatId) {
+    if let Err(e) = bus.unfollow(chat).await {
+        tracing::debug!(chat = %chat, error = %e, "unfollowing a chat on the bus failed");
+    }
+}
+
+/// Shows the messages other servers published, until the bus or the service is gone.
+async fn receive<E: Encoder>(
+    core: std::sync::Weak<Core<E>>,
+    mut incoming: Incoming,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            next = incoming.next() => next,
+            () = stop.cancelled() => return,
+        };
+        let Some(message) = next else {
+            return;
+        };
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        core.received(&message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TextEncoder;
+    use jiva_core::{
+        AgentId, Appended, ChunkStream, CopilotChunk, MockBus, MockCopilot, MockMessageStore,
+        MockNotifier, Sender,
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::sync::mpsc;
+
+    fn chat(kind: ConnectionType) -> ChatId {
+        ChatId::new(AgentId::parse("agent-1").unwrap(), kind)
+    }
+
+    /// A bus that expects nothing but to be asked for its stream; `published` counts publishes.
+    fn bus_with(incoming: mpsc::Receiver<Message>, published: Arc<AtomicU64>) -> MockBus {
+        let mut bus = MockBus::new();
+        bus.expect_incoming().return_once(move || {
+            Ok(Box::pin(futures_util::stream::unfold(
+                incoming,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            )))
+        });
+        bus.expect_connected().return_const(true);
+        bus.expect_follow().returning(|_| Ok(()));
+        bus.expect_unfollow().returning(|_| Ok(()));
+        bus.expect_publish().returning(move |m| {
+            assert!(m.seq.is_some(), "a published message carries its number");
+            published.fetch_add(1, Ordering::SeqCst);
+        });
+        bus
+    }
+
+    /// A store that numbers appends 1, 2, 3... unless `fail`.
+    fn numbering_store(fail: bool) -> MockMessageStore {
+        let mut store = MockMessageStore::new();
+        let next = AtomicU64::new(1);
+        store.expect_append().returning(move |_| {
+            if fail {
+                return Err(StoreError::InvalidInput("refused".into()));
+            }
+            Ok(Appended::Stored(Seq::new(
+                next.fetch_add(1, Ordering::SeqCst),
+            )))
+        });
+        store
+    }
+
+    fn service(ports: Ports) -> Chats<TextEncoder> {
+        Chats::new(
+            Config::default(),
+            ports,
+            TextEncoder,
+            TaskTracker::new(),
+            CancellationToken::new(),
+        )
+    }
+
+    fn subscriber(conn: u64) -> (Subscriber<String>, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel(16);
+        let slow = CancellationToken::new();
+        (Subscriber { conn, tx, slow }, rx)
+    }
+
+    /// Says "hello" on a supervisor chat with one subscriber, on a store that numbers or
+    /// (`fail`) refuses, expecting `notifications`; returns the answer, the frames shown and
+    /// the messages published.
+    async fn hello(fail: bool, notifications: usize) -> (Result<(), Rejection>, Vec<String>, u64) {
+        let published = Arc::new(AtomicU64::new(0));
+        let (_remote, incoming) = mpsc::channel(1);
+        let mut notifier = MockNotifier::new();
+        notifier
+            .expect_notify()
+            .times(notifications)
+            .returning(|_| Ok(()));
+        let chats = service(
+            Ports::new(Arc::new(numbering_store(fail)))
+                .with_notifier(Arc::new(notifier))
+                .with_bus(Arc::new(bus_with(incoming, Arc::clone(&published)))),
+        );
+        let chat = chat(ConnectionType::Supervisor);
+        let (sub, mut rx) = subscriber(1);
+        assert_eq!(chats.join(&chat, sub).await, None);
+        chats.replayed(&chat, 0);
+        let message = Message::user(chat.clone(), Sender::Agent, "hello".into());
+        let accepted = chats.accept(message).await;
+        let mut frames = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            frames.push(frame);
+        }
+        (accepted, frames, published.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_stored_message_is_shown_published_and_notified_once() {
+        let (accepted, frames, published) = hello(false, 1).await;
+        assert_eq!(accepted, Ok(()));
+        assert_eq!(frames, ["1:hello"]);
+        assert_eq!(published, 1);
+    }
+
+    #[tokio::test]
+    async fn a_message_the_store_refuses_is_not_shown_published_or_notified() {
+        let (accepted, frames, published) = hello(true, 0).await;
+        assert_eq!(accepted, Err(Rejection::NotStored));
+        assert!(frames.is_empty());
+        assert_eq!(published, 0);
+    }
+
+    #[tokio::test]
+    async fn messages_from_other_servers_join_the_chats_order_and_are_never_stored_or_notified() {
+        let published = Arc::new(AtomicU64::new(0));
+        let (remote, incoming) = mpsc::channel(4);
+        let mut notifier = MockNotifier::new();
+        // Only this server's own message is notified.
+        notifier.expect_notify().times(1).returning(|_| Ok(()));
+        let mut store = MockMessageStore::new();
+        // This server's append gets number 2: number 1 is another server's.
+        store
+            .expect_append()
+            .times(1)
+            .returning(|_| Ok(Appended::Stored(Seq::new(2))));
+        let chats = service(
+            Ports::new(Arc::new(store))
+                .with_notifier(Arc::new(notifier))
+                .with_bus(Arc::new(bus_with(incoming, Arc::clone(&published)))),
+        );
+        let chat = chat(ConnectionType::Supervisor);
+        let (sub, mut rx) = subscriber(1);
+        chats.join(&chat, sub).await;
+        chats.replayed(&chat, 0);
+        let local = Message::user(chat.clone(), Sender::Agent, "local".into());
+        let (accepted, ()) = tokio::join!(chats.accept(local), async {
+            let mut other = Message::user(chat.clone(), Sender::Supervisor, "remote".into());
+            other.seq = Some(Seq::new(1));
+            remote.send(other).await.unwrap();
+        });
+        accepted.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "1:remote");
+        assert_eq!(rx.recv().await.unwrap(), "2:local");
+        assert_eq!(published.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_chat_is_followed_while_it_has_subscribers_here() {
+        let mut bus = MockBus::new();
+        bus.expect_incoming()
+            .return_once(|| Ok(Box::pin(futures_util::stream::empty())));
+        bus.expect_connected().return_const(true);
+        bus.expect_follow().times(1).returning(|_| Ok(()));
+        bus.expect_unfollow().times(1).returning(|_| Ok(()));
+        let mut store = MockMessageStore::new();
+        store.expect_register_chat().times(1).returning(|_| Ok(()));
+        let chats = service(Ports::new(Arc::new(store)).with_bus(Arc::new(bus)));
+        let chat = chat(ConnectionType::Supervisor);
+        chats.register(&chat).await.unwrap();
+        chats.register(&chat).await.unwrap();
+        let (one, _rx1) = subscriber(1);
+        let (two, _rx2) = subscriber(2);
+        chats.join(&chat, one).await;
+        chats.join(&chat, two).await;
+        chats.leave(&chat, 1).await;
+        assert_eq!(chats.subscribers(&chat), 1);
+        chats.leave(&chat, 2).await;
+        assert_eq!(chats.subscribers(&chat), 0);
+    }
+
+    /// Asks "question" on a copilot chat whose copilot answers "answer", with `ports` given
+    /// the store and the copilot; returns the frames its subscriber got once the turn ended.
+    async fn one_turn(ports: impl FnOnce(Ports) -> Ports) -> Vec<String> {
+        let mut store = numbering_store(false);
+        store.expect_recent().returning(|_, _| Ok(Vec::new()));
+        let mut copilot = MockCopilot::new();
+        copilot.expect_ask().times(1).returning(|request| {
+            assert_eq!(request.input, "question");
+            let chunks: ChunkStream = Box::pin(futures_util::stream::iter([Ok(CopilotChunk {
+                action: None,
+                output: Some("answer".into()),
+            })]));
+            Ok(chunks)
+        });
+        let tracker = TaskTracker::new();
+        let chats = Chats::new(
+            Config::default(),
+            ports(Ports::new(Arc::new(store)).with_copilot(Arc::new(copilot))),
+            TextEncoder,
+            tracker.clone(),
+            CancellationToken::new(),
+        );
+        let chat = chat(ConnectionType::Copilot);
+        let (sub, mut rx) = subscriber(1);
+        chats.join(&chat, sub).await;
+        chats.replayed(&chat, 0);
+        let question = Message::user(chat.clone(), Sender::Agent, "question".into());
+        chats.accept(question).await.unwrap();
+        tracker.close();
+        tracker.wait().await;
+        let mut frames = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn a_copilot_turn_streams_stores_its_answer_and_ends() {
+        let mut notifier = MockNotifier::new();
+        // The answer (a question to the copilot raises none).
+        notifier.expect_notify().times(1).returning(|_| Ok(()));
+        let frames = one_turn(|ports| ports.with_notifier(Arc::new(notifier))).await;
+        assert_eq!(frames, ["1:question", "chunk:answer", "2:answer", "end"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copilot_turn_waits_while_another_server_holds_the_chats_lease() {
+        let mut lock = jiva_core::MockTurnLock::new();
+        let tries = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&tries);
+        // Held elsewhere for the first three tries.
+        lock.expect_try_acquire()
+            .returning(move |_, _, _| Ok(counted.fetch_add(1, Ordering::SeqCst) >= 3));
+        lock.expect_renew().returning(|_, _, _| Ok(true));
+        lock.expect_release().times(1).returning(|_, _| Ok(()));
+        let frames = one_turn(|ports| ports.with_turn_lock(Arc::new(lock))).await;
+        assert_eq!(tries.load(Ordering::SeqCst), 4);
+        assert_eq!(frames, ["1:question", "chunk:answer", "2:answer", "end"]);
+    }
+}
