@@ -48,7 +48,8 @@ pub(crate) fn from_args(args: &Args, config: &mut Config, problems: &mut Vec<Str
 }
 
 /// Connects the configured bus (also the cluster's copilot turn lock); `None` for the
-/// in-process one.
+/// in-process one. An unreachable Redis does not stop the start: the bus starts disconnected
+/// (`/readyz` answers degraded) and connects in the background.
 pub(crate) async fn connect(
     config: &Config,
 ) -> anyhow::Result<Option<Arc<jiva_bus_redis::RedisBus>>> {
@@ -58,7 +59,15 @@ pub(crate) async fn connect(
             let bus = jiva_bus_redis::RedisBus::connect(jiva_bus_redis::Config::new(url.clone()))
                 .await
                 .context("connecting to Redis (--redis-url)")?;
-            tracing::info!(bus = "redis", origin = bus.origin(), "bus connected");
+            if jiva_core::Bus::connected(&bus) {
+                tracing::info!(bus = "redis", origin = bus.origin(), "bus connected");
+            } else {
+                tracing::warn!(
+                    bus = "redis",
+                    origin = bus.origin(),
+                    "bus not connected: serving local chats, connecting in the background"
+                );
+            }
             Ok(Some(Arc::new(bus)))
         }
     }

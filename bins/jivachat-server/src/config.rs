@@ -39,6 +39,10 @@ pub struct Args {
     /// DynamoDB attempts per request, first try included (retries with backoff).
     #[arg(long, env = "JIVA_DYNAMODB_MAX_ATTEMPTS", default_value = "3")]
     pub dynamodb_max_attempts: String,
+    /// How long an append keeps trying for a free sequence number while other servers take the
+    /// chat's next numbers first, in milliseconds (see docs/dynamodb.md).
+    #[arg(long, env = "JIVA_DYNAMODB_APPEND_DEADLINE_MS", default_value = "3000")]
+    pub dynamodb_append_deadline_ms: String,
     /// Fan-out between servers: `inprocess` (one server) or `redis` (a cluster on one shared
     /// store; needs `--store dynamodb` and `--redis-url`).
     #[arg(long, env = "JIVA_BUS", default_value = "inprocess")]
@@ -469,6 +473,13 @@ impl Config {
                     _ => problems.push(format!(
                         "--dynamodb-max-attempts / JIVA_DYNAMODB_MAX_ATTEMPTS: {:?} is not a positive whole number",
                         args.dynamodb_max_attempts
+                    )),
+                }
+                match args.dynamodb_append_deadline_ms.parse::<u64>() {
+                    Ok(ms) if ms > 0 => dynamo.append_deadline = Duration::from_millis(ms),
+                    _ => problems.push(format!(
+                        "--dynamodb-append-deadline-ms / JIVA_DYNAMODB_APPEND_DEADLINE_MS: {:?} is not a positive whole number of milliseconds",
+                        args.dynamodb_append_deadline_ms
                     )),
                 }
                 for (name, table) in [

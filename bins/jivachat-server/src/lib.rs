@@ -164,10 +164,14 @@ where
     };
     telemetry::watch_notifications(notifications.as_ref());
     services = services.with_authenticator(auth_config::authenticator(&config).await?);
-    if let Some(bus) = bus_config::connect(&config).await? {
-        services = services.with_bus(bus.clone()).with_turn_lock(bus);
+    let bus = bus_config::connect(&config).await?;
+    if let Some(bus) = &bus {
+        services = services.with_bus(bus.clone()).with_turn_lock(bus.clone());
     }
     let transport = telemetry::expose(Transport::new(config.transport.clone(), services));
+    if let Some(bus) = &bus {
+        telemetry::watch_bus(bus.watch_connected());
+    }
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;

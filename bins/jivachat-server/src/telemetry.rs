@@ -32,6 +32,20 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// queues are forgotten).
 static QUEUES: Mutex<Vec<Weak<NotificationQueue>>> = Mutex::new(Vec::new());
 
+/// Keeps the gauge `jiva_bus_connected` equal to the bus's state from now on. The bus sets it
+/// too, but what it set before the recorder was installed (at start-up) is lost.
+pub fn watch_bus(mut connected: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let up = *connected.borrow_and_update();
+            metrics::gauge!("jiva_bus_connected").set(if up { 1.0 } else { 0.0 });
+            if connected.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// Gives `transport` a `/metrics` endpoint backed by the process's Prometheus recorder,
 /// installing the recorder first if this is the first call.
 pub fn expose(transport: Transport) -> Transport {
@@ -178,6 +192,10 @@ fn describe() {
         (
             "jiva_dynamo_seq_conflicts_total",
             "DynamoDB appends that found their sequence number taken and read the chat again.",
+        ),
+        (
+            "jiva_dynamo_seq_give_ups_total",
+            "DynamoDB appends that found no free sequence number before the append deadline.",
         ),
     ];
     for (name, help) in counters {

@@ -34,7 +34,7 @@ impl TurnLock for RedisBus {
         token: &LeaseToken,
         ttl: Duration,
     ) -> Result<bool, TurnLockError> {
-        let mut manager = self.manager.clone();
+        let mut manager = self.manager().map_err(unavailable)?;
         let set: Option<String> = redis::cmd("SET")
             .arg(key(chat))
             .arg(token.as_str())
@@ -53,7 +53,7 @@ impl TurnLock for RedisBus {
         token: &LeaseToken,
         ttl: Duration,
     ) -> Result<bool, TurnLockError> {
-        let mut manager = self.manager.clone();
+        let mut manager = self.manager().map_err(unavailable)?;
         let renewed: i64 = redis::cmd("EVAL")
             .arg(RENEW)
             .arg(1)
@@ -67,7 +67,7 @@ impl TurnLock for RedisBus {
     }
 
     async fn release(&self, chat: &ChatId, token: &LeaseToken) -> Result<(), TurnLockError> {
-        let mut manager = self.manager.clone();
+        let mut manager = self.manager().map_err(unavailable)?;
         let _deleted: i64 = redis::cmd("EVAL")
             .arg(RELEASE)
             .arg(1)

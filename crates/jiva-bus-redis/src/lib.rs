@@ -4,7 +4,10 @@
 //! the chats it has sockets in.
 //!
 //! Design: one [`redis::aio::ConnectionManager`] (RESP3, so subscriptions and commands share
-//! one connection) carries everything. The manager reconnects by itself and re-subscribes the
+//! one connection) carries everything. [`RedisBus::connect`] succeeds even when Redis cannot be
+//! reached at start-up: the bus then starts disconnected and a task keeps trying to connect
+//! with the same backoff (meanwhile publishes fail as during an outage, and follows are
+//! subscribed once connected). The manager reconnects by itself and re-subscribes the
 //! followed channels after a reconnection; a supervisor task notices a lost connection, marks
 //! the bus disconnected ([`Bus::connected`], gauge `jiva_bus_connected`) and pings with
 //! exponential backoff ([`Config::min_backoff`] to [`Config::max_backoff`]) until the manager
@@ -41,7 +44,7 @@ pub mod testing;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -174,7 +177,9 @@ impl Shared {
 /// The Redis [`Bus`]. Cheap to share behind an `Arc`; its tasks stop when it is dropped.
 pub struct RedisBus {
     shared: Arc<Shared>,
-    manager: ConnectionManager,
+    /// Set once the first connection is made (at [`RedisBus::connect`], or later in the
+    /// background when Redis was unreachable then).
+    manager: Arc<OnceLock<ConnectionManager>>,
     outgoing: mpsc::Sender<(String, String)>,
     incoming: Mutex<Option<mpsc::Receiver<Message>>>,
     _stop: DropGuard,
@@ -191,8 +196,10 @@ impl fmt::Debug for RedisBus {
 
 impl RedisBus {
     /// Connects to Redis and starts the publisher and supervisor tasks (on the current tokio
-    /// runtime). Fails when Redis cannot be reached now; once connected, the bus reconnects by
-    /// itself.
+    /// runtime). When Redis cannot be reached within [`Config::response_timeout`], the bus
+    /// still starts, disconnected ([`Bus::connected`] false, gauge `jiva_bus_connected` 0), and
+    /// keeps trying in the background with backoff ([`Config::min_backoff`] to
+    /// [`Config::max_backoff`]). Fails only on a URL the client cannot use.
     pub async fn connect(config: Config) -> Result<Self, BusError> {
         let client = redis::Client::open(config.url.with_resp3()).map_err(unavailable)?;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_queue.max(1));
@@ -216,29 +223,56 @@ impl RedisBus {
             .set_max_delay(config.max_backoff)
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.response_timeout));
-        let manager = client
-            .get_connection_manager_with_config(manager_config)
-            .await
-            .map_err(unavailable)?;
-        shared.connected.send_replace(true);
-        metrics::gauge!("jiva_bus_connected").set(1.0);
-
         let stop = CancellationToken::new();
         let (outgoing, queue) = mpsc::channel(config.publish_queue.max(1));
-        tokio::spawn(publisher(manager.clone(), queue, stop.clone()));
-        tokio::spawn(supervisor(
-            Arc::clone(&shared),
-            manager.clone(),
-            config.min_backoff,
-            config.max_backoff,
-            stop.clone(),
-        ));
+        let manager = Arc::new(OnceLock::new());
+        let first = tokio::time::timeout(
+            config.response_timeout,
+            client.get_connection_manager_with_config(manager_config.clone()),
+        )
+        .await;
+        match first {
+            Ok(Ok(connected)) => {
+                let _ = manager.set(connected.clone());
+                start(&shared, connected, queue, &config, &stop);
+            }
+            outcome => {
+                let error = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                tracing::warn!(
+                    error = %error,
+                    "Redis unreachable at start-up; the bus starts disconnected and keeps trying"
+                );
+                metrics::gauge!("jiva_bus_connected").set(0.0);
+                tokio::spawn(connect_later(
+                    client,
+                    manager_config,
+                    Arc::clone(&shared),
+                    Arc::clone(&manager),
+                    queue,
+                    config.clone(),
+                    stop.clone(),
+                ));
+            }
+        }
         Ok(Self {
             shared,
             manager,
             outgoing,
             incoming: Mutex::new(Some(incoming_rx)),
             _stop: stop.drop_guard(),
+        })
+    }
+
+    /// The connection, once there is one.
+    fn manager(&self) -> Result<ConnectionManager, redis::RedisError> {
+        self.manager.get().cloned().ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "Redis has not been reachable since start-up",
+            ))
         })
     }
 
@@ -251,6 +285,82 @@ impl RedisBus {
     pub fn origin(&self) -> &str {
         &self.shared.origin
     }
+}
+
+/// Marks the bus connected and starts its publisher and supervisor on `manager`.
+fn start(
+    shared: &Arc<Shared>,
+    manager: ConnectionManager,
+    queue: mpsc::Receiver<(String, String)>,
+    config: &Config,
+    stop: &CancellationToken,
+) {
+    shared.connected.send_replace(true);
+    metrics::gauge!("jiva_bus_connected").set(1.0);
+    tokio::spawn(publisher(manager.clone(), queue, stop.clone()));
+    tokio::spawn(supervisor(
+        Arc::clone(shared),
+        manager,
+        config.min_backoff,
+        config.max_backoff,
+        stop.clone(),
+    ));
+}
+
+/// Redis was unreachable at start-up: tries to connect with backoff until it succeeds, then
+/// subscribes the chats followed meanwhile and starts the bus as [`RedisBus::connect`] would.
+async fn connect_later(
+    client: redis::Client,
+    manager_config: ConnectionManagerConfig,
+    shared: Arc<Shared>,
+    slot: Arc<OnceLock<ConnectionManager>>,
+    mut queue: mpsc::Receiver<(String, String)>,
+    config: Config,
+    stop: CancellationToken,
+) {
+    let mut backoff = config.min_backoff;
+    let mut manager = loop {
+        let attempt = tokio::select! {
+            attempt = tokio::time::timeout(
+                config.response_timeout,
+                client.get_connection_manager_with_config(manager_config.clone()),
+            ) => attempt,
+            () = stop.cancelled() => return,
+        };
+        if let Ok(Ok(manager)) = attempt {
+            break manager;
+        }
+        // Messages stored meanwhile are not published later (pub/sub is best effort, and a
+        // late frame would arrive after its gap was skipped): as during an outage.
+        while let Ok(_dropped) = queue.try_recv() {
+            metrics::counter!("jiva_bus_publish_failures_total").increment(1);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+        backoff = backoff.saturating_mul(2).min(config.max_backoff);
+    };
+    while let Ok(_dropped) = queue.try_recv() {
+        metrics::counter!("jiva_bus_publish_failures_total").increment(1);
+    }
+    let _ = slot.set(manager.clone());
+    let followed: Vec<String> = shared
+        .followed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
+    if !followed.is_empty() {
+        if let Err(e) = manager.subscribe(&followed).await {
+            tracing::warn!(error = %e, "subscribing the followed chats failed");
+            // The supervisor retries once it runs.
+            shared.lost.notify_one();
+        }
+    }
+    tracing::info!("bus connected to Redis");
+    start(&shared, manager, queue, &config, &stop);
 }
 
 fn unavailable(e: redis::RedisError) -> BusError {
@@ -353,7 +463,7 @@ impl Bus for RedisBus {
         if !added {
             return Ok(());
         }
-        let mut manager = self.manager.clone();
+        let mut manager = self.manager().map_err(unavailable)?;
         manager.subscribe(&channel).await.map_err(unavailable)
     }
 
@@ -368,7 +478,7 @@ impl Bus for RedisBus {
         if !removed {
             return Ok(());
         }
-        let mut manager = self.manager.clone();
+        let mut manager = self.manager().map_err(unavailable)?;
         manager.unsubscribe(&channel).await.map_err(unavailable)
     }
 

@@ -20,13 +20,19 @@ pub struct LocalRedis {
 impl LocalRedis {
     /// Starts a server on a free port and waits until it accepts connections.
     pub async fn start() -> Result<Self, String> {
+        let mut redis = Self::reserve()?;
+        redis.run().await?;
+        Ok(redis)
+    }
+
+    /// Picks a free port without starting a server there yet ([`LocalRedis::run`] starts it):
+    /// for clients that must cope with Redis being down when they start.
+    pub fn reserve() -> Result<Self, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
-        let mut redis = Self { port, child: None };
-        redis.run().await?;
-        Ok(redis)
+        Ok(Self { port, child: None })
     }
 
     /// Starts the server (again) on its port and waits until it accepts connections.

@@ -38,6 +38,11 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long one whole operation (all its attempts) may take. Default 10 s.
     pub operation_timeout: Duration,
+    /// Native layout: how long an append keeps trying for a free sequence number while other
+    /// servers keep taking the chat's next numbers first (each conflict: a jittered pause of at
+    /// most 50 ms, one read of the chat's newest number, one more put). Past it the append
+    /// fails with `StoreError::Conflict`. Default 3 s.
+    pub append_deadline: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +58,7 @@ impl Default for Config {
             max_backoff: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(3),
             operation_timeout: Duration::from_secs(10),
+            append_deadline: Duration::from_secs(3),
         }
     }
 }

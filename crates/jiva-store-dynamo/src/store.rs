@@ -1,12 +1,19 @@
 //! [`DynamoStore`]: the [`MessageStore`] port over two DynamoDB tables.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
+};
 use jiva_core::{Appended, ChatId, Cursor, HistoryPage, Message, MessageStore, Seq, StoreError};
 
 use crate::config::Config;
@@ -30,9 +37,32 @@ pub const RECENT_WINDOW: usize = 64;
 /// item, so that reads can find messages the eventually consistent index does not show yet.
 pub const RECENT_IDS: usize = 16;
 
-/// Conditional puts an append tries, each at a fresh number, before giving up with
-/// [`StoreError::Conflict`] (other servers kept taking the numbers first).
-const APPEND_ATTEMPTS: usize = 8;
+/// The longest pause between two conflicting puts of one append (full jitter below it).
+const MAX_CONFLICT_PAUSE: Duration = Duration::from_millis(50);
+
+/// Conflicts in a row after which an append reads the chat's newest number rather than trying
+/// the number after the one it lost.
+const PROBES_BEFORE_READ: u32 = 3;
+
+/// What a conditional put of a numbered item found.
+enum Claim {
+    /// The item was written: the number is the message's.
+    Written,
+    /// Another item holds the number: its `MessageID` when the server returned it.
+    Held(Option<String>),
+}
+
+/// The pause before the `conflicts`-th retry of an append: a random duration (full jitter)
+/// below 1 ms doubled per conflict, at most [`MAX_CONFLICT_PAUSE`], so servers that collided
+/// on a number do not collide again in step.
+fn backoff(conflicts: u32) -> Duration {
+    let ceiling = Duration::from_millis(1u64 << conflicts.min(6)).min(MAX_CONFLICT_PAUSE);
+    let random = RandomState::new().hash_one(conflicts);
+    let micros = u64::try_from(ceiling.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_micros(random % micros)
+}
 
 /// Which key design the `Messages` table has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +107,8 @@ impl DynamoStore {
         Self::from_client(client, config)
     }
 
-    /// Uses `client` as it is: only the table names and [`Config::legacy_index`] of `config` are
-    /// read (the client keeps its own endpoint, region, retry and timeout settings; use
+    /// Uses `client` as it is: only the table names, [`Config::legacy_index`] and
+    /// [`Config::append_deadline`] of `config` are read (the client keeps its own endpoint, region, retry and timeout settings; use
     /// [`Config::apply_to`] when building it to get ours).
     pub fn from_client(client: Client, config: Config) -> Self {
         let layout = match &config.legacy_index {
@@ -153,57 +183,144 @@ impl DynamoStore {
     }
 
     /// Native design: the message goes to the chat's next number's sort key with a conditional
-    /// put (one round trip). When another writer holds that number, or the chat's next number
-    /// is unknown or in doubt, the chat's newest numbers are read first.
+    /// put (one round trip). When the chat's next number is unknown or in doubt, the chat's
+    /// newest numbers are read first (and a retry of a stored message finds itself there). When
+    /// another writer holds the number, the put's failed condition returns the holder (so a
+    /// holder that is this very message, written by an SDK retry, is recognised exactly); the
+    /// store then tries the next number after a short jittered pause (reading the chat's newest
+    /// number every few conflicts), until [`Config::append_deadline`] has passed.
     async fn append_native(&self, message: &Message) -> Result<Appended, StoreError> {
         if let Some(seq) = self.counters.appended(message.id) {
             return Ok(Appended::AlreadyStored(seq));
         }
         let chat = message.chat.canonical();
-        let mut read = self.counters.must_read(&chat, message.id);
-        for _ in 0..APPEND_ATTEMPTS {
-            if read {
-                let newest = self.newest_numbers(&chat).await?;
-                if let Some((_, seq)) = newest.iter().find(|(id, _)| *id == message.id.to_string())
-                {
-                    self.counters.settled(message.id, *seq);
-                    return Ok(Appended::AlreadyStored(*seq));
-                }
-                let head = newest.iter().map(|(_, seq)| seq.get()).max().unwrap_or(0);
-                self.counters.saw(&chat, head);
+        let id = message.id.to_string();
+        if self.counters.must_read(&chat, message.id) {
+            if let Some(seq) = self.read_newest(&chat, &id).await? {
+                self.counters.settled(message.id, seq);
+                return Ok(Appended::AlreadyStored(seq));
             }
+        }
+        let deadline = Instant::now() + self.config.append_deadline;
+        let mut conflicts: u32 = 0;
+        loop {
             let Some(seq) = self.counters.take(&chat) else {
-                read = true;
+                // Forgotten meanwhile (the memory was cleared, or another append left the
+                // chat in doubt): read again, with the same check for this message.
+                if let Some(seq) = self.read_newest(&chat, &id).await? {
+                    self.counters.settled(message.id, seq);
+                    return Ok(Appended::AlreadyStored(seq));
+                }
                 continue;
             };
-            match self
-                .put_new(item::message_item(message, seq, true), CHAT_ID)
-                .await
-            {
-                Ok(true) => {
-                    self.counters.settled(message.id, seq);
-                    return Ok(Appended::Stored(seq));
-                }
-                // Someone holds this number: another server, or this message's own earlier
-                // attempt (the read above tells which).
-                Ok(false) => {
-                    metrics::counter!("jiva_dynamo_seq_conflicts_total").increment(1);
-                    read = true;
-                }
+            let claim = match self.claim(item::message_item(message, seq, true)).await {
+                Ok(claim) => claim,
                 Err(err) => {
                     self.counters.doubt(&chat, message.id);
                     return Err(err);
                 }
+            };
+            match claim {
+                Claim::Written => {
+                    self.counters.settled(message.id, seq);
+                    return Ok(Appended::Stored(seq));
+                }
+                // This message's own earlier attempt (an SDK retry after a lost answer) wrote
+                // it at this number, within this append: it is stored there, once.
+                Claim::Held(Some(holder)) if holder == id => {
+                    self.counters.settled(message.id, seq);
+                    return Ok(Appended::Stored(seq));
+                }
+                Claim::Held(holder) => {
+                    metrics::counter!("jiva_dynamo_seq_conflicts_total").increment(1);
+                    conflicts = conflicts.saturating_add(1);
+                    let now = Instant::now();
+                    if now >= deadline {
+                        metrics::counter!("jiva_dynamo_seq_give_ups_total").increment(1);
+                        tracing::warn!(
+                            chat = %message.chat,
+                            message_id = %message.id,
+                            conflicts,
+                            "no free sequence number before the append deadline"
+                        );
+                        return Err(StoreError::Conflict(Box::new(Problem(format!(
+                            "no free sequence number within {:?} ({conflicts} conflicts)",
+                            self.config.append_deadline
+                        )))));
+                    }
+                    tokio::time::sleep(backoff(conflicts).min(deadline - now)).await;
+                    if holder.is_some() {
+                        // The holder is another message. Usually the next number is free (the
+                        // racers are in step): try it at once, one request per conflict. Every
+                        // `PROBES_BEFORE_READ` conflicts in a row, read the chat's newest number
+                        // instead, in case this store is far behind.
+                        self.counters.saw(&chat, seq.get());
+                        if conflicts % PROBES_BEFORE_READ == 0 {
+                            let head = self.newest_head(&chat).await?;
+                            self.counters.saw(&chat, head);
+                        }
+                    } else if let Some(seq) = self.read_newest(&chat, &id).await? {
+                        // A server that does not return the holder: the window read tells
+                        // whether an earlier attempt of this append wrote the message.
+                        self.counters.settled(message.id, seq);
+                        return Ok(Appended::Stored(seq));
+                    }
+                }
             }
         }
-        Err(StoreError::Conflict(Box::new(Problem(format!(
-            "no free sequence number after {APPEND_ATTEMPTS} attempts"
-        )))))
     }
 
-    /// The (message id, number) of `chat`'s newest [`RECENT_WINDOW`] numbered messages, newest
-    /// first: one strongly consistent Query of the `seq#` sort keys.
-    async fn newest_numbers(&self, chat: &str) -> Result<Vec<(String, Seq)>, StoreError> {
+    /// Reads `chat`'s newest [`RECENT_WINDOW`] numbers: the number message `id` is stored at, if
+    /// it is among them; otherwise records the chat's newest number and returns `None`.
+    async fn read_newest(&self, chat: &str, id: &str) -> Result<Option<Seq>, StoreError> {
+        let newest = self.newest_numbers(chat, RECENT_WINDOW).await?;
+        if let Some((_, seq)) = newest.iter().find(|(held, _)| held == id) {
+            return Ok(Some(*seq));
+        }
+        let head = newest.iter().map(|(_, seq)| seq.get()).max().unwrap_or(0);
+        self.counters.saw(chat, head);
+        Ok(None)
+    }
+
+    /// `chat`'s newest number (0: none): one strongly consistent Query, newest first, `Limit 1`.
+    async fn newest_head(&self, chat: &str) -> Result<u64, StoreError> {
+        let newest = self.newest_numbers(chat, 1).await?;
+        Ok(newest.first().map_or(0, |(_, seq)| seq.get()))
+    }
+
+    /// Puts a numbered `Messages` item on the condition that its key is free, asking DynamoDB
+    /// to return the item that holds the key when it is not.
+    async fn claim(&self, item: Item) -> Result<Claim, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.config.messages_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#key)")
+            .expression_attribute_names("#key", CHAT_ID)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Written),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => Ok(Claim::Held(
+                    failed
+                        .item()
+                        .map(|holder| item::item_message_id(holder).to_owned()),
+                )),
+                _ => Err(translate("PutItem", err)),
+            },
+        }
+    }
+
+    /// The (message id, number) of `chat`'s newest `limit` numbered messages, newest first: one
+    /// strongly consistent Query of the `seq#` sort keys.
+    async fn newest_numbers(
+        &self,
+        chat: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Seq)>, StoreError> {
         let output = self
             .client
             .query()
@@ -218,7 +335,7 @@ impl DynamoStore {
             .projection_expression("#id, #seq")
             .scan_index_forward(false)
             .consistent_read(true)
-            .limit(i32::try_from(RECENT_WINDOW).unwrap_or(i32::MAX))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .send()
             .await
             .map_err(|e| translate("Query", e))?;

@@ -176,18 +176,31 @@ async fn delivery_resumes_after_redis_restarts() {
 }
 
 #[tokio::test]
-async fn an_unreachable_redis_is_unavailable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut config = Config::new(RedisUrl::new(format!("redis://127.0.0.1:{port}")));
+async fn a_bus_started_while_redis_is_down_connects_when_it_comes_up() {
+    use jiva_core::{LeaseToken, TurnLock};
+    let mut redis = Redis(LocalRedis::reserve().unwrap());
+    let mut config = redis.config();
     config.response_timeout = Duration::from_millis(500);
-    match RedisBus::connect(config).await {
-        Err(BusError::Unavailable(_)) => {}
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
+    let a = RedisBus::connect(config).await.unwrap();
+    assert!(!a.connected(), "nothing listens yet");
+    let c = chat(ConnectionType::Supervisor);
+    // Followed while Redis is away: refused now, subscribed once connected.
+    assert!(matches!(a.follow(&c).await, Err(BusError::Unavailable(_))));
+    assert!(matches!(
+        a.try_acquire(&c, &LeaseToken::new(), Duration::from_secs(1))
+            .await,
+        Err(jiva_core::TurnLockError::Unavailable(_))
+    ));
+    let mut up = a.watch_connected();
+    redis.run().await;
+    tokio::time::timeout(PATIENCE, up.wait_for(|connected| *connected))
+        .await
+        .expect("the bus never connected")
+        .unwrap();
+    let b = RedisBus::connect(redis.config()).await.unwrap();
+    let mut from_b = a.incoming().unwrap();
+    let got = deliver(&b, &mut from_b, &c, "late").await;
+    assert_eq!(got.text(), "late");
     // The URL (and any password in it) never shows in Debug output.
     let secret = RedisUrl::new("redis://user:hunter2@127.0.0.1:1");
     assert!(!format!("{secret:?}").contains("hunter2"));

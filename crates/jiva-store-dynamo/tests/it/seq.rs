@@ -60,6 +60,78 @@ async fn servers_appending_to_one_chat_at_once_take_numbers_one_to_n() {
     assert_eq!(read, all, "history is in number order");
 }
 
+/// Three servers (each its own memory of the chat's next number) with 20 senders apiece, all
+/// appending to one chat at once: every append gets a number (none gives up under contention),
+/// and the numbers are exactly 1..=N. The test server (moto, one Python process) answers a few
+/// hundred requests a second, so 60 senders wait on it for seconds per append: the deadline is
+/// set to what a test server this slow needs, not DynamoDB's (the default, 3 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_under_contention_from_three_servers_never_give_up() {
+    const SERVERS: usize = 3;
+    const SENDERS: usize = 20;
+    const EACH: usize = 20;
+    let first = store().await;
+    let config = jiva_store_dynamo::Config {
+        append_deadline: std::time::Duration::from_secs(60),
+        ..first.config().clone()
+    };
+    let chat = chat(ConnectionType::Supervisor);
+    let mut tasks = Vec::new();
+    for s in 0..SERVERS {
+        let store = Arc::new(DynamoStore::from_client(
+            first.client().clone(),
+            config.clone(),
+        ));
+        for w in 0..SENDERS {
+            let store = Arc::clone(&store);
+            let chat = chat.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..EACH {
+                    let m = text(
+                        &chat,
+                        Sender::Agent,
+                        1_700_000_000_000,
+                        &format!("{s}:{w}:{i}"),
+                    );
+                    let started = std::time::Instant::now();
+                    let result = store.append(&m).await.map(|a| a.seq());
+                    got.push((result, m.id, started.elapsed()));
+                }
+                got
+            }));
+        }
+    }
+    let mut numbers = Vec::new();
+    let mut refused = 0;
+    let mut slowest = std::time::Duration::ZERO;
+    for t in tasks {
+        for (result, id, took) in t.await.unwrap() {
+            slowest = slowest.max(took);
+            match result {
+                Ok(seq) => numbers.push((seq.get(), id)),
+                Err(err) => {
+                    eprintln!("append refused: {err}");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    eprintln!("slowest append: {slowest:?}");
+    assert_eq!(refused, 0, "appends gave up under contention");
+    numbers.sort();
+    let total = (SERVERS * SENDERS * EACH) as u64;
+    let seqs: Vec<u64> = numbers.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<u64>>(),
+        "no gap, no duplicate"
+    );
+    let history = first.history(&chat, None, 1000).await.unwrap();
+    let rest = first.history(&chat, history.next, 1000).await.unwrap();
+    assert_eq!(history.messages.len() + rest.messages.len(), total as usize);
+}
+
 #[tokio::test]
 async fn messages_stored_before_numbers_come_first_in_time_order() {
     let store = store().await;
