@@ -169,6 +169,24 @@ impl Shared {
         }
     }
 
+    /// Subscribes every followed channel on `manager` (SUBSCRIBE is idempotent).
+    async fn subscribe_followed(
+        &self,
+        manager: &mut ConnectionManager,
+    ) -> Result<(), redis::RedisError> {
+        let followed: Vec<String> = self
+            .followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        if followed.is_empty() {
+            return Ok(());
+        }
+        manager.subscribe(&followed).await
+    }
+
     fn channel(&self, chat: &ChatId) -> String {
         format!("{}{}", self.prefix, chat.canonical())
     }
@@ -345,19 +363,10 @@ async fn connect_later(
         metrics::counter!("jiva_bus_publish_failures_total").increment(1);
     }
     let _ = slot.set(manager.clone());
-    let followed: Vec<String> = shared
-        .followed
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .cloned()
-        .collect();
-    if !followed.is_empty() {
-        if let Err(e) = manager.subscribe(&followed).await {
-            tracing::warn!(error = %e, "subscribing the followed chats failed");
-            // The supervisor retries once it runs.
-            shared.lost.notify_one();
-        }
+    if let Err(e) = shared.subscribe_followed(&mut manager).await {
+        tracing::warn!(error = %e, "subscribing the followed chats failed");
+        // The supervisor retries once it runs.
+        shared.lost.notify_one();
     }
     tracing::info!("bus connected to Redis");
     start(&shared, manager, queue, &config, &stop);
@@ -422,19 +431,10 @@ async fn supervisor(
         }
         // The manager re-subscribes what it had confirmed; a follow that failed while Redis
         // was away is subscribed here (SUBSCRIBE is idempotent).
-        let followed: Vec<String> = shared
-            .followed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect();
-        if !followed.is_empty() {
-            if let Err(e) = manager.subscribe(&followed).await {
-                tracing::warn!(error = %e, "re-subscribing the followed chats failed");
-                shared.lost.notify_one();
-                continue;
-            }
+        if let Err(e) = shared.subscribe_followed(&mut manager).await {
+            tracing::warn!(error = %e, "re-subscribing the followed chats failed");
+            shared.lost.notify_one();
+            continue;
         }
         shared.connected.send_replace(true);
         metrics::gauge!("jiva_bus_connected").set(1.0);

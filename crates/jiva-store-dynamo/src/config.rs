@@ -40,8 +40,8 @@ pub struct Config {
     pub operation_timeout: Duration,
     /// Native layout: how long an append keeps trying for a free sequence number while other
     /// servers keep taking the chat's next numbers first (each conflict: a jittered pause of at
-    /// most 50 ms, one read of the chat's newest number, one more put). Past it the append
-    /// fails with `StoreError::Conflict`. Default 3 s.
+    /// most 50 ms, one more put; every third, one read of the chat's newest number). Past it, and
+    /// after at least 8 conflicts, the append fails with `StoreError::Conflict`. Default 3 s.
     pub append_deadline: Duration,
 }
 

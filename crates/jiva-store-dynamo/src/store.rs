@@ -37,6 +37,9 @@ pub const RECENT_WINDOW: usize = 64;
 /// item, so that reads can find messages the eventually consistent index does not show yet.
 pub const RECENT_IDS: usize = 16;
 
+/// Conflicts an append always goes through before it may give up, whatever its deadline.
+const MIN_CONFLICTS: u32 = 8;
+
 /// The longest pause between two conflicting puts of one append (full jitter below it).
 const MAX_CONFLICT_PAUSE: Duration = Duration::from_millis(50);
 
@@ -213,7 +216,10 @@ impl DynamoStore {
                 }
                 continue;
             };
-            let claim = match self.claim(item::message_item(message, seq, true)).await {
+            let claim = match self
+                .claim(item::message_item(message, seq, true), CHAT_ID)
+                .await
+            {
                 Ok(claim) => claim,
                 Err(err) => {
                     self.counters.doubt(&chat, message.id);
@@ -235,7 +241,9 @@ impl DynamoStore {
                     metrics::counter!("jiva_dynamo_seq_conflicts_total").increment(1);
                     conflicts = conflicts.saturating_add(1);
                     let now = Instant::now();
-                    if now >= deadline {
+                    // Never fewer tries than before deadlines (on a slow server 3 s may be a
+                    // few round trips only).
+                    if now >= deadline && conflicts >= MIN_CONFLICTS {
                         metrics::counter!("jiva_dynamo_seq_give_ups_total").increment(1);
                         tracing::warn!(
                             chat = %message.chat,
@@ -248,7 +256,7 @@ impl DynamoStore {
                             self.config.append_deadline
                         )))));
                     }
-                    tokio::time::sleep(backoff(conflicts).min(deadline - now)).await;
+                    tokio::time::sleep(backoff(conflicts)).await;
                     if holder.is_some() {
                         // The holder is another message. Usually the next number is free (the
                         // racers are in step): try it at once, one request per conflict. Every
@@ -288,16 +296,16 @@ impl DynamoStore {
         Ok(newest.first().map_or(0, |(_, seq)| seq.get()))
     }
 
-    /// Puts a numbered `Messages` item on the condition that its key is free, asking DynamoDB
-    /// to return the item that holds the key when it is not.
-    async fn claim(&self, item: Item) -> Result<Claim, StoreError> {
+    /// Puts a `Messages` item on the condition that its `key` attribute does not exist yet,
+    /// asking DynamoDB to return the item that holds the key when it does.
+    async fn claim(&self, item: Item, key: &str) -> Result<Claim, StoreError> {
         let result = self
             .client
             .put_item()
             .table_name(&self.config.messages_table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#key)")
-            .expression_attribute_names("#key", CHAT_ID)
+            .expression_attribute_names("#key", key)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -521,26 +529,7 @@ impl DynamoStore {
     /// Puts a `Messages` item on the condition that its `key` attribute does not exist yet:
     /// `Ok(true)` when written, `Ok(false)` when an item with that key is already there.
     async fn put_new(&self, item: Item, key: &str) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.config.messages_table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#key)")
-            .expression_attribute_names("#key", key)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(translate("PutItem", err)),
-        }
+        Ok(matches!(self.claim(item, key).await?, Claim::Written))
     }
 
     /// Puts a page read from the legacy index in order: by time, and within a millisecond by

@@ -169,7 +169,8 @@ impl LocalDynamo {
     }
 
     /// A [`Config`] for this server with fresh, unique table names (`Chats_t…`, `Messages_t…`),
-    /// region `us-east-1`, two attempts per request and short time-outs.
+    /// region `us-east-1`, two attempts per request, short time-outs and a 60 s append deadline
+    /// (a local server is much slower than DynamoDB under contention).
     pub fn config(&self) -> Config {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
@@ -188,6 +189,9 @@ impl LocalDynamo {
             region: Some("us-east-1".to_owned()),
             max_attempts: 2,
             operation_timeout: Duration::from_secs(30),
+            // Moto answers a few hundred requests a second, shared by every test of a binary
+            // running at once: contended appends wait on it far longer than on DynamoDB.
+            append_deadline: Duration::from_secs(60),
             ..Config::default()
         }
     }

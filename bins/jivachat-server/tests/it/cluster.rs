@@ -263,18 +263,7 @@ async fn a_redis_outage_stops_only_cross_node_delivery_and_it_resumes() {
     assert!(shows(&mut on_b, "before", PATIENCE).await);
 
     redis.stop().await;
-    // Chats go on inside each node: stored, echoed, shown to the node's own sockets.
-    let mut also_on_a = connect(&chat_url(a.addr)).await;
-    replayed_messages(&mut also_on_a).await;
-    stored.push(say_and_echo(&mut on_a, "during").await);
-    assert!(shows(&mut also_on_a, "during", PATIENCE).await);
-    // The nodes say the bus is down, and stay ready.
-    await_bus_down(a.addr).await;
-    let (_, _, metrics) = get(a.addr, "/metrics").await;
-    assert_eq!(
-        crate::metrics::sample(&metrics, "jiva_bus_connected"),
-        Some(0.0)
-    );
+    stored.push(goes_on_alone(a.addr, &mut on_a, "during").await);
 
     redis.run().await.unwrap();
     // Cross-node delivery resumes within RESUME_WITHIN of Redis coming back: probe until a
@@ -302,8 +291,14 @@ async fn a_redis_outage_stops_only_cross_node_delivery_and_it_resumes() {
     }
 }
 
-/// Waits until `/readyz` of `addr` says the bus is down (still ready: 200).
-async fn await_bus_down(addr: SocketAddr) {
+/// With the bus down, the chat goes on inside the node at `addr`: `text` said on `on` is
+/// stored, echoed and shown to another socket of the node; `/readyz` says the bus is down (and
+/// stays 200), `jiva_bus_connected` is 0. Returns the message's id.
+async fn goes_on_alone(addr: SocketAddr, on: &mut Ws, text: &str) -> String {
+    let mut also = connect(&chat_url(addr)).await;
+    replayed_messages(&mut also).await;
+    let id = say_and_echo(on, text).await;
+    assert!(shows(&mut also, text, PATIENCE).await);
     tokio::time::timeout(PATIENCE, async {
         loop {
             let (status, _, body) = get(addr, "/readyz").await;
@@ -316,6 +311,12 @@ async fn await_bus_down(addr: SocketAddr) {
     })
     .await
     .expect("/readyz never said the bus was down");
+    let (_, _, metrics) = get(addr, "/metrics").await;
+    assert_eq!(
+        crate::metrics::sample(&metrics, "jiva_bus_connected"),
+        Some(0.0)
+    );
+    id
 }
 
 /// Says probes on `from` until one is shown on `to`, within [`PATIENCE`].
@@ -343,16 +344,7 @@ async fn a_node_started_while_redis_is_down_serves_local_chats_and_joins_when_re
     let env = cluster_env(&redis, &[]).await;
     let a = start_node(&env);
     let mut on_a = connect(&chat_url(a.addr)).await;
-    let mut also_on_a = connect(&chat_url(a.addr)).await;
-    replayed_messages(&mut also_on_a).await;
-    say_and_echo(&mut on_a, "alone").await;
-    assert!(shows(&mut also_on_a, "alone", PATIENCE).await);
-    await_bus_down(a.addr).await;
-    let (_, _, metrics) = get(a.addr, "/metrics").await;
-    assert_eq!(
-        crate::metrics::sample(&metrics, "jiva_bus_connected"),
-        Some(0.0)
-    );
+    goes_on_alone(a.addr, &mut on_a, "alone").await;
 
     redis.run().await.unwrap();
     let b = start_node(&env);
