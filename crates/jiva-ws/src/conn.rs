@@ -31,8 +31,11 @@ const WRITE_BATCH: usize = 64;
 
 /// Why the reader stopped, and so how the writer closes.
 enum Ending {
-    /// The client closed or the connection dropped: nothing more to say.
+    /// The connection dropped (or the writer ended first): nothing more to say.
     Quiet,
+    /// The client sent a close frame: answer it (RFC 6455 §5.5.1; the WebSocket layer queued
+    /// the echo of its code), then end.
+    ClientClosed,
     /// A frame was too large: close with 1009.
     TooBig,
     /// The server is shutting down: close with 1001.
@@ -156,7 +159,8 @@ async fn read_loop(
             }
         }
         match next {
-            None | Some(Ok(WsMessage::Close(_))) => return Ending::Quiet,
+            None => return Ending::Quiet,
+            Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
             Some(Ok(WsMessage::Text(text))) => {
                 metrics::counter!("jiva_frames_in_total").increment(1);
                 match frames::parse_inbound(&text) {
@@ -225,9 +229,14 @@ async fn write_loop(
         code,
         reason: Utf8Bytes::from_static(reason),
     };
+    let mut client_closed = false;
     let outcome = tokio::select! {
         biased;
         end = &mut ending => match end {
+            Ok(Ending::ClientClosed) => {
+                client_closed = true;
+                None
+            }
             Ok(Ending::TooBig) => Some(close(CLOSE_TOO_BIG, "frame too large")),
             Ok(Ending::Shutdown) => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
             Ok(Ending::Policy) => Some(close(CLOSE_POLICY, "rate limit exceeded")),
@@ -255,6 +264,10 @@ async fn write_loop(
             .then(|| close(CLOSE_GOING_AWAY, "server shutting down"))
     });
     done.cancel();
+    if client_closed && outcome.is_none() {
+        // Sends the close frame the WebSocket layer queued in answer to the client's.
+        let _ = timeout(close_timeout, sink.close()).await;
+    }
     if let Some(frame) = outcome {
         if frame.code == CLOSE_POLICY {
             // The frames answered before the limit closed the socket (the echoes and the
