@@ -147,6 +147,29 @@ async fn expect_combined_then_end(ws: &mut Ws, output: &str) -> Value {
     combined
 }
 
+/// What a partial answer is stored and shown with when its turn failed for `reason`.
+fn cut_off(partial: &str, reason: &str) -> String {
+    format!("{partial}\n\n[Answer cut off: {reason}.]")
+}
+
+/// Reads the `Combined` frame that shows a turn failing for `reason` before any answer (the
+/// deployed widget renders only frames with a `message_id`), then `end`. It is not stored:
+/// it has no `seq`.
+pub async fn expect_failure_notice_then_end(ws: &mut Ws, reason: &str) {
+    let notice = next_json(ws).await;
+    assert_eq!(notice["action"], "Combined", "{notice}");
+    assert_eq!(
+        notice["output"],
+        format!("[No answer: {reason}.]"),
+        "{notice}"
+    );
+    assert_eq!(notice["sender"], "Copilot", "{notice}");
+    assert!(uuid_like(&notice["message_id"]), "{notice}");
+    assert_timestamp(&notice);
+    assert_eq!(notice.as_object().unwrap().len(), 5, "{notice}");
+    assert_eq!(next_json(ws).await, end_frame());
+}
+
 /// Sends the marker and returns every frame that arrives before its answer.
 async fn frames_before_marker(ws: &mut Ws) -> Vec<Value> {
     send(ws, json!({"marker": true})).await;
@@ -310,7 +333,7 @@ async fn error_statuses_give_an_error_frame_and_end_and_the_socket_stays_usable(
             next_json(&mut ws).await,
             error_frame("copilot returned an error")
         );
-        assert_eq!(next_json(&mut ws).await, end_frame(), "no Combined");
+        expect_failure_notice_then_end(&mut ws, "copilot returned an error").await;
     }
     live.push(ask_and_echo(&mut ws, "third").await);
     expect_chunks(&mut ws, &[(None, Some("fine now"))]).await;
@@ -348,7 +371,11 @@ async fn a_body_cut_off_midway_stores_and_shows_the_partial_answer(kind: StoreKi
         next_json(&mut ws).await,
         error_frame("copilot answer was cut off")
     );
-    let combined = expect_combined_then_end(&mut ws, "so far and more").await;
+    let combined = expect_combined_then_end(
+        &mut ws,
+        &cut_off("so far and more", "copilot answer was cut off"),
+    )
+    .await;
 
     let (_again, replayed) = join(&server).await;
     assert_eq!(replayed, [echo, combined]);
@@ -371,7 +398,8 @@ async fn a_silent_copilot_times_out_and_the_partial_answer_is_stored(kind: Store
     let echo = ask_and_echo(&mut ws, "are you there?").await;
     expect_chunks(&mut ws, &[(None, Some("thinking"))]).await;
     assert_eq!(next_json(&mut ws).await, error_frame("copilot timed out"));
-    let combined = expect_combined_then_end(&mut ws, "thinking").await;
+    let combined =
+        expect_combined_then_end(&mut ws, &cut_off("thinking", "copilot timed out")).await;
 
     let (_again, replayed) = join(&server).await;
     assert_eq!(replayed, [echo, combined]);
@@ -717,7 +745,7 @@ async fn a_turn_over_its_whole_time_limit_ends_with_the_partial_answer(kind: Sto
     let echo = ask_and_echo(&mut ws, "take your time").await;
     expect_chunks(&mut ws, &[(None, Some("slowly"))]).await;
     assert_eq!(next_json(&mut ws).await, error_frame("copilot timed out"));
-    let combined = expect_combined_then_end(&mut ws, "slowly").await;
+    let combined = expect_combined_then_end(&mut ws, &cut_off("slowly", "copilot timed out")).await;
     let (_again, replayed) = join(&server).await;
     assert_eq!(replayed, [echo, combined]);
     server.stop().await;
@@ -737,7 +765,7 @@ async fn an_unreachable_copilot_gives_an_error_frame_and_end(kind: StoreKind) {
             next_json(&mut ws).await,
             error_frame("copilot is unavailable")
         );
-        assert_eq!(next_json(&mut ws).await, end_frame());
+        expect_failure_notice_then_end(&mut ws, "copilot is unavailable").await;
     }
     server.stop().await;
 }
