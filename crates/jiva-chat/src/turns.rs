@@ -342,6 +342,12 @@ async fn ask<E: Encoder>(
             Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => return Err(reason(&e)),
             Ok(Some(Ok(chunk))) => {
+                let adds = chunk.output.as_deref().map_or(0, str::len);
+                if answer.text().len().saturating_add(adds) > core.config.copilot_max_answer_bytes {
+                    // Dropping the stream drops the copilot request.
+                    metrics::counter!("jiva_copilot_answers_too_long_total").increment(1);
+                    return Err("copilot answer was too long");
+                }
                 answer.push(&chunk);
                 core.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
                 core.broadcast(chat, &core.encoder.chunk(&chunk));
