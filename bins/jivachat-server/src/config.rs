@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// The largest `COPILOT_MAX_ANSWER_BYTES` accepted: 384 KiB of answer text leaves room for the
+/// notice and the other attributes in a 400 KB DynamoDB item.
+const MAX_ANSWER_BYTES_LIMIT: usize = 384 * 1024;
+
 /// Command-line flags; each can also be set by the environment variable named beside it.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -89,6 +93,9 @@ pub struct Args {
     /// Copilot questions of one chat that may wait behind the running turn.
     #[arg(long, env = "COPILOT_QUEUE", default_value = "4")]
     pub copilot_queue: String,
+    /// The largest copilot answer kept, in bytes; a longer one is cut there (1..=393216).
+    #[arg(long, env = "COPILOT_MAX_ANSWER_BYTES", default_value = "262144")]
+    pub copilot_max_answer_bytes: String,
     /// The AppSync GraphQL URL; unset, notifications are disabled.
     #[arg(long, env = "GRAPHQL_API_URL")]
     pub graphql_api_url: Option<String>,
@@ -569,6 +576,19 @@ impl Config {
             &args.copilot_history_bytes,
         );
         config.transport.copilot_queue = count(&mut problems, "COPILOT_QUEUE", &args.copilot_queue);
+        config.transport.copilot_max_answer_bytes = count(
+            &mut problems,
+            "COPILOT_MAX_ANSWER_BYTES",
+            &args.copilot_max_answer_bytes,
+        );
+        let parsed = args.copilot_max_answer_bytes.parse::<usize>().is_ok();
+        if parsed
+            && !(1..=MAX_ANSWER_BYTES_LIMIT).contains(&config.transport.copilot_max_answer_bytes)
+        {
+            problems.push(format!(
+                "COPILOT_MAX_ANSWER_BYTES: must be from 1 to {MAX_ANSWER_BYTES_LIMIT} (a stored answer must fit a 400 KB DynamoDB item)"
+            ));
+        }
         let connect = ms(
             &mut problems,
             "COPILOT_CONNECT_TIMEOUT_MS",
@@ -716,6 +736,28 @@ mod tests {
         // listen, store, log format, frame size, idle timeout, copilot URL, supervisor type,
         // missing API key.
         assert_eq!(problems.len(), 8, "{problems:#?}");
+    }
+
+    #[test]
+    fn the_copilot_answer_bound_must_fit_a_dynamodb_item() {
+        for (raw, problem) in [
+            ("0", Some("must be from 1")),
+            ("393217", Some("must be from 1")),
+            ("lots", Some("not a whole number")),
+            ("393216", None),
+        ] {
+            let parsed = Config::from_args(args(&["--copilot-max-answer-bytes", raw]));
+            match problem {
+                Some(problem) => {
+                    let problems = parsed.unwrap_err();
+                    assert_eq!(problems.len(), 1, "{problems:#?}");
+                    assert!(problems[0].contains(problem), "{problems:#?}");
+                }
+                None => assert_eq!(parsed.unwrap().transport.copilot_max_answer_bytes, 393216),
+            }
+        }
+        let defaults = Config::from_args(args(&[])).unwrap();
+        assert_eq!(defaults.transport.copilot_max_answer_bytes, 256 * 1024);
     }
 
     #[test]

@@ -160,6 +160,10 @@ pub struct Config {
     /// Copilot questions of one chat that may wait behind the running turn. A question beyond
     /// that is refused ([`Rejection::CopilotBusy`]) and not stored.
     pub copilot_queue: usize,
+    /// The largest copilot answer kept, in bytes of answer text (a DynamoDB item holds at
+    /// most 400 KB). A chunk that would take the answer past it ends the turn: the copilot
+    /// request is dropped, and the answer so far is stored and shown with a cut-off notice.
+    pub copilot_max_answer_bytes: usize,
     /// How long a chat's copilot turn lease lasts unless renewed (it is renewed every third of
     /// this while the turn runs): how long a chat stays blocked after a server died mid-turn.
     pub turn_lease: Duration,
@@ -171,6 +175,7 @@ impl Default for Config {
             copilot_history: HistoryLimits::default(),
             copilot_turn_timeout: Duration::from_secs(120),
             copilot_queue: 4,
+            copilot_max_answer_bytes: 256 * 1024,
             turn_lease: Duration::from_secs(15),
         }
     }

@@ -155,6 +155,17 @@ fn reason(error: &CopilotError) -> &'static str {
     }
 }
 
+/// The text of the answer shown (not stored) when a turn failed before the copilot said
+/// anything: the deployed widget renders only frames with a `message_id` as messages.
+pub(crate) fn failed_notice(reason: &str) -> String {
+    format!("[No answer: {reason}.]")
+}
+
+/// What is appended to a partial answer when its turn failed midway (stored with it).
+pub(crate) fn cut_off_notice(reason: &str) -> String {
+    format!("\n\n[Answer cut off: {reason}.]")
+}
+
 /// One turn, as PROTOCOL.md §4 lists it (the question is already stored and echoed): ask with
 /// the earlier turns, forward each chunk, store and show the answer, then always `end`.
 async fn run_turn<E: Encoder>(core: &Core<E>, chat: &ChatId, question: Message) {
@@ -172,12 +183,23 @@ async fn run_turn<E: Encoder>(core: &Core<E>, chat: &ChatId, question: Message) 
         }
     };
     core.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
-    if let Err(reason) = asked {
+    let failed = asked.err();
+    if let Some(reason) = failed {
         metrics::counter!("jiva_copilot_failures_total").increment(1);
         tracing::warn!(chat = %chat, reason, "copilot turn failed");
         core.broadcast(chat, &core.encoder.error(reason));
     }
-    let text = answer.finish();
+    let mut text = answer.finish();
+    match failed {
+        // Nothing came: the failure is shown as an answer the widget renders, not stored.
+        Some(reason) if text.is_empty() => {
+            let notice = Message::copilot_answer(chat.clone(), failed_notice(reason));
+            core.broadcast(chat, &core.encoder.stored(&notice));
+        }
+        // Part of an answer came: it is stored and shown with the cut-off notice appended.
+        Some(reason) => text.push_str(&cut_off_notice(reason)),
+        None => {}
+    }
     if !text.is_empty() {
         let mut stored = Message::copilot_answer(chat.clone(), text);
         match core.store_and_show(&mut stored).await {
@@ -320,6 +342,12 @@ async fn ask<E: Encoder>(
             Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => return Err(reason(&e)),
             Ok(Some(Ok(chunk))) => {
+                let adds = chunk.output.as_deref().map_or(0, str::len);
+                if answer.text().len().saturating_add(adds) > core.config.copilot_max_answer_bytes {
+                    // Dropping the stream drops the copilot request.
+                    metrics::counter!("jiva_copilot_answers_too_long_total").increment(1);
+                    return Err("copilot answer was too long");
+                }
                 answer.push(&chunk);
                 core.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
                 core.broadcast(chat, &core.encoder.chunk(&chunk));

@@ -33,6 +33,9 @@ pub struct Config {
     /// Copilot questions of one chat that may wait behind the running turn. A question beyond
     /// that is refused with an error frame and not stored.
     pub copilot_queue: usize,
+    /// The largest copilot answer kept, in bytes; a longer one is cut there (see
+    /// [`jiva_chat::Config::copilot_max_answer_bytes`]).
+    pub copilot_max_answer_bytes: usize,
     /// Limits on sockets, handshakes, messages, copilot questions and idle sockets.
     pub limits: Limits,
     /// Whether the main router serves `/metrics` (false when an admin listener serves it).
@@ -55,6 +58,7 @@ impl Default for Config {
             copilot_history: HistoryLimits::default(),
             copilot_turn_timeout: Duration::from_secs(120),
             copilot_queue: 4,
+            copilot_max_answer_bytes: jiva_chat::Config::default().copilot_max_answer_bytes,
             limits: Limits::default(),
             metrics_on_main_listener: true,
             allowed_origins: Vec::new(),
@@ -69,6 +73,7 @@ impl Config {
             copilot_history: self.copilot_history,
             copilot_turn_timeout: self.copilot_turn_timeout,
             copilot_queue: self.copilot_queue,
+            copilot_max_answer_bytes: self.copilot_max_answer_bytes,
             ..jiva_chat::Config::default()
         }
     }

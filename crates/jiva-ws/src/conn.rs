@@ -7,7 +7,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use jiva_chat::Subscriber;
-use jiva_core::{ChatId, Identity, Message, Seq, Timestamp, sender_for};
+use jiva_core::{ChatId, Cursor, Identity, Message, Seq, Timestamp, sender_for};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +31,11 @@ const WRITE_BATCH: usize = 64;
 
 /// Why the reader stopped, and so how the writer closes.
 enum Ending {
-    /// The client closed or the connection dropped: nothing more to say.
+    /// The connection dropped (or the writer ended first): nothing more to say.
     Quiet,
+    /// The client sent a close frame: answer it (RFC 6455 §5.5.1; the WebSocket layer queued
+    /// the echo of its code), then end.
+    ClientClosed,
     /// A frame was too large: close with 1009.
     TooBig,
     /// The server is shutting down: close with 1001.
@@ -58,22 +61,20 @@ pub(crate) async fn run(
         tracing::debug!("socket opened");
         let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
         let slow = CancellationToken::new();
-        let start = state
-            .chats
-            .join(
-                &chat,
-                Subscriber {
-                    conn,
-                    tx: tx.clone(),
-                    slow: slow.clone(),
-                },
-            )
-            .await;
+        // The writer joins the chat's room once it has caught up with the stored history, and
+        // leaves it when it ends.
+        let subscriber = Subscriber {
+            conn,
+            tx: tx.clone(),
+            slow: slow.clone(),
+        };
 
         let (sink, stream) = socket.split();
         let (end_tx, end_rx) = oneshot::channel();
         let done = CancellationToken::new();
         let ping = Arc::new(Notify::new());
+        // Cancelled once the writer joined the chat's room.
+        let joined = CancellationToken::new();
         let writer = tokio::spawn(
             write_loop(
                 Arc::clone(&state),
@@ -83,7 +84,8 @@ pub(crate) async fn run(
                 slow.clone(),
                 end_rx,
                 done.clone(),
-                start,
+                subscriber,
+                joined.clone(),
                 Arc::clone(&ping),
                 identity.as_ref().and_then(|i| i.expires_at),
             )
@@ -98,9 +100,9 @@ pub(crate) async fn run(
             &slow,
             &done,
             &ping,
+            &joined,
         )
         .await;
-        state.chats.leave(&chat, conn).await;
         let _ = end_tx.send(ending);
         drop(tx);
         let _ = writer.await;
@@ -121,6 +123,7 @@ async fn read_loop(
     slow: &CancellationToken,
     done: &CancellationToken,
     ping: &Notify,
+    joined: &CancellationToken,
 ) -> Ending {
     // Only the sender sees its errors; a sender that cannot take them is slow.
     let reply = |frame: Frame| {
@@ -156,7 +159,8 @@ async fn read_loop(
             }
         }
         match next {
-            None | Some(Ok(WsMessage::Close(_))) => return Ending::Quiet,
+            None => return Ending::Quiet,
+            Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
             Some(Ok(WsMessage::Text(text))) => {
                 metrics::counter!("jiva_frames_in_total").increment(1);
                 match frames::parse_inbound(&text) {
@@ -174,6 +178,13 @@ async fn read_loop(
                         if let Some(refusal) = limits::copilot_refusal(state, &message) {
                             refusal.frames().into_iter().for_each(reply);
                             continue;
+                        }
+                        // The socket must be in its room before its message (and the copilot
+                        // turn it starts) is shown, or it would miss the turn's frames.
+                        tokio::select! {
+                            () = joined.cancelled() => {}
+                            () = done.cancelled() => return Ending::Quiet,
+                            () = state.shutdown.cancelled() => return Ending::Shutdown,
                         }
                         // Boxed: an idle socket's task then holds only what waiting for the
                         // next frame needs, not room for a whole store round-trip.
@@ -216,7 +227,8 @@ async fn write_loop(
     slow: CancellationToken,
     mut ending: oneshot::Receiver<Ending>,
     done: CancellationToken,
-    start: Option<Seq>,
+    subscriber: Subscriber<Frame>,
+    joined_token: CancellationToken,
     ping: Arc<Notify>,
     expires_at: Option<Timestamp>,
 ) {
@@ -225,9 +237,16 @@ async fn write_loop(
         code,
         reason: Utf8Bytes::from_static(reason),
     };
+    let mut client_closed = false;
+    let conn = subscriber.conn;
+    let mut joined = false;
     let outcome = tokio::select! {
         biased;
         end = &mut ending => match end {
+            Ok(Ending::ClientClosed) => {
+                client_closed = true;
+                None
+            }
             Ok(Ending::TooBig) => Some(close(CLOSE_TOO_BIG, "frame too large")),
             Ok(Ending::Shutdown) => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
             Ok(Ending::Policy) => Some(close(CLOSE_POLICY, "rate limit exceeded")),
@@ -240,7 +259,7 @@ async fn write_loop(
             metrics::counter!("jiva_token_expired_closes_total").increment(1);
             Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
         }
-        result = serve_frames(&state, &chat, &mut sink, &mut rx, start, &ping) => {
+        result = serve_frames(&state, &chat, &mut sink, &mut rx, (subscriber, joined_token), &mut joined, &ping) => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "socket write failed");
             }
@@ -254,7 +273,14 @@ async fn write_loop(
             .is_cancelled()
             .then(|| close(CLOSE_GOING_AWAY, "server shutting down"))
     });
+    if joined {
+        state.chats.leave(&chat, conn).await;
+    }
     done.cancel();
+    if client_closed && outcome.is_none() {
+        // Sends the close frame the WebSocket layer queued in answer to the client's.
+        let _ = timeout(close_timeout, sink.close()).await;
+    }
     if let Some(frame) = outcome {
         if frame.code == CLOSE_POLICY {
             // The frames answered before the limit closed the socket (the echoes and the
@@ -283,17 +309,19 @@ async fn write_queued(sink: &mut Sink, rx: &mut mpsc::Receiver<Frame>) -> Result
     sink.flush().await
 }
 
-/// Replays the chat's history, then writes live frames until the queue closes.
+/// Replays the chat's history, joining its room on the way (`joined` tells whether it did),
+/// then writes live frames until the queue closes.
 async fn serve_frames(
     state: &State,
     chat: &ChatId,
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Frame>,
-    start: Option<Seq>,
+    subscriber: (Subscriber<Frame>, CancellationToken),
+    joined: &mut bool,
     ping: &Notify,
 ) -> Result<(), axum::Error> {
     // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
-    let replayed = Box::pin(replay(state, chat, sink, start)).await?;
+    let replayed = Box::pin(replay(state, chat, sink, subscriber, joined)).await?;
     loop {
         let frame = tokio::select! {
             frame = rx.recv() => match frame {
@@ -324,27 +352,91 @@ async fn serve_frames(
     Ok(())
 }
 
-/// Sends the stored history, oldest first, and tells the room where the chat is; returns the
-/// newest sequence numbers replayed (their live copies are duplicates).
+/// Catch-up passes over the store before a socket joins its room (see [`replay`]); after
+/// that many it joins even if messages keep arriving faster than it replays.
+const CATCH_UP_PASSES: usize = 8;
+
+/// Sends the stored history, oldest first, joins the chat's room and tells it where the chat
+/// is; returns the newest sequence numbers replayed (their live copies are duplicates).
 ///
-/// `start` is the number the room was about to deliver when the socket joined: the socket gets
-/// that frame and every later one live, so messages numbered from `start` on are left out here
-/// (they may be stored already, with frames still on their way, or stored out of order: the
-/// replay never shows a number before the ones it precedes). Without a `start` (a new room)
-/// the whole history is replayed.
+/// A socket that joined its room first would queue the chat's live frames while it replays,
+/// and a long history under a busy chat overflows that bounded queue (a healthy reader closed
+/// as a slow consumer). So the socket replays from the store *before* joining, in passes, each
+/// resuming where the previous one ended, until a pass finds nothing new (or after
+/// [`CATCH_UP_PASSES`]); only then does it join, learn the number the room will deliver next
+/// (`start`), and replay what was stored since its last pass and numbered below `start`. Live
+/// frames queue only during that last, short pass. Memory per socket stays bounded: a replay
+/// holds one page, and a reader too slow for the live frames still overflows its queue.
+///
+/// `start` (`None` for a new room) is the number the room was about to deliver when the socket
+/// joined: the socket gets that frame and every later one live, so the last pass leaves out
+/// messages numbered from `start` on (they may be stored already, with frames still on their
+/// way, or stored out of order). Numbers an earlier pass replayed at or past `start` are in the
+/// returned set, so their live copies are dropped.
 async fn replay(
     state: &State,
     chat: &ChatId,
     sink: &mut Sink,
-    start: Option<Seq>,
+    subscriber: (Subscriber<Frame>, CancellationToken),
+    joined: &mut bool,
 ) -> Result<BTreeSet<Seq>, axum::Error> {
-    let mut last: Option<Seq> = None;
-    let mut replayed = BTreeSet::new();
-    let mut cursor = None;
+    let mut progress = Progress::default();
+    let mut available = true;
+    for pass in 0..CATCH_UP_PASSES {
+        match replay_pass(state, chat, sink, &mut progress, None, pass == 0).await? {
+            Some(0) => break,
+            Some(_) => {}
+            None => {
+                available = false;
+                break;
+            }
+        }
+    }
+    let start = state.chats.join(chat, subscriber.0).await;
+    *joined = true;
+    subscriber.1.cancel();
+    if available
+        && replay_pass(state, chat, sink, &mut progress, Some(start), false)
+            .await?
+            .is_some()
+    {
+        state
+            .chats
+            .replayed(chat, progress.last.map_or(0, Seq::get));
+    }
+    Ok(progress.replayed)
+}
+
+/// Where a replay is.
+#[derive(Default)]
+struct Progress {
+    /// The newest number replayed.
+    last: Option<Seq>,
+    /// The cursor of the page that held it (a pass resumes there, skipping what it showed).
+    resume: Option<Cursor>,
+    /// The newest numbers replayed.
+    replayed: BTreeSet<Seq>,
+}
+
+/// One pass over the history from `progress.resume`: sends the messages numbered after
+/// `progress.last` (and, with `start` known, below it; with `legacy`, the unnumbered messages
+/// of before sequence numbers, which come first). Returns how many it sent, or `None` when the
+/// store failed (the socket was told).
+async fn replay_pass(
+    state: &State,
+    chat: &ChatId,
+    sink: &mut Sink,
+    progress: &mut Progress,
+    start: Option<Option<Seq>>,
+    legacy: bool,
+) -> Result<Option<usize>, axum::Error> {
+    let below = start.flatten();
+    let mut cursor = progress.resume.clone();
+    let mut sent = 0;
     loop {
         let page = match state
             .chats
-            .history(chat, cursor, state.config.history_page.max(1))
+            .history(chat, cursor.clone(), state.config.history_page.max(1))
             .await
         {
             Ok(page) => page,
@@ -352,29 +444,49 @@ async fn replay(
                 tracing::error!(error = %e, "reading history failed");
                 sink.send(WsMessage::Text(frames::error("history unavailable").text))
                     .await?;
-                return Ok(replayed);
+                return Ok(None);
             }
         };
         for message in &page.messages {
-            if let Some(seq) = message.seq {
-                if start.is_some_and(|start| seq >= start) {
-                    continue;
+            match message.seq {
+                Some(seq) => {
+                    if progress.last.is_some_and(|last| seq <= last)
+                        || below.is_some_and(|below| seq >= below)
+                    {
+                        continue;
+                    }
+                    // Before joining, a number missing from the store may be an append still
+                    // in flight: stop there; a later pass (or the last one) resumes.
+                    if start.is_none() && seq.get() != progress.last.map_or(1, |l| l.get() + 1) {
+                        sink.flush().await?;
+                        return Ok(Some(sent));
+                    }
+                    progress.replayed.insert(seq);
+                    if progress.replayed.len() > REPLAYED_KEPT {
+                        progress.replayed.pop_first();
+                    }
+                    progress.last = Some(seq);
                 }
-                replayed.insert(seq);
-                if replayed.len() > REPLAYED_KEPT {
-                    replayed.pop_first();
-                }
+                None if !legacy => continue,
+                None => {}
             }
-            last = last.max(message.seq);
+            sent += 1;
             sink.feed(WsMessage::Text(frames::stored(message, message.seq).text))
                 .await?;
         }
         sink.flush().await?;
         match page.next {
-            Some(next) if !page.messages.is_empty() => cursor = Some(next),
+            Some(next) if !page.messages.is_empty() => {
+                if progress.last.is_some() {
+                    progress.resume = cursor;
+                }
+                cursor = Some(next);
+            }
             _ => {
-                state.chats.replayed(chat, last.map_or(0, Seq::get));
-                return Ok(replayed);
+                if progress.last.is_some() {
+                    progress.resume = cursor;
+                }
+                return Ok(Some(sent));
             }
         }
     }

@@ -28,8 +28,10 @@
 //! - Stored before shown: a message is broadcast only after the store acknowledged it; a store
 //!   failure gives the sender an error frame and shows nothing.
 //! - A socket first receives its chat's history, oldest first, then live frames, with no
-//!   duplicate and no gap (it joins its room before reading history, replays the messages
-//!   numbered below the room's next frame, and drops live frames of messages it replayed).
+//!   duplicate and no gap (it replays from the store until it has caught up, then joins its
+//!   room, replays what was stored meanwhile below the room's next frame, and drops live frames
+//!   of messages it replayed). Live frames queue only after it caught up, so a long replay
+//!   under a busy chat does not overflow its queue.
 //! - Every socket of a chat sees that chat's stored frames in the chat's sequence order, the
 //!   order a replay returns (a number that never arrives is skipped after a bounded wait).
 //! - Memory is bounded per socket: a socket whose queue of [`Config::outbound_queue`] frames is

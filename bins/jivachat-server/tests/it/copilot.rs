@@ -23,10 +23,8 @@ async fn an_unconfigured_copilot_answers_with_an_error_then_end(kind: StoreKind)
         next_json(&mut ws).await,
         json!({"error": "copilot is not configured"})
     );
-    assert_eq!(
-        next_json(&mut ws).await,
-        json!({"action": "end", "output": ""})
-    );
+    crate::copilot_relay::expect_failure_notice_then_end(&mut ws, "copilot is not configured")
+        .await;
     // The socket stays usable, and keepalives stay silent.
     send(&mut ws, json!({"action": "ping"})).await;
     send(
@@ -39,10 +37,8 @@ async fn an_unconfigured_copilot_answers_with_an_error_then_end(kind: StoreKind)
         next_json(&mut ws).await,
         json!({"error": "copilot is not configured"})
     );
-    assert_eq!(
-        next_json(&mut ws).await,
-        json!({"action": "end", "output": ""})
-    );
+    crate::copilot_relay::expect_failure_notice_then_end(&mut ws, "copilot is not configured")
+        .await;
     server.stop().await;
 }
 

@@ -147,6 +147,29 @@ async fn expect_combined_then_end(ws: &mut Ws, output: &str) -> Value {
     combined
 }
 
+/// What a partial answer is stored and shown with when its turn failed for `reason`.
+fn cut_off(partial: &str, reason: &str) -> String {
+    format!("{partial}\n\n[Answer cut off: {reason}.]")
+}
+
+/// Reads the `Combined` frame that shows a turn failing for `reason` before any answer (the
+/// deployed widget renders only frames with a `message_id`), then `end`. It is not stored:
+/// it has no `seq`.
+pub async fn expect_failure_notice_then_end(ws: &mut Ws, reason: &str) {
+    let notice = next_json(ws).await;
+    assert_eq!(notice["action"], "Combined", "{notice}");
+    assert_eq!(
+        notice["output"],
+        format!("[No answer: {reason}.]"),
+        "{notice}"
+    );
+    assert_eq!(notice["sender"], "Copilot", "{notice}");
+    assert!(uuid_like(&notice["message_id"]), "{notice}");
+    assert_timestamp(&notice);
+    assert_eq!(notice.as_object().unwrap().len(), 5, "{notice}");
+    assert_eq!(next_json(ws).await, end_frame());
+}
+
 /// Sends the marker and returns every frame that arrives before its answer.
 async fn frames_before_marker(ws: &mut Ws) -> Vec<Value> {
     send(ws, json!({"marker": true})).await;
@@ -310,7 +333,7 @@ async fn error_statuses_give_an_error_frame_and_end_and_the_socket_stays_usable(
             next_json(&mut ws).await,
             error_frame("copilot returned an error")
         );
-        assert_eq!(next_json(&mut ws).await, end_frame(), "no Combined");
+        expect_failure_notice_then_end(&mut ws, "copilot returned an error").await;
     }
     live.push(ask_and_echo(&mut ws, "third").await);
     expect_chunks(&mut ws, &[(None, Some("fine now"))]).await;
@@ -348,7 +371,11 @@ async fn a_body_cut_off_midway_stores_and_shows_the_partial_answer(kind: StoreKi
         next_json(&mut ws).await,
         error_frame("copilot answer was cut off")
     );
-    let combined = expect_combined_then_end(&mut ws, "so far and more").await;
+    let combined = expect_combined_then_end(
+        &mut ws,
+        &cut_off("so far and more", "copilot answer was cut off"),
+    )
+    .await;
 
     let (_again, replayed) = join(&server).await;
     assert_eq!(replayed, [echo, combined]);
@@ -371,7 +398,8 @@ async fn a_silent_copilot_times_out_and_the_partial_answer_is_stored(kind: Store
     let echo = ask_and_echo(&mut ws, "are you there?").await;
     expect_chunks(&mut ws, &[(None, Some("thinking"))]).await;
     assert_eq!(next_json(&mut ws).await, error_frame("copilot timed out"));
-    let combined = expect_combined_then_end(&mut ws, "thinking").await;
+    let combined =
+        expect_combined_then_end(&mut ws, &cut_off("thinking", "copilot timed out")).await;
 
     let (_again, replayed) = join(&server).await;
     assert_eq!(replayed, [echo, combined]);
@@ -717,7 +745,7 @@ async fn a_turn_over_its_whole_time_limit_ends_with_the_partial_answer(kind: Sto
     let echo = ask_and_echo(&mut ws, "take your time").await;
     expect_chunks(&mut ws, &[(None, Some("slowly"))]).await;
     assert_eq!(next_json(&mut ws).await, error_frame("copilot timed out"));
-    let combined = expect_combined_then_end(&mut ws, "slowly").await;
+    let combined = expect_combined_then_end(&mut ws, &cut_off("slowly", "copilot timed out")).await;
     let (_again, replayed) = join(&server).await;
     assert_eq!(replayed, [echo, combined]);
     server.stop().await;
@@ -737,8 +765,137 @@ async fn an_unreachable_copilot_gives_an_error_frame_and_end(kind: StoreKind) {
             next_json(&mut ws).await,
             error_frame("copilot is unavailable")
         );
-        assert_eq!(next_json(&mut ws).await, end_frame());
+        expect_failure_notice_then_end(&mut ws, "copilot is unavailable").await;
     }
+    server.stop().await;
+}
+
+async fn an_answer_past_its_size_bound_is_cut_there_stored_with_a_notice_and_ended(
+    kind: StoreKind,
+) {
+    // Ten outputs of 100 bytes fill the bound exactly; the eleventh would pass it.
+    let piece = "y".repeat(100);
+    let mut script = vec![head_chunked(200, "application/json")];
+    script.extend((0..20).map(|_| chunk(obj(None, Some(&piece)))));
+    script.push(Step::Hold);
+    let stand_in = StandIn::serve(script).await.unwrap();
+    let copilot = copilot_config(stand_in.url());
+    let server = TestServer::start_on_with(kind, |config| {
+        config.copilot = Some(copilot);
+        config.transport.copilot_max_answer_bytes = 1000;
+    })
+    .await;
+    let mut ws = server.connect(AGENT, "copilot").await;
+    let echo = ask_and_echo(&mut ws, "tell me everything").await;
+    expect_chunks(&mut ws, &[(None, Some(piece.as_str())); 10]).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        error_frame("copilot answer was too long")
+    );
+    let combined = expect_combined_then_end(
+        &mut ws,
+        &cut_off(&piece.repeat(10), "copilot answer was too long"),
+    )
+    .await;
+    let (_again, replayed) = join(&server).await;
+    assert_eq!(replayed, [echo, combined]);
+    server.stop().await;
+}
+
+/// A copilot that answers 200 and then streams objects of 8 KiB output for as long as the
+/// connection takes them, up to 1 GiB. Resolves to the bytes written once the connection was
+/// dropped; fails if the whole gigabyte went through.
+async fn endless_copilot() -> (String, tokio::task::JoinHandle<u64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const GIB: u64 = 1 << 30;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ask", listener.local_addr().unwrap());
+    let writer = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // The request is small: its head and body arrive before the answer matters.
+        let mut request = vec![0; 64 * 1024];
+        let _ = socket.read(&mut request).await.unwrap();
+        socket
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let object = obj(None, Some(&"z".repeat(8 * 1024)));
+        let piece = format!("{:x}\r\n{object}\r\n", object.len()).into_bytes();
+        let mut written = 0u64;
+        while written < GIB {
+            if socket.write_all(&piece).await.is_err() {
+                return written;
+            }
+            written += piece.len() as u64;
+        }
+        panic!("the server read a whole gigabyte of answer");
+    });
+    (url, writer)
+}
+
+async fn a_body_of_gigabytes_is_cut_at_the_default_bound_and_its_request_dropped(kind: StoreKind) {
+    let (url, writer) = endless_copilot().await;
+    let copilot = copilot_config(&url);
+    let server = TestServer::start_on_with(kind, |config| config.copilot = Some(copilot)).await;
+    let bound = server_default_max_answer_bytes();
+    let mut ws = server.connect(AGENT, "copilot").await;
+    let echo = ask_and_echo(&mut ws, "everything, please").await;
+    let mut forwarded = 0;
+    let reason = loop {
+        let frame = next_json(&mut ws).await;
+        match frame.get("error") {
+            Some(reason) => break reason.clone(),
+            None => {
+                assert_eq!(frame["output"].as_str().unwrap().len(), 8 * 1024, "a chunk");
+                forwarded += 1;
+            }
+        }
+    };
+    assert_eq!(reason, "copilot answer was too long");
+    assert_eq!(forwarded, bound / (8 * 1024));
+    let combined = next_json(&mut ws).await;
+    let output = combined["output"].as_str().unwrap();
+    assert_eq!(
+        output,
+        cut_off(
+            &"z".repeat(forwarded * 8 * 1024),
+            "copilot answer was too long"
+        )
+    );
+    assert_eq!(next_json(&mut ws).await, end_frame());
+    // The copilot request was dropped: the endless body stopped being read.
+    let written = tokio::time::timeout(PATIENCE, writer)
+        .await
+        .expect("the server kept reading the endless answer")
+        .unwrap();
+    assert!(written < 1 << 30);
+    // The whole cut answer was stored (it fits the store's item).
+    let (_again, replayed) = join(&server).await;
+    assert_eq!(replayed, [echo, combined]);
+    server.stop().await;
+}
+
+/// The server's default bound on an answer.
+fn server_default_max_answer_bytes() -> usize {
+    jiva_ws::Config::default().copilot_max_answer_bytes
+}
+
+async fn a_copilot_slow_to_send_its_headers_times_out_with_a_notice_and_end(kind: StoreKind) {
+    // Accepts the request and never answers.
+    let stand_in = StandIn::serve(vec![Step::Hold]).await.unwrap();
+    let server = start_tweaked(kind, &stand_in, |copilot| {
+        copilot.first_byte_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut ws = server.connect(AGENT, "copilot").await;
+    let echo = ask_and_echo(&mut ws, "hello?").await;
+    assert_eq!(next_json(&mut ws).await, error_frame("copilot timed out"));
+    expect_failure_notice_then_end(&mut ws, "copilot timed out").await;
+    // Only the question was stored; the socket goes on.
+    let (_again, replayed) = join(&server).await;
+    assert_eq!(replayed, [echo]);
     server.stop().await;
 }
 
@@ -760,4 +917,7 @@ crate::on_both_stores!(
     a_socket_that_never_reads_does_not_stall_a_copilot_answer,
     a_turn_over_its_whole_time_limit_ends_with_the_partial_answer,
     an_unreachable_copilot_gives_an_error_frame_and_end,
+    an_answer_past_its_size_bound_is_cut_there_stored_with_a_notice_and_ended,
+    a_body_of_gigabytes_is_cut_at_the_default_bound_and_its_request_dropped,
+    a_copilot_slow_to_send_its_headers_times_out_with_a_notice_and_end,
 );

@@ -111,3 +111,39 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+/// RFC 6455 §5.5.1: a client that closes its socket gets the server's close frame back, echoing
+/// its code, rather than an abrupt end of the connection (which a browser reports as 1006).
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame_echoing_its_code() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+    let server = TestServer::start().await;
+    let mut ws = server.connect(AGENT, "supervisor").await;
+    say(&mut ws, "agent", "hello").await;
+    assert_eq!(next_json(&mut ws).await["message"], "hello");
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    // Read until the end: the server's close frame must come before it.
+    let mut answered = None;
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("the server neither answered nor ended the connection")
+        {
+            Some(Ok(Message::Close(frame))) => answered = Some(frame),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("the connection ended abruptly: {e}"),
+            None => break,
+        }
+    }
+    let frame = answered.expect("no close frame from the server");
+    assert_eq!(frame.map(|f| f.code), Some(CloseCode::Normal));
+    server.stop().await;
+}

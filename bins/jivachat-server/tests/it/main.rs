@@ -10,6 +10,7 @@
 mod support;
 
 mod auth;
+mod catch_up;
 mod chat;
 mod cluster;
 mod copilot;

@@ -195,10 +195,12 @@ async fn metrics_count_sockets_messages_frames_and_store_latency() {
     send(&mut writer, json!({"ping": "pong"})).await;
     say(&mut writer, "agent", "one").await;
     assert_eq!(next_json(&mut writer).await["message"], "one");
-    // The reader gets "one" from the history (not a broadcast), so it has joined the room
-    // before "two" is sent.
+    // The reader gets "one" from the history (not a broadcast); the answer to its invalid
+    // frame comes once it has caught up and joined the room, so before "two" is sent.
     let mut reader = connect(&server.chat_url("supervisor")).await;
+    send(&mut reader, json!({"not": "a chat message"})).await;
     assert_eq!(next_json(&mut reader).await["message"], "one");
+    assert!(next_json(&mut reader).await.get("error").is_some());
     say(&mut writer, "supervisor", "two").await;
     assert_eq!(next_json(&mut writer).await["message"], "two");
     assert_eq!(next_json(&mut reader).await["message"], "two");
@@ -209,8 +211,8 @@ async fn metrics_count_sockets_messages_frames_and_store_latency() {
         &[
             ("jiva_sockets_open", 2.0),
             ("jiva_chats_open", 1.0),
-            // The keepalive is a frame in, but not a message.
-            ("jiva_frames_in_total", 3.0),
+            // The keepalive and the reader's invalid frame are frames in, but not messages.
+            ("jiva_frames_in_total", 4.0),
             ("jiva_messages_in_total", 2.0),
             // "one" to the writer, "two" to both sockets.
             ("jiva_frames_out_total", 3.0),

@@ -64,7 +64,7 @@ impl Backing {
         (backing, dir)
     }
 
-    async fn store(&self, config: &Config) -> Arc<dyn MessageStore> {
+    pub async fn store(&self, config: &Config) -> Arc<dyn MessageStore> {
         match self {
             Self::Sqlite(_) => jivachat_server::open_store(config).await.unwrap(),
             Self::Dynamo(dynamo) => {

@@ -207,7 +207,11 @@ async fn a_failing_copilot_stream_stores_the_partial_answer_then_ends() {
     );
     let combined = next_json(&mut ws).await;
     assert_eq!(combined["action"], "Combined");
-    assert_eq!(combined["output"], "partial }");
+    // Stored and shown with the cut-off notice (docs/PROTOCOL.md).
+    assert_eq!(
+        combined["output"],
+        "partial }\n\n[Answer cut off: copilot answer was cut off.]"
+    );
     assert_eq!(combined["sender"], "Copilot");
     assert_eq!(
         next_json(&mut ws).await,
@@ -218,7 +222,7 @@ async fn a_failing_copilot_stream_stores_the_partial_answer_then_ends() {
     assert_eq!(question.text(), "question");
     let answer = stored.recv().await.unwrap();
     assert!(answer.is_copilot_answer());
-    assert_eq!(answer.text(), "partial }");
+    assert_eq!(answer.text(), combined["output"]);
     assert_eq!(combined["message_id"], answer.id.to_string());
     let chat: &ChatId = &answer.chat;
     assert_eq!(chat.canonical(), "agent-1-copilot");
