@@ -111,9 +111,13 @@ describe('copilot chat page', () => {
       await page.waitForSelector('#messages li.error', { timeout: PATIENCE_MS });
       const reason = await page.$eval('#messages li.error .bubble', (n) => n.textContent);
       assert.match(reason, /^⚠ \S/);
-      // `end` arrived: no bubble stays open, and only the question was stored.
+      // `end` arrived: no bubble stays open. The question is shown, and so is the server's
+      // `Combined` notice that the turn failed (shown, never stored: docs/PROTOCOL.md).
       await page.waitForSelector('#messages li.typing', { state: 'detached', timeout: PATIENCE_MS });
-      assert.deepEqual((await shown(page)).map((m) => m.text), ['Are you there?']);
+      assert.deepEqual((await shown(page)).map((m) => m.text), [
+        'Are you there?',
+        '[No answer: copilot returned an error.]',
+      ]);
       // The socket stays usable.
       assert.equal(await page.isDisabled('#send'), false);
       await page.context().close();
