@@ -4,8 +4,9 @@
 //! Design: every write goes through one writer thread that owns the only writing connection. It
 //! takes whatever appends are waiting (up to [`Config::max_batch`]) and commits them in one
 //! transaction (group commit), then answers each caller. An `append` therefore returns only after
-//! its message is committed, and under load many messages share one commit. Each write of a batch
-//! runs in a savepoint of its own, so a row SQLite refuses fails only its own append (with
+//! its message is committed, and under load many messages share one commit. A batch is written
+//! without savepoints; when SQLite refuses a row it is rolled back and written again with a
+//! savepoint around each write, so that row fails only its own append (with
 //! [`StoreError::Conflict`] for a constraint); only a failure of the transaction itself fails
 //! the whole batch. Reads run on a small
 //! pool of read-only connections in `spawn_blocking`; the database is in WAL mode so reads never
@@ -524,12 +525,16 @@ fn row_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Commits `batch` in one transaction, each write inside a savepoint of its own: a row SQLite
-/// refuses (a constraint, a trigger) is rolled back alone and answers its own error, and the
-/// rest of the batch commits. A refused row takes no number, so numbers stay gap-free. The
-/// numbers the batch takes are recorded in `counters` only once the transaction has committed;
-/// the counter of a chat with a refused row is forgotten (read again from the index), in case
-/// the refusal came from a number another writer had taken.
+/// Commits `batch` in one transaction. A row SQLite refuses (a constraint, a trigger) is
+/// rolled back alone and answers its own error, and the rest of the batch commits. A refused row
+/// takes no number, so numbers stay gap-free. The numbers the batch takes are recorded in
+/// `counters` only once the transaction has committed; the counter of a chat with a refused row
+/// is forgotten (read again from the index), in case the refusal came from a number another
+/// writer had taken.
+///
+/// Refusals are rare, so the batch is first written without savepoints (they copy pages into a
+/// sub-journal on every write); only when a row is refused is the batch rolled back and written
+/// again with a savepoint around each write.
 ///
 /// `Err` means the transaction itself failed (nothing of the batch is stored).
 fn commit(
@@ -537,6 +542,22 @@ fn commit(
     batch: &[Job],
     counters: &mut Counters,
 ) -> rusqlite::Result<Vec<Outcome>> {
+    match write_batch(conn, batch, counters, false)? {
+        Some(outcomes) => Ok(outcomes),
+        // With savepoints every refusal is answered in place: there is no `None`.
+        None => write_batch(conn, batch, counters, true).map(Option::unwrap_or_default),
+    }
+}
+
+/// One attempt of [`commit`]: with `per_row_savepoints`, each write runs in a savepoint of its
+/// own; without, the first refused row rolls the whole batch back and `Ok(None)` asks for the
+/// attempt with savepoints.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Job],
+    counters: &mut Counters,
+    per_row_savepoints: bool,
+) -> rusqlite::Result<Option<Vec<Outcome>>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     // This batch's numbers, over the committed ones.
@@ -558,13 +579,21 @@ fn commit(
             "INSERT INTO probes (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
         )?;
         // Prepared once per connection: a savepoint per write costs no parsing.
-        let mut savepoint = tx.prepare_cached("SAVEPOINT row")?;
-        let mut release = tx.prepare_cached("RELEASE row")?;
-        let mut rollback = tx.prepare_cached("ROLLBACK TO row")?;
+        let mut savepoints = if per_row_savepoints {
+            Some((
+                tx.prepare_cached("SAVEPOINT row")?,
+                tx.prepare_cached("RELEASE row")?,
+                tx.prepare_cached("ROLLBACK TO row")?,
+            ))
+        } else {
+            None
+        };
         let mut existing_stmt =
             tx.prepare_cached("SELECT chat_seq FROM messages WHERE message_id = ?1")?;
         for job in batch {
-            savepoint.execute([])?;
+            if let Some((savepoint, _, _)) = savepoints.as_mut() {
+                savepoint.execute([])?;
+            }
             let outcome = match &job.write {
                 Write::Chat(chat) => chat_stmt
                     .execute(params![chat.agent().as_str(), chat.kind().as_str()])
@@ -627,7 +656,9 @@ fn commit(
             };
             match outcome {
                 Ok(done) => {
-                    release.execute([])?;
+                    if let Some((_, release, _)) = savepoints.as_mut() {
+                        release.execute([])?;
+                    }
                     outcomes.push(Ok(done));
                 }
                 Err(e) => {
@@ -636,6 +667,10 @@ fn commit(
                     if tx.is_autocommit() {
                         return Err(e);
                     }
+                    // Without savepoints, dropping the transaction rolls the batch back.
+                    let Some((_, release, rollback)) = savepoints.as_mut() else {
+                        return Ok(None);
+                    };
                     rollback.execute([])?;
                     release.execute([])?;
                     tracing::warn!(error = %e, "SQLite refused one write of a batch");
@@ -654,7 +689,7 @@ fn commit(
     for chat in refused {
         counters.last.remove(chat);
     }
-    Ok(outcomes)
+    Ok(Some(outcomes))
 }
 
 const COLUMNS: &str = "message_id, sender, ts, kind, body, chat_seq";
