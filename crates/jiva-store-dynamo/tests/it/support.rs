@@ -37,6 +37,17 @@ pub fn legacy_config() -> Config {
     }
 }
 
+/// The legacy sequence index name used by the tests.
+pub const LEGACY_SEQ_INDEX: &str = "ChatID-Seq-index";
+
+/// A fresh config with both legacy indexes set (replay in sequence order).
+pub fn legacy_seq_config() -> Config {
+    Config {
+        legacy_seq_index: Some(LEGACY_SEQ_INDEX.to_owned()),
+        ..legacy_config()
+    }
+}
+
 /// A chat of a fresh agent whose id is a UUID (so it contains `-`).
 pub fn chat(kind: ConnectionType) -> ChatId {
     ChatId::new(AgentId::parse(&Uuid::new_v4().to_string()).unwrap(), kind)
