@@ -2,10 +2,6 @@
 //! one order, the earlier server's unnumbered items first in time order, then the numbered
 //! messages by number whatever their timestamps.
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate,
-    KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
-};
 use jiva_core::{
     ChatId, ConnectionType, Cursor, Message, MessageId, MessageStore, Sender, StoreError, Timestamp,
 };
@@ -262,51 +258,14 @@ async fn an_existing_legacy_table_without_the_sequence_index_is_reported_and_wor
     );
 
     // What `aws dynamodb update-table` in docs/dynamodb.md does.
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    store
-        .client()
-        .update_table()
-        .table_name(&config.messages_table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("ChatID")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("Seq")
-                .attribute_type(ScalarAttributeType::N)
-                .build()
-                .unwrap(),
-        )
-        .global_secondary_index_updates(
-            GlobalSecondaryIndexUpdate::builder()
-                .create(
-                    CreateGlobalSecondaryIndexAction::builder()
-                        .index_name(LEGACY_SEQ_INDEX)
-                        .key_schema(key("ChatID", KeyType::Hash))
-                        .key_schema(key("Seq", KeyType::Range))
-                        .projection(
-                            Projection::builder()
-                                .projection_type(ProjectionType::All)
-                                .build(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    crate::support::add_chat_index(
+        store.client(),
+        &config.messages_table,
+        LEGACY_SEQ_INDEX,
+        "Seq",
+        aws_sdk_dynamodb::types::ScalarAttributeType::N,
+    )
+    .await;
     store.create_tables().await.unwrap();
     store.check().await.unwrap();
     let chat = chat(ConnectionType::Copilot);

@@ -180,3 +180,57 @@ pub async fn get_raw(client: &Client, table: &str, key: Item) -> Option<Item> {
         .expect("GetItem")
         .item
 }
+
+/// Adds a global secondary index on (`ChatID` S, `range` of type `kind`), projecting all
+/// attributes, to an existing table: what `aws dynamodb update-table` in docs/dynamodb.md does.
+pub async fn add_chat_index(
+    client: &Client,
+    table: &str,
+    index: &str,
+    range: &str,
+    kind: aws_sdk_dynamodb::types::ScalarAttributeType,
+) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate,
+        KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    };
+    let definition = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, role: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(role)
+            .build()
+            .unwrap()
+    };
+    client
+        .update_table()
+        .table_name(table)
+        .attribute_definitions(definition("ChatID", ScalarAttributeType::S))
+        .attribute_definitions(definition(range, kind))
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder()
+                .create(
+                    CreateGlobalSecondaryIndexAction::builder()
+                        .index_name(index)
+                        .key_schema(key("ChatID", KeyType::Hash))
+                        .key_schema(key(range, KeyType::Range))
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::All)
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
