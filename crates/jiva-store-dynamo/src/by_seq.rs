@@ -197,9 +197,18 @@ impl DynamoStore {
         let (mut items, seq_start) = match phase {
             Phase::Time(start) => {
                 let bound = self.time_phase_bound(indexes.seq, &canonical).await?;
-                let (items, next) = self
-                    .unnumbered(indexes, &canonical, true, limit, start, bound)
-                    .await?;
+                // A cursor issued before the chat's first numbered message was visible may lie
+                // past the bound (DynamoDB refuses a start key outside the key condition): the
+                // time phase is over then.
+                let past = start.as_ref().is_some_and(|key| {
+                    bound.is_some_and(|b| item::timestamp(key).is_ok_and(|t| t.as_millis() >= b))
+                });
+                let (items, next) = if past {
+                    (Vec::new(), None)
+                } else {
+                    self.unnumbered(indexes, &canonical, true, limit, start, bound)
+                        .await?
+                };
                 if let Some(next) = next {
                     // More of the time phase: the page ends in it.
                     let next = encode(&next, TIME_KEY)?;

@@ -272,3 +272,20 @@ async fn an_existing_legacy_table_without_the_sequence_index_is_reported_and_wor
     let stored = append_backwards(&store, &chat, 3, 1_700_000_000_000).await;
     assert_eq!(read_all(&store, &chat, 2).await, stored);
 }
+
+#[tokio::test]
+async fn a_time_phase_cursor_past_the_bound_that_appeared_since_goes_on_to_the_numbers() {
+    let store = dynamo().store_with(legacy_seq_config()).await.unwrap();
+    let chat = chat(ConnectionType::Supervisor);
+    let hour = 3_600_000;
+    let base = 1_700_000_000_000;
+    let earlier = earlier_items(&store, &chat, &[base + hour, base + 2 * hour]).await;
+    // No numbered message yet: the time phase is unbounded, and its cursor is an hour in.
+    let first = store.history(&chat, None, 1).await.unwrap();
+    assert_eq!(first.messages, earlier[..1].to_vec());
+    // A numbered message whose clock is earlier: the bound is now before the cursor.
+    let numbered = append_backwards(&store, &chat, 1, base).await;
+    let second = store.history(&chat, first.next, 1).await.unwrap();
+    assert_eq!(second.messages, numbered);
+    assert!(second.next.is_none());
+}
