@@ -413,7 +413,9 @@ impl DynamoStore {
             counted.attributes.as_ref().and_then(|a| a.get(RECENT))
         {
             if recent.len() >= 2 * RECENT_IDS {
-                self.trim_recent(&message.chat, recent.len()).await;
+                if let Some(AttributeValue::S(first)) = recent.first() {
+                    self.trim_recent(&message.chat, recent.len(), first).await;
+                }
             }
         }
         let seq = match counted.attributes.as_ref().and_then(|a| a.get(LAST_SEQ)) {
@@ -452,10 +454,13 @@ impl DynamoStore {
             })
     }
 
-    /// Drops the oldest entries of `chat`'s `Recent` list (`len` long), keeping the newest
-    /// [`RECENT_IDS`]; only if nobody appended meanwhile (another append will trim then). Best
-    /// effort: a failure only leaves the list longer.
-    async fn trim_recent(&self, chat: &ChatId, len: usize) {
+    /// Drops the oldest entries of `chat`'s `Recent` list (`len` long, starting with `first`,
+    /// when this append read it), keeping at least the newest [`RECENT_IDS`]. Concurrent
+    /// appends only add at the end, so the condition is that the list still starts with
+    /// `first` (no other trim ran since) and is at least `len` long; under contention another
+    /// append's trim may win instead. Best effort: a failure only leaves the list longer (reads
+    /// look at its newest `2 × RECENT_IDS` entries whatever its length).
+    async fn trim_recent(&self, chat: &ChatId, len: usize, first: &str) {
         let drop: Vec<String> = (0..len.saturating_sub(RECENT_IDS))
             .map(|i| format!("#recent[{i}]"))
             .collect();
@@ -465,9 +470,10 @@ impl DynamoStore {
             .table_name(&self.config.chats_table)
             .set_key(Some(chats_key(chat)))
             .update_expression(format!("REMOVE {}", drop.join(", ")))
-            .condition_expression("size(#recent) = :len")
+            .condition_expression("size(#recent) >= :len AND #recent[0] = :first")
             .expression_attribute_names("#recent", RECENT)
             .expression_attribute_values(":len", AttributeValue::N(len.to_string()))
+            .expression_attribute_values(":first", AttributeValue::S(first.to_owned()))
             .send()
             .await;
         if let Err(err) = result {
@@ -523,7 +529,10 @@ impl DynamoStore {
             return Ok(());
         };
         let mut missing: Vec<&str> = Vec::new();
-        for entry in recent {
+        // The newest entries only: the list may be longer than trimming keeps it when appends
+        // race (and a BatchGetItem takes at most 100 keys).
+        let newest = recent.get(recent.len().saturating_sub(2 * RECENT_IDS)..);
+        for entry in newest.unwrap_or_default() {
             if let AttributeValue::S(id) = entry {
                 let shown = messages.iter().any(|m| m.id.to_string() == *id);
                 if !shown && start_id != Some(id.as_str()) && !missing.contains(&id.as_str()) {
