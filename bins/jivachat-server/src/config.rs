@@ -752,6 +752,35 @@ mod tests {
     }
 
     #[test]
+    fn the_legacy_sequence_index_needs_the_legacy_index() {
+        let problems = Config::from_args(args(&[
+            "--store",
+            "dynamodb",
+            "--dynamodb-legacy-seq-index",
+            "ChatID-Seq-index",
+        ]))
+        .unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains("--dynamodb-legacy-index"),
+            "{problems:#?}"
+        );
+        let config = Config::from_args(args(&[
+            "--store",
+            "dynamodb",
+            "--dynamodb-legacy-index",
+            "ChatID-Timestamp-index",
+            "--dynamodb-legacy-seq-index",
+            "ChatID-Seq-index",
+        ]))
+        .unwrap();
+        let StoreChoice::Dynamodb(dynamo) = config.store else {
+            panic!("not the DynamoDB store");
+        };
+        assert_eq!(dynamo.legacy_seq_index.as_deref(), Some("ChatID-Seq-index"));
+    }
+
+    #[test]
     fn the_copilot_answer_bound_must_fit_a_dynamodb_item() {
         for (raw, problem) in [
             ("0", Some("must be from 1")),
