@@ -49,7 +49,7 @@ impl<E: Encoder> Core<E> {
         message.seq = Some(seq);
         let frame = self.encoder.stored(message);
         self.ports.bus.publish(message);
-        if let Some(shown) = self.rooms.show(flight, seq, frame) {
+        if let Some(shown) = self.rooms.show(flight, &message.chat, seq, frame) {
             if tokio::time::timeout(GAP_WAIT, shown).await.is_err() {
                 self.rooms.expire(&message.chat);
             }

@@ -1,7 +1,7 @@
 //! Rooms: the subscribers (sockets) of each chat on this server, and fan-out to them.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiva_core::{ChatId, Seq};
@@ -47,29 +47,28 @@ fn close_slow(conn: u64, slow: &CancellationToken) {
 }
 
 /// An append in flight (see [`Rooms::begin`]); dropping it ends the append as failed.
-pub(crate) struct InFlight<'a, F: Clone> {
-    rooms: &'a Rooms<F>,
-    /// `None` once shown.
-    chat: Option<ChatId>,
+pub(crate) struct InFlight<F: Clone> {
+    /// The chat's room when the append began; `None` once shown, or when the chat had no room.
+    room: Option<Shared<F>>,
 }
 
-impl<F: Clone> Drop for InFlight<'_, F> {
+impl<F: Clone> Drop for InFlight<F> {
     fn drop(&mut self) {
-        let Some(chat) = self.chat.take() else {
+        let Some(room) = self.room.take() else {
             return;
         };
-        let mut rooms = self
-            .rooms
-            .rooms
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(Room { subscribers, order }) = rooms.get_mut(&chat) {
-            order.end();
-            // The number it may have taken will not come: skip it if others have waited.
-            order.expire(Instant::now(), GAP_WAIT, &mut |f| {
-                Room::offer(subscribers, &f)
-            });
+        let mut room = room.lock().unwrap_or_else(PoisonError::into_inner);
+        if room.gone {
+            return;
         }
+        let Room {
+            subscribers, order, ..
+        } = &mut *room;
+        order.end();
+        // The number it may have taken will not come: skip it if others have waited.
+        order.expire(Instant::now(), GAP_WAIT, &mut |f| {
+            Room::offer(subscribers, &f)
+        });
     }
 }
 
@@ -77,6 +76,9 @@ struct Room<F> {
     subscribers: Vec<Subscriber<F>>,
     /// Stored frames leave in the chat's sequence order.
     order: Sequencer<F>,
+    /// Set when the room leaves the map (its last socket left): a handle taken before then
+    /// (an append in flight) finds the chat's current room by its id instead.
+    gone: bool,
 }
 
 impl<F> Default for Room<F> {
@@ -84,6 +86,7 @@ impl<F> Default for Room<F> {
         Self {
             subscribers: Vec::new(),
             order: Sequencer::default(),
+            gone: false,
         }
     }
 }
@@ -94,12 +97,31 @@ impl<F: Clone> Room<F> {
         subscribers.retain(|s| s.offer(frame.clone()));
         metrics::counter!("jiva_frames_out_total").increment(subscribers.len() as u64);
     }
+
+    /// Pushes stored frame number `seq` through the room's sequencer (see [`Rooms::show`]).
+    fn push(&mut self, seq: Seq, frame: F) -> Option<oneshot::Receiver<()>> {
+        let Room {
+            subscribers, order, ..
+        } = self;
+        let now = Instant::now();
+        // Gaps older than the wait are skipped by whoever comes next, even if the task that
+        // waits for them is gone.
+        order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
+        order.push(seq.get(), frame, now, &mut |f| Room::offer(subscribers, &f))
+    }
 }
+
+/// A room, shared between the map of rooms and the appends in flight in its chat.
+type Shared<F> = Arc<Mutex<Room<F>>>;
 
 /// Every chat that has at least one socket. Broadcasts to one chat are serialised, so every
 /// socket of a chat sees its frames in the same order.
+///
+/// Each room has a lock of its own: the map's lock is held only to find (or add, or remove) a
+/// room, and an append takes its chat's room once, in [`Rooms::begin`], for the whole of its
+/// way to [`Rooms::show`]. Lock order: the map, then a room.
 pub(crate) struct Rooms<F> {
-    rooms: Mutex<HashMap<ChatId, Room<F>>>,
+    rooms: Mutex<HashMap<ChatId, Shared<F>>>,
 }
 
 impl<F> Default for Rooms<F> {
@@ -111,13 +133,32 @@ impl<F> Default for Rooms<F> {
 }
 
 impl<F: Clone> Rooms<F> {
+    /// The room of `chat`, if it has one.
+    fn room(&self, chat: &ChatId) -> Option<Shared<F>> {
+        let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        rooms.get(chat).map(Arc::clone)
+    }
+
+    /// Runs `f` on the room of `chat` under its lock; `None` when the chat has no room.
+    fn with_room<T>(&self, chat: &ChatId, f: impl FnOnce(&mut Room<F>) -> T) -> Option<T> {
+        loop {
+            let shared = self.room(chat)?;
+            let mut room = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            // Removed between the look-up and the lock: the chat may have a new room already.
+            if !room.gone {
+                return Some(f(&mut room));
+            }
+        }
+    }
+
     /// Adds a socket to its chat's room. Returns the number of the next stored frame the room
     /// will deliver, when the room knows it (the socket receives every stored frame from that
     /// number on live, so its replay needs only the messages before it), and whether the room
     /// is new.
     pub fn join(&self, chat: &ChatId, subscriber: Subscriber<F>) -> (Option<Seq>, bool) {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        let room = rooms.entry(chat.clone()).or_default();
+        let shared = rooms.entry(chat.clone()).or_default();
+        let mut room = shared.lock().unwrap_or_else(PoisonError::into_inner);
         let first = room.subscribers.is_empty();
         if first {
             metrics::gauge!("jiva_chats_open").increment(1.0);
@@ -130,62 +171,68 @@ impl<F: Clone> Rooms<F> {
     /// (the room is gone).
     pub fn leave(&self, chat: &ChatId, conn: u64) -> bool {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(room) = rooms.get_mut(chat) {
-            room.subscribers.retain(|s| s.conn != conn);
-            if room.subscribers.is_empty() {
-                rooms.remove(chat);
-                metrics::gauge!("jiva_chats_open").decrement(1.0);
-                return true;
-            }
+        let Some(shared) = rooms.get(chat) else {
+            return false;
+        };
+        let mut room = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        room.subscribers.retain(|s| s.conn != conn);
+        if !room.subscribers.is_empty() {
+            return false;
         }
-        false
+        room.gone = true;
+        drop(room);
+        rooms.remove(chat);
+        metrics::gauge!("jiva_chats_open").decrement(1.0);
+        true
     }
 
     /// Queues `frame` on every socket of `chat`; sockets that cannot keep up are closed.
     /// Returns how many sockets it was queued on.
     pub fn broadcast(&self, chat: &ChatId, frame: &F) -> usize {
-        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(room) = rooms.get_mut(chat) else {
-            return 0;
-        };
-        Room::offer(&mut room.subscribers, frame);
-        room.subscribers.len()
+        self.with_room(chat, |room| {
+            Room::offer(&mut room.subscribers, frame);
+            room.subscribers.len()
+        })
+        .unwrap_or(0)
     }
 
     /// An append of `chat` starts: until the returned guard is shown or dropped, a missing
-    /// number in the chat is waited for longer (see `sequencer`).
-    pub fn begin(&self, chat: &ChatId) -> InFlight<'_, F> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(room) = rooms.get_mut(chat) {
+    /// number in the chat is waited for longer (see `sequencer`). The guard holds the chat's
+    /// room, so showing the frame does not look it up again.
+    pub fn begin(&self, chat: &ChatId) -> InFlight<F> {
+        let room = self.room(chat).filter(|shared| {
+            let mut room = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            if room.gone {
+                return false;
+            }
             room.order.begin();
-        }
-        InFlight {
-            rooms: self,
-            chat: Some(chat.clone()),
-        }
+            true
+        });
+        InFlight { room }
     }
 
-    /// Shows the stored frame number `seq` to every socket of `chat`, in the chat's sequence
-    /// order: at once when it is the next one (with the held frames it unblocks), otherwise it
-    /// is held and the returned receiver resolves when it goes out. The caller then waits for
-    /// that, at most [`GAP_WAIT`], and calls [`Rooms::expire`].
+    /// Shows the stored frame number `seq` of `chat` to every socket of the chat, in the
+    /// chat's sequence order: at once when it is the next one (with the held frames it
+    /// unblocks), otherwise it is held and the returned receiver resolves when it goes out.
+    /// The caller then waits for that, at most [`GAP_WAIT`], and calls [`Rooms::expire`].
     pub fn show(
         &self,
-        mut flight: InFlight<'_, F>,
+        mut flight: InFlight<F>,
+        chat: &ChatId,
         seq: Seq,
         frame: F,
     ) -> Option<oneshot::Receiver<()>> {
-        // The append ends here, under the same lock as its frame is pushed.
-        let chat = flight.chat.take()?;
-        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        let room = rooms.get_mut(&chat)?;
-        let Room { subscribers, order } = room;
-        order.end();
-        let now = Instant::now();
-        // Gaps older than the wait are skipped by whoever comes next, even if the task that
-        // waits for them is gone.
-        order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
-        order.push(seq.get(), frame, now, &mut |f| Room::offer(subscribers, &f))
+        if let Some(shared) = flight.room.take() {
+            let mut room = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            if !room.gone {
+                // The append ends here, under the same lock as its frame is pushed.
+                room.order.end();
+                return room.push(seq, frame);
+            }
+        }
+        // The chat had no room when the append began, or that room has gone since: the
+        // chat's room now (if any) gets the frame, as a frame stored elsewhere would.
+        self.show_remote(chat, seq, frame)
     }
 
     /// Shows stored frame number `seq` of `chat` that another server stored (it came over the
@@ -193,30 +240,30 @@ impl<F: Clone> Rooms<F> {
     /// this server's. Returns a receiver when the frame is held (see [`Rooms::show`]); `None`
     /// also when no socket of `chat` is here.
     pub fn show_remote(&self, chat: &ChatId, seq: Seq, frame: F) -> Option<oneshot::Receiver<()>> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        let Room { subscribers, order } = rooms.get_mut(chat)?;
-        let now = Instant::now();
-        order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
-        order.push(seq.get(), frame, now, &mut |f| Room::offer(subscribers, &f))
+        self.with_room(chat, |room| room.push(seq, frame)).flatten()
     }
 
     /// Skips the sequence gaps of `chat` that have waited long enough.
     pub fn expire(&self, chat: &ChatId) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(Room { subscribers, order }) = rooms.get_mut(chat) {
+        self.with_room(chat, |room| {
+            let Room {
+                subscribers, order, ..
+            } = room;
             order.expire(Instant::now(), GAP_WAIT, &mut |f| {
                 Room::offer(subscribers, &f)
             });
-        }
+        });
     }
 
     /// A socket of `chat` replayed its history, whose last number was `last` (0: none): a room
     /// that does not know where its chat is yet starts there.
     pub fn replayed(&self, chat: &ChatId, last: u64) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(Room { subscribers, order }) = rooms.get_mut(chat) {
+        self.with_room(chat, |room| {
+            let Room {
+                subscribers, order, ..
+            } = room;
             order.baseline(last, &mut |f| Room::offer(subscribers, &f));
-        }
+        });
     }
 
     /// Waits, at most `patience`, until every socket of `chat` has room for `frames` more
@@ -226,9 +273,8 @@ impl<F: Clone> Rooms<F> {
     pub async fn wait_for_room(&self, chat: &ChatId, frames: usize, patience: Duration) {
         let deadline = Instant::now() + patience;
         loop {
-            let short = {
-                let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-                rooms.get(chat).and_then(|room| {
+            let short = self
+                .with_room(chat, |room| {
                     room.subscribers
                         .iter()
                         .find(|s| {
@@ -238,7 +284,7 @@ impl<F: Clone> Rooms<F> {
                         })
                         .map(|s| (s.conn, s.tx.clone(), s.slow.clone()))
                 })
-            };
+                .flatten();
             let Some((conn, tx, slow)) = short else {
                 return;
             };
@@ -254,8 +300,8 @@ impl<F: Clone> Rooms<F> {
 
     /// Sockets of `chat`.
     pub fn sockets(&self, chat: &ChatId) -> usize {
-        let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        rooms.get(chat).map_or(0, |r| r.subscribers.len())
+        self.with_room(chat, |room| room.subscribers.len())
+            .unwrap_or(0)
     }
 }
 
@@ -300,6 +346,43 @@ mod tests {
         assert_eq!(rooms.sockets(&chat("a")), 0);
         assert_eq!(rooms.broadcast(&chat("a"), &frame(2)), 0);
         assert!(rooms.rooms.lock().unwrap().get(&chat("a")).is_none());
+    }
+
+    fn subscriber(conn: u64) -> (Subscriber<String>, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel(4);
+        let slow = CancellationToken::new();
+        (Subscriber { conn, tx, slow }, rx)
+    }
+
+    #[test]
+    fn an_append_shows_its_frame_in_the_chats_room_even_if_the_room_was_replaced_meanwhile() {
+        let rooms = Rooms::<String>::default();
+        let (first, _rx1) = subscriber(1);
+        rooms.join(&chat("a"), first);
+        rooms.replayed(&chat("a"), 0);
+        let flight = rooms.begin(&chat("a"));
+        // The room's last socket leaves during the append, and a new socket opens a new room.
+        assert!(rooms.leave(&chat("a"), 1));
+        let (second, mut rx2) = subscriber(2);
+        rooms.join(&chat("a"), second);
+        rooms.replayed(&chat("a"), 0);
+        assert!(
+            rooms
+                .show(flight, &chat("a"), Seq::new(1), frame(1))
+                .is_none()
+        );
+        assert_eq!(&*rx2.try_recv().unwrap(), "1");
+        // An append that began with no room at all is shown in the room there is then.
+        let flight = rooms.begin(&chat("b"));
+        let (third, mut rx3) = subscriber(3);
+        rooms.join(&chat("b"), third);
+        rooms.replayed(&chat("b"), 0);
+        assert!(
+            rooms
+                .show(flight, &chat("b"), Seq::new(1), frame(1))
+                .is_none()
+        );
+        assert_eq!(&*rx3.try_recv().unwrap(), "1");
     }
 
     #[test]
