@@ -102,7 +102,7 @@ pub(crate) fn stored(message: &Message, seq: Option<Seq>) -> Frame {
     let wire_seq = seq.map(Seq::get);
     let text = match &message.body {
         Body::Text(text) => to_text(&UserFrame {
-            chat_id: &message.chat.canonical(),
+            chat_id: message.chat.as_canonical(),
             message: text,
             message_id: message.id.to_string(),
             sender: message.sender.as_str(),
