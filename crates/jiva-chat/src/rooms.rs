@@ -62,18 +62,23 @@ impl<F: Clone> Drop for InFlight<F> {
             return;
         }
         let Room {
-            subscribers, order, ..
+            subscribers,
+            frames_out,
+            order,
+            ..
         } = &mut *room;
         order.end();
         // The number it may have taken will not come: skip it if others have waited.
         order.expire(Instant::now(), GAP_WAIT, &mut |f| {
-            Room::offer(subscribers, &f)
+            Room::offer(subscribers, frames_out, &f)
         });
     }
 }
 
 struct Room<F> {
     subscribers: Vec<Subscriber<F>>,
+    /// `jiva_frames_out_total`, registered once per room rather than looked up per frame.
+    frames_out: metrics::Counter,
     /// Stored frames leave in the chat's sequence order.
     order: Sequencer<F>,
     /// Set when the room leaves the map (its last socket left): a handle taken before then
@@ -85,6 +90,7 @@ impl<F> Default for Room<F> {
     fn default() -> Self {
         Self {
             subscribers: Vec::new(),
+            frames_out: metrics::counter!("jiva_frames_out_total"),
             order: Sequencer::default(),
             gone: false,
         }
@@ -93,21 +99,28 @@ impl<F> Default for Room<F> {
 
 impl<F: Clone> Room<F> {
     /// Queues `frame` on every socket; sockets that cannot keep up are closed and forgotten.
-    fn offer(subscribers: &mut Vec<Subscriber<F>>, frame: &F) {
+    fn offer(subscribers: &mut Vec<Subscriber<F>>, frames_out: &metrics::Counter, frame: &F) {
         subscribers.retain(|s| s.offer(frame.clone()));
-        metrics::counter!("jiva_frames_out_total").increment(subscribers.len() as u64);
+        frames_out.increment(subscribers.len() as u64);
     }
 
     /// Pushes stored frame number `seq` through the room's sequencer (see [`Rooms::show`]).
     fn push(&mut self, seq: Seq, frame: F) -> Option<oneshot::Receiver<()>> {
         let Room {
-            subscribers, order, ..
+            subscribers,
+            frames_out,
+            order,
+            ..
         } = self;
         let now = Instant::now();
         // Gaps older than the wait are skipped by whoever comes next, even if the task that
         // waits for them is gone.
-        order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
-        order.push(seq.get(), frame, now, &mut |f| Room::offer(subscribers, &f))
+        order.expire(now, GAP_WAIT, &mut |f| {
+            Room::offer(subscribers, frames_out, &f)
+        });
+        order.push(seq.get(), frame, now, &mut |f| {
+            Room::offer(subscribers, frames_out, &f)
+        })
     }
 }
 
@@ -190,7 +203,7 @@ impl<F: Clone> Rooms<F> {
     /// Returns how many sockets it was queued on.
     pub fn broadcast(&self, chat: &ChatId, frame: &F) -> usize {
         self.with_room(chat, |room| {
-            Room::offer(&mut room.subscribers, frame);
+            Room::offer(&mut room.subscribers, &room.frames_out, frame);
             room.subscribers.len()
         })
         .unwrap_or(0)
@@ -247,10 +260,13 @@ impl<F: Clone> Rooms<F> {
     pub fn expire(&self, chat: &ChatId) {
         self.with_room(chat, |room| {
             let Room {
-                subscribers, order, ..
+                subscribers,
+                frames_out,
+                order,
+                ..
             } = room;
             order.expire(Instant::now(), GAP_WAIT, &mut |f| {
-                Room::offer(subscribers, &f)
+                Room::offer(subscribers, frames_out, &f)
             });
         });
     }
@@ -260,9 +276,12 @@ impl<F: Clone> Rooms<F> {
     pub fn replayed(&self, chat: &ChatId, last: u64) {
         self.with_room(chat, |room| {
             let Room {
-                subscribers, order, ..
+                subscribers,
+                frames_out,
+                order,
+                ..
             } = room;
-            order.baseline(last, &mut |f| Room::offer(subscribers, &f));
+            order.baseline(last, &mut |f| Room::offer(subscribers, frames_out, &f));
         });
     }
 

@@ -134,6 +134,8 @@ async fn read_loop(
         }
     };
     let mut bucket = state.limiter.message_bucket();
+    // Registered once per socket, not looked up in the recorder's registry per frame.
+    let frames_in = metrics::counter!("jiva_frames_in_total");
     let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
     // Made once, not per frame: each waits in its token's list until it fires, and then the
     // reader returns.
@@ -168,7 +170,7 @@ async fn read_loop(
             None => return Ending::Quiet,
             Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
             Some(Ok(WsMessage::Text(text))) => {
-                metrics::counter!("jiva_frames_in_total").increment(1);
+                frames_in.increment(1);
                 match frames::parse_inbound(&text) {
                     Ok(Inbound::Keepalive) => {}
                     Ok(Inbound::Chat { sender, text }) => {
