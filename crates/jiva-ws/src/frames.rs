@@ -55,6 +55,9 @@ impl From<Timestamp> for WireTimestamp {
     }
 }
 
+/// The user-message frame's shape, as serde writes it: [`user_frame`] writes these bytes by
+/// hand, and the tests hold the two equal.
+#[cfg(test)]
 #[derive(Serialize)]
 struct UserFrame<'a> {
     chat_id: &'a str,
@@ -101,14 +104,7 @@ fn to_text<T: Serialize>(value: &T) -> Utf8Bytes {
 pub(crate) fn stored(message: &Message, seq: Option<Seq>) -> Frame {
     let wire_seq = seq.map(Seq::get);
     let text = match &message.body {
-        Body::Text(text) => to_text(&UserFrame {
-            chat_id: message.chat.as_canonical(),
-            message: text,
-            message_id: message.id.to_string(),
-            sender: message.sender.as_str(),
-            timestamp: message.timestamp.into(),
-            seq: wire_seq,
-        }),
+        Body::Text(text) => user_frame(message, text, wire_seq),
         Body::CopilotAnswer(output) => to_text(&CombinedFrame {
             action: "Combined",
             message_id: message.id.to_string(),
@@ -119,6 +115,41 @@ pub(crate) fn stored(message: &Message, seq: Option<Seq>) -> Frame {
         }),
     };
     Frame { seq, text }
+}
+
+/// The frame of a user message, byte for byte what serde writes for [`UserFrame`] (the field
+/// order, no spaces, the same string escaping), without serde's per-field work: the canonical
+/// chat id is the one made with the chat, and only the message text needs escaping (agent ids
+/// are `[A-Za-z0-9._:@-]`, message ids hyphenated UUIDs, senders and numbers plain ASCII).
+fn user_frame(message: &Message, text: &str, seq: Option<u64>) -> Utf8Bytes {
+    use std::io::Write;
+    let chat = message.chat.as_canonical();
+    let mut out = Vec::with_capacity(text.len() + chat.len() + 192);
+    let written = (|| -> std::io::Result<()> {
+        out.extend_from_slice(b"{\"chat_id\":\"");
+        out.extend_from_slice(chat.as_bytes());
+        out.extend_from_slice(b"\",\"message\":");
+        serde_json::to_writer(&mut out, text)?;
+        write!(
+            out,
+            r#","message_id":"{}","sender":"{}","timestamp":{{"secs_since_epoch":{},"nanos_since_epoch":{}}}"#,
+            message.id,
+            message.sender.as_str(),
+            message.timestamp.secs(),
+            message.timestamp.subsec_nanos(),
+        )?;
+        if let Some(seq) = seq {
+            write!(out, r#","seq":{seq}"#)?;
+        }
+        out.push(b'}');
+        Ok(())
+    })();
+    // Writing to a Vec cannot fail, and what is written is UTF-8 (the parts are `str`s);
+    // an empty object is a harmless fallback rather than a panic.
+    match written.map(|()| String::from_utf8(out)) {
+        Ok(Ok(text)) => Utf8Bytes::from(text),
+        _ => Utf8Bytes::from_static("{}"),
+    }
 }
 
 /// A streamed copilot chunk, values unchanged.
@@ -348,6 +379,43 @@ mod tests {
         // A message stored before numbers has no `seq` field at all: the deployed shape.
         let v: Value = serde_json::from_str(&stored(&m, None).text).unwrap();
         assert!(v.get("seq").is_none(), "{v}");
+    }
+
+    #[test]
+    fn user_frames_are_written_byte_for_byte_as_serde_writes_them() {
+        let agents = ["0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21", "a.b_c:d@e-f"];
+        let texts = [
+            "hi",
+            "0.12345.987654321012",
+            "quote \" backslash \\ slash / tab \t newline \n nul \u{0} del \u{7f}",
+            "é ü 漢字 😀 \u{2028}\u{2029}",
+            "</script><script>",
+        ];
+        for agent in agents {
+            let chat = ChatId::new(AgentId::parse(agent).unwrap(), ConnectionType::Copilot);
+            for (text, sender) in texts
+                .iter()
+                .zip([Sender::Agent, Sender::Supervisor].iter().cycle())
+            {
+                let mut m = Message::user(chat.clone(), *sender, (*text).into());
+                m.timestamp = Timestamp::from_millis(-1_718_000_000_250);
+                for seq in [None, Some(0), Some(u64::MAX)] {
+                    let by_serde = to_text(&UserFrame {
+                        chat_id: &chat.canonical(),
+                        message: text,
+                        message_id: m.id.to_string(),
+                        sender: sender.as_str(),
+                        timestamp: m.timestamp.into(),
+                        seq,
+                    });
+                    assert_eq!(
+                        &*stored(&m, seq.map(Seq::new)).text,
+                        &*by_serde,
+                        "{text:?} {seq:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
