@@ -61,16 +61,10 @@ impl<F: Clone> Drop for InFlight<F> {
         if room.gone {
             return;
         }
-        let Room {
-            subscribers,
-            frames_out,
-            order,
-            ..
-        } = &mut *room;
-        order.end();
-        // The number it may have taken will not come: skip it if others have waited.
-        order.expire(Instant::now(), GAP_WAIT, &mut |f| {
-            Room::offer(subscribers, frames_out, &f)
+        room.sequence(|order, mut deliver| {
+            order.end();
+            // The number it may have taken will not come: skip it if others have waited.
+            order.expire(Instant::now(), GAP_WAIT, &mut deliver);
         });
     }
 }
@@ -104,22 +98,25 @@ impl<F: Clone> Room<F> {
         frames_out.increment(subscribers.len() as u64);
     }
 
-    /// Pushes stored frame number `seq` through the room's sequencer (see [`Rooms::show`]).
-    fn push(&mut self, seq: Seq, frame: F) -> Option<oneshot::Receiver<()>> {
+    /// Runs `step` on the room's sequencer, with what it delivers offered to the sockets.
+    fn sequence<T>(&mut self, step: impl FnOnce(&mut Sequencer<F>, &mut dyn FnMut(F)) -> T) -> T {
         let Room {
             subscribers,
             frames_out,
             order,
             ..
         } = self;
-        let now = Instant::now();
-        // Gaps older than the wait are skipped by whoever comes next, even if the task that
-        // waits for them is gone.
-        order.expire(now, GAP_WAIT, &mut |f| {
-            Room::offer(subscribers, frames_out, &f)
-        });
-        order.push(seq.get(), frame, now, &mut |f| {
-            Room::offer(subscribers, frames_out, &f)
+        step(order, &mut |f| Room::offer(subscribers, frames_out, &f))
+    }
+
+    /// Pushes stored frame number `seq` through the room's sequencer (see [`Rooms::show`]).
+    fn push(&mut self, seq: Seq, frame: F) -> Option<oneshot::Receiver<()>> {
+        self.sequence(|order, mut deliver| {
+            let now = Instant::now();
+            // Gaps older than the wait are skipped by whoever comes next, even if the task that
+            // waits for them is gone.
+            order.expire(now, GAP_WAIT, &mut deliver);
+            order.push(seq.get(), frame, now, &mut deliver)
         })
     }
 }
@@ -259,14 +256,8 @@ impl<F: Clone> Rooms<F> {
     /// Skips the sequence gaps of `chat` that have waited long enough.
     pub fn expire(&self, chat: &ChatId) {
         self.with_room(chat, |room| {
-            let Room {
-                subscribers,
-                frames_out,
-                order,
-                ..
-            } = room;
-            order.expire(Instant::now(), GAP_WAIT, &mut |f| {
-                Room::offer(subscribers, frames_out, &f)
+            room.sequence(|order, mut deliver| {
+                order.expire(Instant::now(), GAP_WAIT, &mut deliver);
             });
         });
     }
@@ -275,13 +266,7 @@ impl<F: Clone> Rooms<F> {
     /// that does not know where its chat is yet starts there.
     pub fn replayed(&self, chat: &ChatId, last: u64) {
         self.with_room(chat, |room| {
-            let Room {
-                subscribers,
-                frames_out,
-                order,
-                ..
-            } = room;
-            order.baseline(last, &mut |f| Room::offer(subscribers, frames_out, &f));
+            room.sequence(|order, mut deliver| order.baseline(last, &mut deliver));
         });
     }
 
@@ -379,29 +364,23 @@ mod tests {
         let (first, _rx1) = subscriber(1);
         rooms.join(&chat("a"), first);
         rooms.replayed(&chat("a"), 0);
+        // A socket joins `name`'s room (new or not) and replays an empty chat, then `flight`'s
+        // frame is shown: what that socket receives.
+        let join_then_show = |name: &str, conn: u64, flight: InFlight<String>| {
+            let (sub, mut rx) = subscriber(conn);
+            rooms.join(&chat(name), sub);
+            rooms.replayed(&chat(name), 0);
+            let held = rooms.show(flight, &chat(name), Seq::new(1), frame(1));
+            assert!(held.is_none());
+            rx.try_recv().unwrap()
+        };
         let flight = rooms.begin(&chat("a"));
         // The room's last socket leaves during the append, and a new socket opens a new room.
         assert!(rooms.leave(&chat("a"), 1));
-        let (second, mut rx2) = subscriber(2);
-        rooms.join(&chat("a"), second);
-        rooms.replayed(&chat("a"), 0);
-        assert!(
-            rooms
-                .show(flight, &chat("a"), Seq::new(1), frame(1))
-                .is_none()
-        );
-        assert_eq!(&*rx2.try_recv().unwrap(), "1");
+        assert_eq!(join_then_show("a", 2, flight), "1");
         // An append that began with no room at all is shown in the room there is then.
         let flight = rooms.begin(&chat("b"));
-        let (third, mut rx3) = subscriber(3);
-        rooms.join(&chat("b"), third);
-        rooms.replayed(&chat("b"), 0);
-        assert!(
-            rooms
-                .show(flight, &chat("b"), Seq::new(1), frame(1))
-                .is_none()
-        );
-        assert_eq!(&*rx3.try_recv().unwrap(), "1");
+        assert_eq!(join_then_show("b", 3, flight), "1");
     }
 
     #[test]
