@@ -14,6 +14,10 @@
 #   PORT (3140)  OUT (target/callgrind): callgrind.{base,run}.out, annotate-*.txt, result.json,
 #                per-function.json (cost per delivery by function)
 #   TOP (30)     functions listed
+#   ANALYSE_ONLY=1 reads the outputs already in OUT again (no build, no runs)
+#   SERVER (target/release/jivachat-server): a copy of a server build to measure, e.g. one
+#                per commit so that runs can go on while the tree changes; SKIP_BUILD=1 then,
+#                and COMMIT names what was built (result.json; HEAD by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,13 +29,13 @@ PORT=${PORT:-3140}
 OUT=${OUT:-target/callgrind}
 TOP=${TOP:-30}
 ADDR=127.0.0.1:$PORT
-SERVER=target/release/jivachat-server
+SERVER=${SERVER:-target/release/jivachat-server}
 BENCH=target/release/jivachat-bench
 mkdir -p "$OUT"
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-cargo build --release -p jivachat-server -p jivachat-bench >&2
+[ -n "${ANALYSE_ONLY:-}${SKIP_BUILD:-}" ] || cargo build --release -p jivachat-server -p jivachat-bench >&2
 
 SERVER_PID=
 trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; true' EXIT
@@ -59,10 +63,12 @@ one() { # one NAME MESSAGES_PER_CHAT : a server under callgrind, one fan-out, a 
     SERVER_PID=
 }
 
-one base 0
-one run "$MESSAGES"
+if [ -z "${ANALYSE_ONLY:-}" ]; then
+    one base 0
+    one run "$MESSAGES"
+fi
 
-python3 - "$OUT" "$CHATS" "$SOCKETS" "$MESSAGES" "$(git rev-parse --short HEAD 2>/dev/null)" <<'EOF'
+python3 - "$OUT" "$CHATS" "$SOCKETS" "$MESSAGES" "${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}" <<'EOF'
 import json, sys
 out, chats, sockets, messages, commit = sys.argv[1], *map(int, sys.argv[2:5]), sys.argv[5]
 def total(name):
@@ -148,12 +154,14 @@ parts = [
     ("tokio worker thread (everything async), inclusive", inc("tokio::runtime::scheduler::multi_thread::worker::run")),
     ("  SQLite writer thread (jiva_store_sqlite::writer_loop), inclusive", inc("jiva_store_sqlite::writer_loop")),
     ("  SQLite checkpointer thread (checkpoint_loop), inclusive", inc("jiva_store_sqlite::checkpoint_loop")),
-    ("inbound parse, JSON tree (frames::parse_inbound)", inc("jiva_ws::frames::parse_inbound")),
+    ("inbound parse (frames::parse_inbound)", inc("jiva_ws::frames::parse_inbound")),
     ("stored-frame encode (frames::stored)", inc("jiva_ws::frames::stored")),
     ("  of which ChatId::canonical (a String per message)", inc("jiva_core::chat::ChatId::canonical")),
     ("Message::user (UUID v7, clones)", inc("jiva_core::message::Message::user")),
-    ("fan-out under the rooms lock (Rooms::broadcast)", inc("jiva_ws::rooms::Rooms::broadcast")),
-    ("  of which queueing + waking each socket's writer (Subscriber::offer)", inc("jiva_ws::rooms::Subscriber::offer")),
+    ("append in flight: room look-up + sequencer count (jiva_chat Rooms::begin)", inc("jiva_chat::rooms::Rooms<F>::begin")),
+    ("fan-out through the chat's sequencer (jiva_chat Rooms::show)", inc("jiva_chat::rooms::Rooms<F>::show")),
+    ("  of which offering the frame to the room's sockets (Room::offer; 0 when inlined)", inc("jiva_chat::rooms::Room<F>::offer")),
+    ("    of which queueing + waking each socket's writer (Subscriber::offer)", inc("jiva_chat::rooms::Subscriber<F>::offer")),
     ("socket writes: frame each copy (WebSocketStream start_send)", inc(sink + "start_send")),
     ("socket writes: flush (WebSocketStream poll_flush, incl. the write(2) call)", inc(sink + "poll_flush")),
     ("reading the sender's frame (WebSocketStream poll_next)", inc("<tokio_tungstenite::WebSocketStream<T> as futures_core::stream::Stream>::poll_next")),

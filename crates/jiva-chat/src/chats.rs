@@ -1,7 +1,7 @@
 //! The chat service: what happens to a message once a transport has parsed and authorized it.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -27,9 +27,27 @@ pub(crate) struct Core<E: Encoder> {
     pub tracker: TaskTracker,
     /// Cancelled when the server starts shutting down: running turns end.
     pub shutdown: CancellationToken,
+    /// See [`Core::meters`].
+    pub meters: OnceLock<Meters>,
+}
+
+/// The metrics recorded for every message, registered once instead of looked up in the
+/// recorder's registry per message.
+pub(crate) struct Meters {
+    messages_in: metrics::Counter,
+    append_seconds: metrics::Histogram,
 }
 
 impl<E: Encoder> Core<E> {
+    /// Registered on first use, by the first message: the embedding program installs its
+    /// metrics recorder before it serves, but possibly after it made the service.
+    fn meters(&self) -> &Meters {
+        self.meters.get_or_init(|| Meters {
+            messages_in: metrics::counter!("jiva_messages_in_total"),
+            append_seconds: metrics::histogram!("jiva_store_append_seconds"),
+        })
+    }
+
     /// Stores `message` (setting its [`Message::seq`]), then shows it to every subscriber of
     /// its chat here, in the chat's sequence order, and publishes it to the bus. Nothing is
     /// shown or published that is not stored. When numbers before the message's are still on
@@ -40,7 +58,9 @@ impl<E: Encoder> Core<E> {
         // Counted in flight until shown; dropped (a failure) if the append fails.
         let flight = self.rooms.begin(&message.chat);
         let stored = self.ports.store.append(message).await;
-        metrics::histogram!("jiva_store_append_seconds").record(started.elapsed().as_secs_f64());
+        self.meters()
+            .append_seconds
+            .record(started.elapsed().as_secs_f64());
         if let Err(e) = &stored {
             metrics::counter!("jiva_store_failures_total").increment(1);
             tracing::error!(chat = %message.chat, message_id = %message.id, error = %e, "storing a message failed");
@@ -49,7 +69,7 @@ impl<E: Encoder> Core<E> {
         message.seq = Some(seq);
         let frame = self.encoder.stored(message);
         self.ports.bus.publish(message);
-        if let Some(shown) = self.rooms.show(flight, seq, frame) {
+        if let Some(shown) = self.rooms.show(flight, &message.chat, seq, frame) {
             if tokio::time::timeout(GAP_WAIT, shown).await.is_err() {
                 self.rooms.expire(&message.chat);
             }
@@ -166,6 +186,7 @@ impl<E: Encoder> Chats<E> {
             rooms,
             tracker,
             shutdown,
+            meters: OnceLock::new(),
         });
         let stop = CancellationToken::new();
         if let Some(runtime) = runtime {
@@ -303,7 +324,7 @@ impl<E: Encoder> Chats<E> {
     /// every server), raises its notification and, on a copilot chat, queues the turn that
     /// answers it.
     pub async fn accept(&self, mut message: Message) -> Result<(), Rejection> {
-        metrics::counter!("jiva_messages_in_total").increment(1);
+        self.core.meters().messages_in.increment(1);
         let ticket = match message.chat.kind() {
             ConnectionType::Copilot => Some(
                 self.turns

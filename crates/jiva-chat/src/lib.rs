@@ -36,6 +36,9 @@
 //!   chat; the chat goes on.
 //! - A chat is followed on the bus while it has a subscriber here.
 
+/// Benchmark hooks (`benches/`); not public API.
+#[doc(hidden)]
+pub mod bench;
 mod chats;
 mod ports;
 mod rooms;

@@ -377,6 +377,7 @@ mod tests {
             rooms: Default::default(),
             tracker: tracker.clone(),
             shutdown: CancellationToken::new(),
+            meters: Default::default(),
         });
         let turns = Turns::new(core);
         let entries = || turns.entries.lock().unwrap().len();

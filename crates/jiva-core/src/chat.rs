@@ -1,7 +1,10 @@
 //! Chats: the pair (agent id, connection type).
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 /// The id of a contact-centre agent, kept whole.
 ///
@@ -117,38 +120,105 @@ impl FromStr for ConnectionType {
 }
 
 /// A chat: one agent's supervisor chat or copilot chat.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChatId {
+///
+/// Made once per connection and then cloned and hashed for every message, so it is shared
+/// (`Arc`: a clone is a reference count), keeps its canonical string, and hashes as one `u64`
+/// worked out when it is made, with a key random per process (as std's `HashMap` keys are, so
+/// ids a client chooses cannot be made to collide).
+#[derive(Clone)]
+pub struct ChatId(Arc<Parts>);
+
+struct Parts {
     agent: AgentId,
     kind: ConnectionType,
+    /// `"{agent}-{kind}"`.
+    canonical: Box<str>,
+    /// The canonical string hashed with [`hash_key`].
+    hash: u64,
+}
+
+/// The process's key for [`ChatId`] hashes.
+fn hash_key() -> &'static RandomState {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    KEY.get_or_init(RandomState::new)
 }
 
 impl ChatId {
     /// The chat of `agent` of the given kind.
     pub fn new(agent: AgentId, kind: ConnectionType) -> Self {
-        Self { agent, kind }
+        let canonical: Box<str> = format!("{agent}-{kind}").into();
+        let hash = hash_key().hash_one(&canonical);
+        Self(Arc::new(Parts {
+            agent,
+            kind,
+            canonical,
+            hash,
+        }))
     }
 
     /// The agent whose chat this is.
     pub fn agent(&self) -> &AgentId {
-        &self.agent
+        &self.0.agent
     }
 
     /// Supervisor or copilot.
     pub fn kind(&self) -> ConnectionType {
-        self.kind
+        self.0.kind
     }
 
     /// The canonical string `"{agent}-{kind}"` used on the wire and in storage. It is produced
     /// here and never parsed back: the parts are always kept separately.
     pub fn canonical(&self) -> String {
-        format!("{}-{}", self.agent, self.kind)
+        self.0.canonical.to_string()
+    }
+
+    /// [`ChatId::canonical`], borrowed (made once, when the id was).
+    pub fn as_canonical(&self) -> &str {
+        &self.0.canonical
+    }
+}
+
+impl PartialEq for ChatId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.kind == other.0.kind && self.0.agent == other.0.agent)
+    }
+}
+
+impl Eq for ChatId {}
+
+impl Hash for ChatId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Equal ids have equal canonical strings, so equal hashes.
+        state.write_u64(self.0.hash);
+    }
+}
+
+impl PartialOrd for ChatId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ChatId {
+    /// By agent, then kind.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (&self.0.agent, self.0.kind).cmp(&(&other.0.agent, other.0.kind))
+    }
+}
+
+impl fmt::Debug for ChatId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatId")
+            .field("agent", &self.0.agent)
+            .field("kind", &self.0.kind)
+            .finish()
     }
 }
 
 impl fmt::Display for ChatId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.agent, self.kind)
+        f.write_str(&self.0.canonical)
     }
 }
 
@@ -164,6 +234,26 @@ mod tests {
         assert_eq!(chat.canonical(), format!("{UUID}-supervisor"));
         assert_eq!(chat.agent().as_str(), UUID);
         assert_eq!(chat.to_string(), chat.canonical());
+        assert_eq!(chat.as_canonical(), chat.canonical());
+    }
+
+    #[test]
+    fn equal_chats_are_equal_and_hash_alike_however_they_were_made() {
+        use std::collections::HashSet;
+        let agent = || AgentId::parse(UUID).unwrap();
+        let a = ChatId::new(agent(), ConnectionType::Supervisor);
+        let b = ChatId::new(agent(), ConnectionType::Supervisor);
+        let copilot = ChatId::new(agent(), ConnectionType::Copilot);
+        assert_eq!(a, b);
+        assert_ne!(a, copilot);
+        let set: HashSet<ChatId> = [a.clone(), b, copilot.clone()].into_iter().collect();
+        assert_eq!(set.len(), 2);
+        assert!(set.contains(&a) && set.contains(&copilot));
+        assert!(a < copilot, "by agent, then kind");
+        assert_eq!(
+            format!("{a:?}"),
+            format!("ChatId {{ agent: AgentId({UUID:?}), kind: Supervisor }}")
+        );
     }
 
     #[test]

@@ -60,7 +60,9 @@ pub(crate) async fn run(
         metrics::gauge!("jiva_sockets_open").increment(1.0);
         tracing::debug!("socket opened");
         let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
-        let slow = CancellationToken::new();
+        // Cancelled when the socket is slow, and with the server's shutdown (a child token):
+        // the writer waits on one token for both, and tells them apart by the shutdown's.
+        let slow = state.shutdown.child_token();
         // The writer joins the chat's room once it has caught up with the stored history, and
         // leaves it when it ends.
         let subscriber = Subscriber {
@@ -132,12 +134,18 @@ async fn read_loop(
         }
     };
     let mut bucket = state.limiter.message_bucket();
+    // Registered once per socket, not looked up in the recorder's registry per frame.
+    let frames_in = metrics::counter!("jiva_frames_in_total");
     let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
+    // Made once, not per frame: each waits in its token's list until it fires, and then the
+    // reader returns.
+    let mut shutdown = std::pin::pin!(state.shutdown.cancelled());
+    let mut done = std::pin::pin!(done.cancelled());
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
-            () = state.shutdown.cancelled() => return Ending::Shutdown,
-            () = done.cancelled() => return Ending::Quiet,
+            () = &mut shutdown => return Ending::Shutdown,
+            () = &mut done => return Ending::Quiet,
             alive = liveness.tick() => {
                 if !alive {
                     return Ending::Idle;
@@ -162,7 +170,7 @@ async fn read_loop(
             None => return Ending::Quiet,
             Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
             Some(Ok(WsMessage::Text(text))) => {
-                metrics::counter!("jiva_frames_in_total").increment(1);
+                frames_in.increment(1);
                 match frames::parse_inbound(&text) {
                     Ok(Inbound::Keepalive) => {}
                     Ok(Inbound::Chat { sender, text }) => {
@@ -181,10 +189,12 @@ async fn read_loop(
                         }
                         // The socket must be in its room before its message (and the copilot
                         // turn it starts) is shown, or it would miss the turn's frames.
-                        tokio::select! {
-                            () = joined.cancelled() => {}
-                            () = done.cancelled() => return Ending::Quiet,
-                            () = state.shutdown.cancelled() => return Ending::Shutdown,
+                        if !joined.is_cancelled() {
+                            tokio::select! {
+                                () = joined.cancelled() => {}
+                                () = &mut done => return Ending::Quiet,
+                                () = &mut shutdown => return Ending::Shutdown,
+                            }
                         }
                         // Boxed: an idle socket's task then holds only what waiting for the
                         // next frame needs, not room for a whole store round-trip.
@@ -253,9 +263,14 @@ async fn write_loop(
             Ok(Ending::Idle) => Some(close(CLOSE_IDLE, "idle timeout")),
             Ok(Ending::Quiet) | Err(_) => None,
         },
-        () = slow.cancelled() => Some(close(CLOSE_SLOW_CONSUMER, "slow consumer")),
-        () = state.shutdown.cancelled() => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
-        () = auth::expiry(expires_at) => {
+        // `slow` is a child of the shutdown token: cancelled by either.
+        () = slow.cancelled() => Some(if state.shutdown.is_cancelled() {
+            close(CLOSE_GOING_AWAY, "server shutting down")
+        } else {
+            close(CLOSE_SLOW_CONSUMER, "slow consumer")
+        }),
+        // Not polled at all without an expiry (authentication off).
+        () = auth::expiry(expires_at), if expires_at.is_some() => {
             metrics::counter!("jiva_token_expired_closes_total").increment(1);
             Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
         }
@@ -322,16 +337,22 @@ async fn serve_frames(
 ) -> Result<(), axum::Error> {
     // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
     let replayed = Box::pin(replay(state, chat, sink, subscriber, joined)).await?;
+    // Made once and again only after it fired, not on every wake-up: a new `Notified` joins
+    // the `Notify`'s list of waiters and leaves it when dropped.
+    let mut pinged = std::pin::pin!(ping.notified());
     loop {
         let frame = tokio::select! {
+            // A ping first: a queue that never empties does not starve it.
+            biased;
+            () = &mut pinged => {
+                pinged.set(ping.notified());
+                sink.send(WsMessage::Ping(Default::default())).await?;
+                continue;
+            }
             frame = rx.recv() => match frame {
                 Some(frame) => frame,
                 None => break,
             },
-            () = ping.notified() => {
-                sink.send(WsMessage::Ping(Default::default())).await?;
-                continue;
-            }
         };
         let mut batch = 0;
         let mut next = Some(frame);

@@ -3,8 +3,10 @@
 
 use axum::extract::ws::Utf8Bytes;
 use jiva_core::{Body, CopilotChunk, Message, Sender, Seq, Timestamp};
+use std::borrow::Cow;
+
 use serde::Serialize;
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// The transport's encoder: `jiva-chat` hands every socket of a chat the frame it made once.
 pub(crate) struct Wire;
@@ -53,6 +55,9 @@ impl From<Timestamp> for WireTimestamp {
     }
 }
 
+/// The user-message frame's shape, as serde writes it: [`user_frame`] writes these bytes by
+/// hand, and the tests hold the two equal.
+#[cfg(test)]
 #[derive(Serialize)]
 struct UserFrame<'a> {
     chat_id: &'a str,
@@ -99,14 +104,7 @@ fn to_text<T: Serialize>(value: &T) -> Utf8Bytes {
 pub(crate) fn stored(message: &Message, seq: Option<Seq>) -> Frame {
     let wire_seq = seq.map(Seq::get);
     let text = match &message.body {
-        Body::Text(text) => to_text(&UserFrame {
-            chat_id: &message.chat.canonical(),
-            message: text,
-            message_id: message.id.to_string(),
-            sender: message.sender.as_str(),
-            timestamp: message.timestamp.into(),
-            seq: wire_seq,
-        }),
+        Body::Text(text) => user_frame(message, text, wire_seq),
         Body::CopilotAnswer(output) => to_text(&CombinedFrame {
             action: "Combined",
             message_id: message.id.to_string(),
@@ -117,6 +115,41 @@ pub(crate) fn stored(message: &Message, seq: Option<Seq>) -> Frame {
         }),
     };
     Frame { seq, text }
+}
+
+/// The frame of a user message, byte for byte what serde writes for [`UserFrame`] (the field
+/// order, no spaces, the same string escaping), without serde's per-field work: the canonical
+/// chat id is the one made with the chat, and only the message text needs escaping (agent ids
+/// are `[A-Za-z0-9._:@-]`, message ids hyphenated UUIDs, senders and numbers plain ASCII).
+fn user_frame(message: &Message, text: &str, seq: Option<u64>) -> Utf8Bytes {
+    use std::io::Write;
+    let chat = message.chat.as_canonical();
+    let mut out = Vec::with_capacity(text.len() + chat.len() + 192);
+    let written = (|| -> std::io::Result<()> {
+        out.extend_from_slice(b"{\"chat_id\":\"");
+        out.extend_from_slice(chat.as_bytes());
+        out.extend_from_slice(b"\",\"message\":");
+        serde_json::to_writer(&mut out, text)?;
+        write!(
+            out,
+            r#","message_id":"{}","sender":"{}","timestamp":{{"secs_since_epoch":{},"nanos_since_epoch":{}}}"#,
+            message.id,
+            message.sender.as_str(),
+            message.timestamp.secs(),
+            message.timestamp.subsec_nanos(),
+        )?;
+        if let Some(seq) = seq {
+            write!(out, r#","seq":{seq}"#)?;
+        }
+        out.push(b'}');
+        Ok(())
+    })();
+    // Writing to a Vec cannot fail, and what is written is UTF-8 (the parts are `str`s);
+    // an empty object is a harmless fallback rather than a panic.
+    match written.map(|()| String::from_utf8(out)) {
+        Ok(Ok(text)) => Utf8Bytes::from(text),
+        _ => Utf8Bytes::from_static("{}"),
+    }
 }
 
 /// A streamed copilot chunk, values unchanged.
@@ -159,37 +192,158 @@ pub(crate) enum Inbound {
 pub(crate) type Rejection = &'static str;
 
 /// Reads a client's text frame.
+///
+/// Only the four keys that matter are kept, borrowed from `text` where they hold no escape;
+/// the rest of the object is checked as JSON and skipped, with no tree built. As in a
+/// `serde_json::Value`, the last occurrence of a repeated key wins.
 pub(crate) fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
-    let value: Value = serde_json::from_str(text).map_err(|_| "invalid JSON")?;
-    let Value::Object(mut object) = value else {
+    let InboundObject(object) = serde_json::from_str(text).map_err(|_| "invalid JSON")?;
+    let Some(object) = object else {
         return Err("expected a JSON object");
     };
-    match object.remove("message") {
+    match object.message {
         None => {
-            let ping = object.get("ping").and_then(Value::as_str) == Some("pong");
-            let action_ping = object.get("action").and_then(Value::as_str) == Some("ping");
+            let ping = matches!(&object.ping, Some(Field::Str(s)) if s == "pong");
+            let action_ping = matches!(&object.action, Some(Field::Str(s)) if s == "ping");
             if ping || action_ping {
                 Ok(Inbound::Keepalive)
             } else {
                 Err("not a chat message")
             }
         }
-        Some(Value::String(message)) => {
-            let sender = match object.get("sender") {
+        Some(Field::Str(message)) => {
+            let sender = match &object.sender {
                 None => return Err("sender is missing"),
-                Some(Value::String(s)) => Sender::parse_user(s)
+                Some(Field::Str(s)) => Sender::parse_user(s)
                     .map_err(|_| "sender must be \"agent\" or \"supervisor\"")?,
-                Some(_) => return Err("sender must be a string"),
+                Some(Field::Other) => return Err("sender must be a string"),
             };
             if message.is_empty() {
                 return Err("message is empty");
             }
             Ok(Inbound::Chat {
                 sender,
-                text: message,
+                text: message.into_owned(),
             })
         }
-        Some(_) => Err("message must be a string"),
+        Some(Field::Other) => Err("message must be a string"),
+    }
+}
+
+/// The keys of a client's frame that [`parse_inbound`] reads.
+#[derive(Default)]
+struct Keys<'a> {
+    message: Option<Field<'a>>,
+    sender: Option<Field<'a>>,
+    ping: Option<Field<'a>>,
+    action: Option<Field<'a>>,
+}
+
+/// A client's frame: its keys when it is an object, `None` for any other JSON value.
+struct InboundObject<'a>(Option<Keys<'a>>);
+
+/// A JSON value read for [`parse_inbound`]: a string (borrowed unless it held an escape), or
+/// anything else, checked and skipped.
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for InboundObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_any(FieldVisitor { keys: true })? {
+            Read::Keys(keys) => Ok(Self(Some(keys))),
+            Read::Field(_) => Ok(Self(None)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_any(FieldVisitor { keys: false })? {
+            Read::Field(field) => Ok(field),
+            Read::Keys(_) => Ok(Field::Other),
+        }
+    }
+}
+
+/// What [`FieldVisitor`] read.
+enum Read<'a> {
+    Keys(Keys<'a>),
+    Field(Field<'a>),
+}
+
+/// Reads any JSON value; with `keys`, an object's [`Keys`] (nested values are read as
+/// [`Field`]s, so every number and string in the frame is checked as a `Value` would).
+struct FieldVisitor {
+    keys: bool,
+}
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Read<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Read::Field(Field::Str(Cow::Borrowed(v))))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Read::Field(Field::Str(Cow::Owned(v.to_owned()))))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Read::Field(Field::Str(Cow::Owned(v))))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Read::Field(Field::Other))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Read::Field(Field::Other))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Read::Field(Field::Other))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Read::Field(Field::Other))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Read::Field(Field::Other))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Field<'de>>()?.is_some() {}
+        Ok(Read::Field(Field::Other))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut keys = Keys::default();
+        while let Some(key) = map.next_key::<Field<'de>>()? {
+            let value = map.next_value::<Field<'de>>()?;
+            let slot = match &key {
+                Field::Str(k) if self.keys => match k.as_ref() {
+                    "message" => &mut keys.message,
+                    "sender" => &mut keys.sender,
+                    "ping" => &mut keys.ping,
+                    "action" => &mut keys.action,
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        Ok(if self.keys {
+            Read::Keys(keys)
+        } else {
+            Read::Field(Field::Other)
+        })
     }
 }
 
@@ -197,6 +351,7 @@ pub(crate) fn parse_inbound(text: &str) -> Result<Inbound, Rejection> {
 mod tests {
     use super::*;
     use jiva_core::{AgentId, ChatId, ConnectionType};
+    use serde_json::Value;
 
     fn chat() -> ChatId {
         ChatId::new(
@@ -224,6 +379,43 @@ mod tests {
         // A message stored before numbers has no `seq` field at all: the deployed shape.
         let v: Value = serde_json::from_str(&stored(&m, None).text).unwrap();
         assert!(v.get("seq").is_none(), "{v}");
+    }
+
+    #[test]
+    fn user_frames_are_written_byte_for_byte_as_serde_writes_them() {
+        let agents = ["0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21", "a.b_c:d@e-f"];
+        let texts = [
+            "hi",
+            "0.12345.987654321012",
+            "quote \" backslash \\ slash / tab \t newline \n nul \u{0} del \u{7f}",
+            "é ü 漢字 😀 \u{2028}\u{2029}",
+            "</script><script>",
+        ];
+        for agent in agents {
+            let chat = ChatId::new(AgentId::parse(agent).unwrap(), ConnectionType::Copilot);
+            for (text, sender) in texts
+                .iter()
+                .zip([Sender::Agent, Sender::Supervisor].iter().cycle())
+            {
+                let mut m = Message::user(chat.clone(), *sender, (*text).into());
+                m.timestamp = Timestamp::from_millis(-1_718_000_000_250);
+                for seq in [None, Some(0), Some(u64::MAX)] {
+                    let by_serde = to_text(&UserFrame {
+                        chat_id: &chat.canonical(),
+                        message: text,
+                        message_id: m.id.to_string(),
+                        sender: sender.as_str(),
+                        timestamp: m.timestamp.into(),
+                        seq,
+                    });
+                    assert_eq!(
+                        &*stored(&m, seq.map(Seq::new)).text,
+                        &*by_serde,
+                        "{text:?} {seq:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -256,6 +448,78 @@ mod tests {
         );
         assert_eq!(&*end().text, r#"{"action":"end","output":""}"#);
         assert_eq!(&*error("bad \"x\"").text, r#"{"error":"bad \"x\""}"#);
+    }
+
+    /// The reader before typed parsing: a whole `serde_json::Value` tree per frame.
+    fn parse_inbound_as_tree(text: &str) -> Result<Inbound, Rejection> {
+        let value: Value = serde_json::from_str(text).map_err(|_| "invalid JSON")?;
+        let Value::Object(mut object) = value else {
+            return Err("expected a JSON object");
+        };
+        match object.remove("message") {
+            None => {
+                let ping = object.get("ping").and_then(Value::as_str) == Some("pong");
+                let action_ping = object.get("action").and_then(Value::as_str) == Some("ping");
+                if ping || action_ping {
+                    Ok(Inbound::Keepalive)
+                } else {
+                    Err("not a chat message")
+                }
+            }
+            Some(Value::String(message)) => {
+                let sender = match object.get("sender") {
+                    None => return Err("sender is missing"),
+                    Some(Value::String(s)) => Sender::parse_user(s)
+                        .map_err(|_| "sender must be \"agent\" or \"supervisor\"")?,
+                    Some(_) => return Err("sender must be a string"),
+                };
+                if message.is_empty() {
+                    return Err("message is empty");
+                }
+                Ok(Inbound::Chat {
+                    sender,
+                    text: message,
+                })
+            }
+            Some(_) => Err("message must be a string"),
+        }
+    }
+
+    #[test]
+    fn inbound_frames_read_as_a_json_tree_read_them() {
+        for text in [
+            r#"{"sender":"agent","message":"a \"quoted\" \u00e9 \ud83d\ude00 text"}"#,
+            r#"{"sender":"agent","message":"first","message":"last"}"#,
+            r#"{"sender":"agent","message":5,"message":"last wins"}"#,
+            r#"{"sender":"agent","message":"x","message":null}"#,
+            r#"{"mess\u0061ge":"escaped key","s\u0065nder":"supervisor"}"#,
+            r#"{"sender":"agent","message":"x","extra":{"a":[1,2.5,-3,true,null,{"b":"c"}]}}"#,
+            r#"{"sender":"agent","message":"x","extra":1e400}"#,
+            r#"{"sender":"agent","message":"x","extra":"\ud800"}"#,
+            r#"{"sender":"agent","message":"\ud800"}"#,
+            r#"{"sender":"agent","message":"x"} trailing"#,
+            r#"{"sender":"agent","message":"x",}"#,
+            r#"{"sender":["agent"],"message":"x"}"#,
+            r#"{"ping":"pong","message":"x","sender":"agent"}"#,
+            r#"{"ping":"pong","action":"ping"}"#,
+            r#"{"ping":1,"action":"ping"}"#,
+            r#"{"action":"pong"}"#,
+            r#"{"sender":"agent","message":""}"#,
+            r#"  {"sender" : "agent" , "message" : "spaced"}  "#,
+            "null",
+            "[]",
+            "1",
+            "",
+            "{",
+            &format!("{}{}", "[".repeat(200), "]".repeat(200)),
+            &format!(
+                r#"{{"sender":"agent","message":"x","deep":{}1{}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            ),
+        ] {
+            assert_eq!(parse_inbound(text), parse_inbound_as_tree(text), "{text}");
+        }
     }
 
     #[test]
