@@ -12,13 +12,13 @@ use tokio::sync::{Notify, mpsc};
 use crate::support::*;
 
 /// What the AppSync stand-in received.
-struct Received {
+pub(crate) struct Received {
     api_key: Option<String>,
     body: Value,
 }
 
 /// An AppSync stand-in on loopback. With `hang`, it records each request and never answers.
-async fn appsync(hang: bool) -> (String, mpsc::UnboundedReceiver<Received>) {
+pub(crate) async fn appsync(hang: bool) -> (String, mpsc::UnboundedReceiver<Received>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let never = Arc::new(Notify::new());
     let app = Router::new().route(
@@ -63,7 +63,7 @@ fn with_notifications(config: &mut jivachat_server::Config, url: &str) {
     ));
 }
 
-async fn next_received(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+pub(crate) async fn next_received(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
     tokio::time::timeout(PATIENCE, rx.recv())
         .await
         .expect("no notification arrived")
