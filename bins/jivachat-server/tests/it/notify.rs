@@ -38,13 +38,7 @@ pub(crate) async fn appsync(hang: bool) -> (String, mpsc::UnboundedReceiver<Rece
                 if hang {
                     never.notified().await;
                 }
-                let mut created = input;
-                created["id"] = json!("n-1");
-                created["read"] = json!(false);
-                created["createdAt"] = json!("2026-11-26T00:00:00.000Z");
-                created["updatedAt"] = json!("2026-11-26T00:00:00.000Z");
-                created["__typename"] = json!("Notification");
-                let answer = json!({"data": {"createNotification": created}}).to_string();
+                let answer = created(input);
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/json")],
                     answer,
@@ -56,6 +50,17 @@ pub(crate) async fn appsync(hang: bool) -> (String, mpsc::UnboundedReceiver<Rece
     let url = format!("http://{}/graphql", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, rx)
+}
+
+/// AppSync's answer to a `createNotification` of `input`.
+fn created(input: Value) -> String {
+    let mut created = input;
+    created["id"] = json!("n-1");
+    created["read"] = json!(false);
+    created["createdAt"] = json!("2026-11-26T00:00:00.000Z");
+    created["updatedAt"] = json!("2026-11-26T00:00:00.000Z");
+    created["__typename"] = json!("Notification");
+    json!({"data": {"createNotification": created}}).to_string()
 }
 
 fn with_notifications(config: &mut jivachat_server::Config, url: &str) {
@@ -205,13 +210,7 @@ async fn appsync_with_outage(down: watch::Receiver<bool>) -> (String, watch::Rec
                 let input = body["variables"]["input"].clone();
                 let primary = input["primaryID"].as_str().unwrap().to_owned();
                 seen.send_modify(|s| *s.created.entry(primary).or_default() += 1);
-                let mut created = input;
-                created["id"] = json!("n-1");
-                created["read"] = json!(false);
-                created["createdAt"] = json!("2026-11-26T00:00:00.000Z");
-                created["updatedAt"] = json!("2026-11-26T00:00:00.000Z");
-                created["__typename"] = json!("Notification");
-                let answer = json!({"data": {"createNotification": created}}).to_string();
+                let answer = created(input);
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/json")],
                     answer,
