@@ -8,7 +8,8 @@
 # copilot, and runs `jivachat-bench soak` against it for DURATION: WORKERS chats at a time, each
 # opening, replaying, sending, a supervisor joining, a reconnect, a refused frame, a copilot
 # turn, then closing. Every INTERVAL seconds the server's RSS, descriptors, sockets, threads,
-# `jiva_sockets_open` and the interval's send-to-echo p50/p99 go to the CSV; at the end the
+# `jiva_sockets_open`, `jiva_chats_open`, `jiva_chats_registered`, the data directory's size
+# and the interval's send-to-echo p50/p99 go to the CSV; at the end the
 # samples are drawn to the SVG and a one-line JSON summary and a Markdown row are printed (and
 # saved as summary.jsonl / summary.md). The server is stopped with SIGTERM and must exit 0.
 # Environment:
@@ -79,7 +80,7 @@ echo "soak: $seconds s, $WORKERS workers, $PROFILE build, load average $(cut -d'
 "$BENCH" --header soak --server "127.0.0.1:$PORT" --server-pid "$server_pid" \
     --copilot-listen "127.0.0.1:$COPILOT_PORT" --duration "$seconds" --interval "$INTERVAL" \
     --warmup "$WARMUP" --workers "$WORKERS" --messages "$MESSAGES" --pause-ms "$PAUSE_MS" \
-    --csv "$RESULTS/soak.csv" --svg "$RESULTS/soak.svg" >"$work/out" 2>"$RESULTS/bench.log"
+    --data-dir "$work/data" --csv "$RESULTS/soak.csv" --svg "$RESULTS/soak.svg" >"$work/out" 2>"$RESULTS/bench.log"
 grep '^{' "$work/out" >"$RESULTS/summary.jsonl"
 grep '^|' "$work/out" >"$RESULTS/summary.md"
 cat "$work/out"

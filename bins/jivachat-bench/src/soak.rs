@@ -10,8 +10,9 @@
 //! abandoned; the run goes on.
 //!
 //! Every `--interval` seconds a sample goes to `--csv`: the server's RSS, open descriptors,
-//! sockets and threads (`/proc/PID`), `jiva_sockets_open` (its `/metrics`), the interval's
-//! messages and latency percentiles, copilot turns, reconnects, refused frames, errors and the
+//! sockets and threads (`/proc/PID`), `jiva_sockets_open`, `jiva_chats_open` and
+//! `jiva_chats_registered` (its `/metrics`), the size of its data directory (`--data-dir`),
+//! the interval's messages and latency percentiles, copilot turns, reconnects, refused frames, errors and the
 //! load average. At the end the samples are drawn to `--svg` and a summary is printed.
 
 use std::net::SocketAddr;
@@ -68,6 +69,9 @@ pub struct SoakArgs {
     /// Milliseconds between one echo and the agent's next message.
     #[arg(long, default_value_t = 100)]
     pub pause_ms: u64,
+    /// The server's data directory, whose size (its files, not below) is sampled.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Where to write the samples.
     #[arg(long, default_value = "soak.csv")]
     pub csv: PathBuf,
@@ -98,6 +102,9 @@ struct Sample {
     sockets: u64,
     threads: u64,
     sockets_open: f64,
+    chats_open: f64,
+    chats_registered: f64,
+    data_kib: u64,
     messages: u64,
     p50_ms: f64,
     p99_ms: f64,
@@ -111,18 +118,21 @@ struct Sample {
     load1: f64,
 }
 
-const CSV_HEADER: &str = "elapsed_s,rss_kib,fds,sockets,threads,sockets_open,messages,p50_ms,p99_ms,max_ms,copilot_turns,supervisors,reconnects,refused_frames,chats,errors,load1";
+const CSV_HEADER: &str = "elapsed_s,rss_kib,fds,sockets,threads,sockets_open,chats_open,chats_registered,data_kib,messages,p50_ms,p99_ms,max_ms,copilot_turns,supervisors,reconnects,refused_frames,chats,errors,load1";
 
 impl Sample {
     fn csv(&self) -> String {
         format!(
-            "{:.1},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{:.2}",
+            "{:.1},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{:.2}",
             self.elapsed_s,
             self.rss_kib,
             self.fds,
             self.sockets,
             self.threads,
             self.sockets_open,
+            self.chats_open,
+            self.chats_registered,
+            self.data_kib,
             self.messages,
             self.p50_ms,
             self.p99_ms,
@@ -217,13 +227,25 @@ async fn sample(args: &SoakArgs, start: Instant, counters: &Counters, latency: &
         out
     };
     let messages = take(&counters.messages).max(count);
+    let gauges = gauges(
+        args.server,
+        &[
+            "jiva_sockets_open",
+            "jiva_chats_open",
+            "jiva_chats_registered",
+        ],
+    )
+    .await;
     Sample {
         elapsed_s: start.elapsed().as_secs_f64(),
         rss_kib: common::rss_kib(pid).unwrap_or(0),
         fds,
         sockets,
         threads: threads(pid),
-        sockets_open: sockets_open(args.server).await.unwrap_or(-1.0),
+        sockets_open: gauges.first().copied().unwrap_or(-1.0),
+        chats_open: gauges.get(1).copied().unwrap_or(-1.0),
+        chats_registered: gauges.get(2).copied().unwrap_or(-1.0),
+        data_kib: args.data_dir.as_deref().map_or(0, dir_kib),
         messages,
         p50_ms: p50,
         p99_ms: p99,
@@ -271,23 +293,43 @@ fn threads(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// `jiva_sockets_open` from the server's `/metrics`.
-async fn sockets_open(server: SocketAddr) -> Option<f64> {
+/// The values of `series` (unlabelled gauges) in the server's `/metrics`, -1 for one missing;
+/// empty when the server did not answer.
+async fn gauges(server: SocketAddr, series: &[&str]) -> Vec<f64> {
     let exchange = async {
         let mut stream = TcpStream::connect(server).await.ok()?;
         let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        text.lines()
-            .find_map(|l| l.strip_prefix("jiva_sockets_open "))
-            .and_then(|v| v.trim().parse().ok())
+        Some(String::from_utf8_lossy(&raw).into_owned())
     };
-    timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()
+    let Ok(Some(text)) = timeout(Duration::from_secs(5), exchange).await else {
+        return Vec::new();
+    };
+    series
+        .iter()
+        .map(|name| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(-1.0)
+        })
+        .collect()
+}
+
+/// The size of the files in `dir` (not below it), in KiB.
+fn dir_kib(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let bytes: u64 = entries
         .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    bytes / 1024
 }
 
 /// One chat, from its first socket to the last one closing.
@@ -540,6 +582,8 @@ fn summary(samples: &[Sample], args: &SoakArgs) -> Value {
         "rss_kib_end": last.rss_kib,
         "fds_after_warmup": warm.fds,
         "fds_end": last.fds,
+        "chats_registered_end": last.chats_registered,
+        "data_kib_end": last.data_kib,
         "threads_after_warmup": warm.threads,
         "threads_end": last.threads,
         "p99_ms_median_of_intervals": p99_median,
