@@ -9,7 +9,8 @@
 //! the chat's sockets close and the worker moves on. A failed step is counted and its chat
 //! abandoned; the run goes on.
 //!
-//! Every `--interval` seconds a sample goes to `--csv`: the server's RSS, open descriptors,
+//! Every `--interval` seconds a sample goes to `--csv`: the server's RSS (and its anonymous
+//! and file-backed parts: most of a debug build's RSS is its own executable), open descriptors,
 //! sockets and threads (`/proc/PID`), `jiva_sockets_open`, `jiva_chats_open` and
 //! `jiva_chats_registered` (its `/metrics`), the size of its data directory (`--data-dir`),
 //! the interval's messages and latency percentiles, copilot turns, reconnects, refused frames, errors and the
@@ -98,6 +99,8 @@ struct Counters {
 struct Sample {
     elapsed_s: f64,
     rss_kib: u64,
+    rss_anon_kib: u64,
+    rss_file_kib: u64,
     fds: u64,
     sockets: u64,
     threads: u64,
@@ -118,14 +121,16 @@ struct Sample {
     load1: f64,
 }
 
-const CSV_HEADER: &str = "elapsed_s,rss_kib,fds,sockets,threads,sockets_open,chats_open,chats_registered,data_kib,messages,p50_ms,p99_ms,max_ms,copilot_turns,supervisors,reconnects,refused_frames,chats,errors,load1";
+const CSV_HEADER: &str = "elapsed_s,rss_kib,rss_anon_kib,rss_file_kib,fds,sockets,threads,sockets_open,chats_open,chats_registered,data_kib,messages,p50_ms,p99_ms,max_ms,copilot_turns,supervisors,reconnects,refused_frames,chats,errors,load1";
 
 impl Sample {
     fn csv(&self) -> String {
         format!(
-            "{:.1},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{:.2}",
+            "{:.1},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{:.2}",
             self.elapsed_s,
             self.rss_kib,
+            self.rss_anon_kib,
+            self.rss_file_kib,
             self.fds,
             self.sockets,
             self.threads,
@@ -239,6 +244,8 @@ async fn sample(args: &SoakArgs, start: Instant, counters: &Counters, latency: &
     Sample {
         elapsed_s: start.elapsed().as_secs_f64(),
         rss_kib: common::rss_kib(pid).unwrap_or(0),
+        rss_anon_kib: status_kib(pid, "RssAnon:"),
+        rss_file_kib: status_kib(pid, "RssFile:"),
         fds,
         sockets,
         threads: threads(pid),
@@ -279,6 +286,19 @@ fn descriptors(pid: u32) -> (u64, u64) {
         }
     }
     (fds, sockets)
+}
+
+/// A `kB` line of `/proc/PID/status` (0 when missing).
+fn status_kib(pid: u32, line: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(line))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The `Threads:` line of `/proc/PID/status`.
@@ -580,6 +600,8 @@ fn summary(samples: &[Sample], args: &SoakArgs) -> Value {
         "errors": total(|s| s.errors),
         "rss_kib_after_warmup": warm.rss_kib,
         "rss_kib_end": last.rss_kib,
+        "rss_anon_kib_after_warmup": warm.rss_anon_kib,
+        "rss_anon_kib_end": last.rss_anon_kib,
         "fds_after_warmup": warm.fds,
         "fds_end": last.fds,
         "chats_registered_end": last.chats_registered,
@@ -677,6 +699,16 @@ fn draw(samples: &[Sample], args: &SoakArgs) -> anyhow::Result<()> {
         .map_err(|e| plot(&e))?
         .label("RSS MiB")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(
+            samples
+                .iter()
+                .map(|s| (minutes(s), s.rss_anon_kib as f64 / 1024.0)),
+            CYAN.stroke_width(2),
+        ))
+        .map_err(|e| plot(&e))?
+        .label("anonymous RSS MiB")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], CYAN));
     for (name, color, pick) in [("descriptors", GREEN, 0usize), ("threads", MAGENTA, 1usize)] {
         chart
             .draw_secondary_series(LineSeries::new(
