@@ -136,6 +136,19 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS line")
 }
 
+/// The size of an HTTP request (head and `Content-Length` body) once `buf` holds its whole
+/// head; `None` before (the stand-in copilots read until they have it all).
+pub fn request_size(buf: &[u8]) -> Option<usize> {
+    let pos = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(buf.get(..pos).unwrap_or_default()).to_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    Some(pos + 4 + length)
+}
+
 /// Writes one JSON line and one Markdown table row to stdout.
 pub fn emit(json: &Value, row: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

@@ -123,23 +123,17 @@ fn serve_one(listener: &TcpListener, chunks: u64, interval: Duration) -> anyhow:
     // Read the request head and its body (Content-Length).
     let mut buf = Vec::with_capacity(8192);
     let mut tmp = [0u8; 4096];
-    let (head_end, length) = loop {
+    let total = loop {
         let n = stream.read(&mut tmp)?;
         if n == 0 {
             bail!("the server closed the copilot request early");
         }
         buf.extend_from_slice(tmp.get(..n).unwrap_or_default());
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(buf.get(..pos).unwrap_or_default()).to_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            break (pos + 4, length);
+        if let Some(total) = common::request_size(&buf) {
+            break total;
         }
     };
-    while buf.len() < head_end + length {
+    while buf.len() < total {
         let n = stream.read(&mut tmp)?;
         if n == 0 {
             break;

@@ -6,7 +6,8 @@
 //! table header first). Workloads: `fanout`, `sweep`/`chart` (latency against offered load, as
 //! SVG), `idle` (server memory per socket), `seed` + `connect` (connect and history replay),
 //! `store` + `verify` (stored messages per second; durability across `kill -9`), `copilot`
-//! (latency the copilot relay adds per chunk), `cluster` (fan-out across nodes). See
+//! (latency the copilot relay adds per chunk), `cluster` (fan-out across nodes), `soak` (a
+//! realistic mix for a bounded time, sampled over time; `docs/RELIABILITY.md`). See
 //! `docs/BENCHMARKS.md`.
 
 mod chart;
@@ -18,6 +19,7 @@ mod copilot;
 mod fanout;
 mod idle;
 mod measure;
+mod soak;
 mod store;
 
 use std::io::Write as _;
@@ -62,6 +64,9 @@ enum Workload {
     Copilot(copilot::CopilotArgs),
     /// Fan-out across nodes: senders on one, receivers on all; loss/dup/order and `seq` checks.
     Cluster(cluster::ClusterArgs),
+    /// A realistic mix for a bounded time; the server's RSS, descriptors, threads and p99
+    /// latency sampled to CSV and drawn to SVG (`scripts/soak.sh`).
+    Soak(soak::SoakArgs),
 }
 
 fn emit(header: Option<&str>, v: &Value, row: &str) -> anyhow::Result<()> {
@@ -123,6 +128,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Workload::Cluster(a) => {
             let v = cluster::run(a).await?;
             emit(header(cluster::HEADER), &v, &cluster::row(&v))?;
+        }
+        Workload::Soak(a) => {
+            let v = soak::run(a).await?;
+            emit(header(soak::HEADER), &v, &soak::row(&v))?;
         }
     }
     Ok(true)

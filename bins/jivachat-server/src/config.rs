@@ -70,7 +70,7 @@ pub struct Args {
     /// Frames queued per socket before it is closed as a slow consumer.
     #[arg(long, env = "JIVA_OUTBOUND_QUEUE", default_value = "256")]
     pub outbound_queue: String,
-    /// Milliseconds shutdown waits for sockets and copilot turns.
+    /// Milliseconds shutdown waits for sockets, copilot turns and notifications, all together.
     #[arg(long, env = "JIVA_SHUTDOWN_GRACE_MS", default_value = "5000")]
     pub shutdown_grace_ms: String,
     /// The copilot endpoint; unset, copilot questions get an error frame and `end`.

@@ -86,7 +86,9 @@ pub async fn create_tables(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Runs the server on `listener` until `shutdown` completes, then closes every socket with 1001
-/// and returns once sockets and copilot turns are done (within the configured grace).
+/// and returns once sockets and copilot turns are done and queued notifications are sent, all
+/// within one configured grace (`--shutdown-grace-ms`, counted from the shutdown signal): what
+/// is still running at its end is abandoned.
 pub async fn run<F>(config: Config, listener: TcpListener, shutdown: F) -> anyhow::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
@@ -194,6 +196,8 @@ where
             }
         });
     }
+    // Kept to read the shutdown deadline once serving has returned.
+    let stopping = transport.clone();
     match tls {
         Some(tls) => {
             tracing::info!(%addr, tls = true, "JivaChat listening");
@@ -210,7 +214,11 @@ where
         }
     }
     if let Some(queue) = notifications {
-        let report = queue.shutdown(config.transport.shutdown_grace).await;
+        // Whatever of the grace the sockets left: shutdown takes one grace in all.
+        let left = stopping
+            .shutdown_deadline()
+            .saturating_duration_since(tokio::time::Instant::now());
+        let report = queue.shutdown(left).await;
         tracing::info!(
             delivered = report.delivered,
             failed = report.failed,

@@ -1,11 +1,16 @@
 //! `jivachat-server`: config, tracing, bind, run.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use jivachat_server::{
     Args, Command, Config, create_tables, init_tracing, issue_token, run, shutdown_signal,
 };
+
+/// How long after the shutdown grace the process may still wait for blocking tasks (see
+/// `docs/RELIABILITY.md`, "Shutdown within the grace").
+const SHUTDOWN_MARGIN: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
     // A missing .env is normal; values already in the environment win over it.
@@ -39,6 +44,9 @@ fn main() -> ExitCode {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         run(config, listener, shutdown_signal()).await
     });
+    // `run` returned within the shutdown grace; a blocking task still running (a store read)
+    // may hold the exit back by at most this margin.
+    runtime.shutdown_timeout(SHUTDOWN_MARGIN);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

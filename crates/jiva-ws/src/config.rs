@@ -24,7 +24,8 @@ pub struct Config {
     pub write_buffer_bytes: usize,
     /// How long a close frame may take to be written before the socket is dropped.
     pub close_timeout: Duration,
-    /// How long shutdown waits for sockets and copilot turns to finish.
+    /// How long shutdown waits for sockets and copilot turns to finish, counted from its start
+    /// (one deadline, [`crate::Transport::shutdown_deadline`], shared by every step).
     pub shutdown_grace: Duration,
     /// How much earlier conversation a copilot request carries.
     pub copilot_history: HistoryLimits,

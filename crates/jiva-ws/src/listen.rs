@@ -77,8 +77,9 @@ where
     drop(listener);
     transport.begin_shutdown();
     connections.close();
+    // One deadline for both waits: the grace is for the whole shutdown, not for each step.
     let connections_done =
-        tokio::time::timeout(transport.shutdown_grace(), connections.wait()).await;
+        tokio::time::timeout_at(transport.shutdown_deadline(), connections.wait()).await;
     if connections_done.is_err() || !transport.drain().await {
         tracing::warn!("shutdown grace period ran out with sockets or copilot turns still open");
     }

@@ -94,21 +94,32 @@ impl Transport {
         self.state.config.limits.request_header_timeout
     }
 
-    /// How long shutdown waits for sockets and turns.
-    pub(crate) fn shutdown_grace(&self) -> Duration {
-        self.state.config.shutdown_grace
-    }
-
     /// Starts shutdown: every socket is closed with 1001 and running copilot turns end.
+    /// The first call fixes the [`shutdown_deadline`](Self::shutdown_deadline).
     pub fn begin_shutdown(&self) {
+        let _ = self.state.shutdown_started.set(tokio::time::Instant::now());
         self.state.shutdown.cancel();
     }
 
-    /// Waits (at most [`Config::shutdown_grace`]) for sockets and copilot turns to finish.
-    /// Returns false when the grace period ran out first.
+    /// When every shutdown step must be over: [`Config::shutdown_grace`] after shutdown began
+    /// (after now, if it has not begun). The steps share it, so that draining the sockets and
+    /// then anything the embedding program flushes (notifications) take one grace in all, not
+    /// one each.
+    pub fn shutdown_deadline(&self) -> tokio::time::Instant {
+        let started = self
+            .state
+            .shutdown_started
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        started + self.state.config.shutdown_grace
+    }
+
+    /// Waits (until the [`shutdown_deadline`](Self::shutdown_deadline)) for sockets and copilot
+    /// turns to finish. Returns false when the grace period ran out first.
     pub async fn drain(&self) -> bool {
         self.state.tracker.close();
-        tokio::time::timeout(self.state.config.shutdown_grace, self.state.tracker.wait())
+        tokio::time::timeout_at(self.shutdown_deadline(), self.state.tracker.wait())
             .await
             .is_ok()
     }

@@ -73,6 +73,8 @@ pub(crate) struct State {
     pub tracker: TaskTracker,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// When shutdown started: every shutdown step ends by this plus the grace.
+    pub shutdown_started: OnceLock<tokio::time::Instant>,
     next_conn: AtomicU64,
     /// Socket counts and rate limits.
     pub limiter: Limiter,
@@ -101,6 +103,7 @@ impl State {
             authenticator: services.authenticator,
             tracker,
             shutdown,
+            shutdown_started: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             limiter,
             metrics: OnceLock::new(),

@@ -27,7 +27,7 @@ use crate::metrics::{ServerProcess, get};
 use crate::support::*;
 
 /// A TCP proxy in front of the store that the test controls.
-struct StoreProxy {
+pub(crate) struct StoreProxy {
     addr: SocketAddr,
     control: Arc<Control>,
     accept: Option<JoinHandle<()>>,
@@ -48,7 +48,7 @@ struct Control {
 const PUT_ITEM: &[u8] = b"DynamoDB_20120810.PutItem";
 
 impl StoreProxy {
-    async fn start(upstream: SocketAddr) -> Self {
+    pub(crate) async fn start(upstream: SocketAddr) -> Self {
         let control = Arc::new(Control {
             upstream,
             delay_ms: AtomicU64::new(0),
@@ -65,7 +65,7 @@ impl StoreProxy {
         proxy
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -95,12 +95,12 @@ impl StoreProxy {
         self.control.delay_ms.store(ms, Ordering::SeqCst);
     }
 
-    fn hold_writes(&self, hold: bool) {
+    pub(crate) fn hold_writes(&self, hold: bool) {
         self.control.hold_writes.send_replace(hold);
     }
 
     /// Waits until at least `n` write requests are held.
-    async fn held_writes(&self, n: usize) {
+    pub(crate) async fn held_writes(&self, n: usize) {
         let mut held = self.control.held.subscribe();
         tokio::time::timeout(PATIENCE, held.wait_for(|held| *held >= n))
             .await
@@ -166,13 +166,13 @@ async fn pipe(client: TcpStream, control: Arc<Control>) {
 
 /// Fresh tables on the shared moto, and the server environment that uses them through
 /// `endpoint`.
-async fn dynamo_tables() -> jiva_store_dynamo::Config {
+pub(crate) async fn dynamo_tables() -> jiva_store_dynamo::Config {
     let dynamo = LocalDynamo::shared().expect("a DynamoDB-compatible server for the tests");
     let store = dynamo.store().await.expect("creating DynamoDB test tables");
     store.config().clone()
 }
 
-fn moto_addr() -> SocketAddr {
+pub(crate) fn moto_addr() -> SocketAddr {
     let dynamo = LocalDynamo::shared().unwrap();
     dynamo
         .endpoint()
@@ -186,7 +186,7 @@ fn dynamo_server(tables: &jiva_store_dynamo::Config, endpoint: &str) -> ServerPr
 }
 
 /// The environment of a server on `tables`, reached at `endpoint`.
-fn dynamo_env<'a>(
+pub(crate) fn dynamo_env<'a>(
     tables: &'a jiva_store_dynamo::Config,
     endpoint: &'a str,
 ) -> [(&'a str, &'a str); 9] {

@@ -22,4 +22,5 @@ mod limits;
 mod metrics;
 mod notify;
 mod order;
+mod shutdown;
 mod tls;

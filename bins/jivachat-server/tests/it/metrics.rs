@@ -331,3 +331,29 @@ async fn metrics_show_the_notification_queue() {
         ],
     );
 }
+
+impl ServerProcess {
+    /// Sends SIGTERM, as an orchestrator stopping the server does, and waits (at most
+    /// [`PATIENCE`]) for the process to exit: its exit status and how long after the signal it
+    /// exited (to within a few milliseconds: the exit is polled).
+    pub(crate) async fn terminate_and_wait(
+        &mut self,
+    ) -> (std::process::ExitStatus, std::time::Duration) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let signalled = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, signalled.elapsed());
+            }
+            assert!(
+                signalled.elapsed() < PATIENCE,
+                "the server did not exit after SIGTERM"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
