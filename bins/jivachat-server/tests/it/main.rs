@@ -23,3 +23,4 @@ mod metrics;
 mod notify;
 mod order;
 mod tls;
+mod v1;
