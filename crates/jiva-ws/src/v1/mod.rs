@@ -23,7 +23,10 @@ pub(crate) use conn::run;
 
 /// What a v1 socket's writer needs to know about a room frame beyond its v0 text.
 #[derive(Debug)]
-#[allow(dead_code, reason = "the copilot turn's variants are made once turns name their question")]
+#[allow(
+    dead_code,
+    reason = "the copilot turn's variants are made once turns name their question"
+)]
 pub(crate) enum Meta {
     /// The text is a v1 frame already, for this socket only (an answer of its reader).
     Own,
