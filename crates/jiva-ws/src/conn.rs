@@ -59,6 +59,9 @@ pub(crate) async fn run(
     async move {
         metrics::gauge!("jiva_sockets_open").increment(1.0);
         tracing::debug!("socket opened");
+        // Counted in the chat's presence (protocol v1) while open.
+        let member = crate::v1::member(identity.as_ref(), conn);
+        let _present = state.presence.enter(&chat, member, None);
         let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
         let slow = CancellationToken::new();
         // The writer joins the chat's room once it has caught up with the stored history, and

@@ -45,6 +45,8 @@ struct Socket<'a> {
     state: &'a Arc<State>,
     chat: &'a ChatId,
     identity: Option<&'a Identity>,
+    /// The caller in presence.
+    me: &'a Member,
 }
 
 /// Runs one v1 socket of `chat` until it closes; `since` is the resume point, if any.
@@ -69,6 +71,12 @@ pub(crate) async fn run(
             slow: slow.clone(),
         };
         let me = super::member(identity.as_ref(), conn);
+        let listener = super::Listener {
+            conn,
+            tx: tx.clone(),
+            slow: slow.clone(),
+        };
+        let (_present, members) = state.presence.enter(&chat, me.clone(), Some(listener));
         let (sink, stream) = socket.split();
         let (end_tx, end_rx) = oneshot::channel();
         let done = CancellationToken::new();
@@ -78,7 +86,7 @@ pub(crate) async fn run(
             write_loop(
                 Arc::clone(&state),
                 chat.clone(),
-                me,
+                (me.clone(), members),
                 since,
                 sink,
                 rx,
@@ -93,6 +101,7 @@ pub(crate) async fn run(
             state: &state,
             chat: &chat,
             identity: identity.as_ref(),
+            me: &me,
         };
         let ending = read_loop(&socket, stream, &tx, &slow, &done, &ping, &joined).await;
         let _ = end_tx.send(ending);
@@ -195,8 +204,10 @@ async fn read_loop(
                             reply(encode::error(refused.0, refused.1, c.r#ref.as_deref()));
                         }
                     }
-                    // Typing is relayed by presence, which this server does not carry yet.
-                    ClientFrame::Typing(_) => {}
+                    // Never answered; relayed (or dropped over the rate) by presence.
+                    ClientFrame::Typing(t) => {
+                        state.presence.typing(socket.chat, socket.me, t.active);
+                    }
                 }
             }
             Some(Ok(WsMessage::Binary(_))) => reply(encode::error(
@@ -342,7 +353,7 @@ type Sink = SplitSink<WebSocket, WsMessage>;
 async fn write_loop(
     state: Arc<State>,
     chat: ChatId,
-    me: Member,
+    me: (Member, Vec<Member>),
     since: Option<Seq>,
     mut sink: Sink,
     mut rx: mpsc::Receiver<Frame>,
@@ -433,7 +444,7 @@ async fn write_loop(
 async fn serve(
     state: &State,
     chat: &ChatId,
-    me: Member,
+    (me, members): (Member, Vec<Member>),
     since: Option<Seq>,
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Frame>,
@@ -455,9 +466,11 @@ async fn serve(
         },
     });
     sink.feed(WsMessage::Text(encode::text(&welcome))).await?;
-    let presence = ServerFrame::Presence(jiva_protocol::Presence { members: vec![me] });
+    let presence = ServerFrame::Presence(jiva_protocol::Presence { members });
     sink.feed(WsMessage::Text(encode::text(&presence))).await?;
     *replayed = Box::pin(catchup::run(state, chat, sink, since, subscriber, joined)).await?;
+    // Following the chat on the bus now: the other servers' members answer.
+    state.presence.query(chat);
     loop {
         let frame = tokio::select! {
             frame = rx.recv() => match frame {
