@@ -509,16 +509,7 @@ impl Bus for RedisBus {
     }
 
     fn incoming(&self) -> Result<Incoming, BusError> {
-        let receiver = self
-            .incoming
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or(BusError::AlreadyTaken)?;
-        Ok(Box::pin(futures_util::stream::unfold(
-            receiver,
-            |mut receiver| async move { receiver.recv().await.map(|m| (m, receiver)) },
-        )))
+        Ok(Box::pin(take_stream(&self.incoming)?))
     }
 
     fn connected(&self) -> bool {
@@ -534,15 +525,21 @@ impl Bus for RedisBus {
     }
 
     fn events(&self) -> Result<Events, BusError> {
-        let receiver = self
-            .events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or(BusError::AlreadyTaken)?;
-        Ok(Box::pin(futures_util::stream::unfold(
-            receiver,
-            |mut receiver| async move { receiver.recv().await.map(|e| (e, receiver)) },
-        )))
+        Ok(Box::pin(take_stream(&self.events)?))
     }
+}
+
+/// The stream of a receiver that can be taken once.
+fn take_stream<T: Send + 'static>(
+    slot: &Mutex<Option<mpsc::Receiver<T>>>,
+) -> Result<impl futures_util::Stream<Item = T> + Send + 'static, BusError> {
+    let receiver = slot
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .ok_or(BusError::AlreadyTaken)?;
+    Ok(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+    ))
 }
