@@ -477,7 +477,7 @@ mod tests {
             slow: CancellationToken::new(),
         };
         let (_entered, members) = presence.enter(&chat(), me.clone(), Some(listener));
-        assert_eq!(members, [me.clone()]);
+        assert_eq!(members, std::slice::from_ref(&me));
         let other = member("s-9", Role::Supervisor);
         events_tx
             .send(ReceivedEvent {
