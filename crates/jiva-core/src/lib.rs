@@ -56,7 +56,10 @@ pub use message::{
     Body, InvalidMessageId, Message, MessageId, Sender, Seq, Timestamp, UnknownSender,
 };
 pub use notify::{Disabled, Notification, NotificationKind, Notifier, NotifyError};
-pub use store::{Appended, Cursor, HistoryPage, MessageStore, OlderPage, StoreError};
+pub use store::{
+    Appended, Cursor, HistoryPage, MessageStore, OlderPage, StoreError, after_by_walking,
+    before_by_walking,
+};
 pub use turn_lock::{LeaseToken, TurnLock, TurnLockError};
 
 #[cfg(any(test, feature = "mocks"))]

@@ -150,22 +150,7 @@ pub trait MessageStore: Send + Sync {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let mut out = Vec::new();
-        let mut cursor = None;
-        while out.len() < limit {
-            let page = self.history(chat, cursor, WALK_PAGE.max(limit)).await?;
-            let empty = page.messages.is_empty();
-            for message in page.messages {
-                if message.seq.is_some_and(|seq| seq > after) && out.len() < limit {
-                    out.push(message);
-                }
-            }
-            match page.next {
-                Some(next) if !empty => cursor = Some(next),
-                _ => break,
-            }
-        }
-        Ok(out)
+        after_by_walking(self, chat, after, limit).await
     }
 
     /// The newest `limit` messages of `chat` that come before number `before` in chat order
@@ -180,30 +165,67 @@ pub trait MessageStore: Send + Sync {
         before: Seq,
         limit: usize,
     ) -> Result<OlderPage, StoreError> {
-        let mut kept = std::collections::VecDeque::new();
-        let mut has_older = false;
-        let mut cursor = None;
-        'walk: loop {
-            let page = self.history(chat, cursor, WALK_PAGE).await?;
-            let empty = page.messages.is_empty();
-            for message in page.messages {
-                if message.seq.is_some_and(|seq| seq >= before) {
-                    break 'walk;
-                }
-                kept.push_back(message);
-                if kept.len() > limit {
-                    kept.pop_front();
-                    has_older = true;
-                }
-            }
-            match page.next {
-                Some(next) if !empty => cursor = Some(next),
-                _ => break,
+        before_by_walking(self, chat, before, limit).await
+    }
+}
+
+/// [`MessageStore::after`] by walking `store`'s history from the start (the default, for
+/// stores that cannot seek to a number).
+pub async fn after_by_walking<S: MessageStore + ?Sized>(
+    store: &S,
+    chat: &ChatId,
+    after: Seq,
+    limit: usize,
+) -> Result<Vec<Message>, StoreError> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    while out.len() < limit {
+        let page = store.history(chat, cursor, WALK_PAGE.max(limit)).await?;
+        let empty = page.messages.is_empty();
+        for message in page.messages {
+            if message.seq.is_some_and(|seq| seq > after) && out.len() < limit {
+                out.push(message);
             }
         }
-        Ok(OlderPage {
-            messages: kept.into(),
-            has_older,
-        })
+        match page.next {
+            Some(next) if !empty => cursor = Some(next),
+            _ => break,
+        }
     }
+    Ok(out)
+}
+
+/// [`MessageStore::before`] by walking `store`'s history from the start (the default, for
+/// stores that cannot seek to a number).
+pub async fn before_by_walking<S: MessageStore + ?Sized>(
+    store: &S,
+    chat: &ChatId,
+    before: Seq,
+    limit: usize,
+) -> Result<OlderPage, StoreError> {
+    let mut kept = std::collections::VecDeque::new();
+    let mut has_older = false;
+    let mut cursor = None;
+    'walk: loop {
+        let page = store.history(chat, cursor, WALK_PAGE).await?;
+        let empty = page.messages.is_empty();
+        for message in page.messages {
+            if message.seq.is_some_and(|seq| seq >= before) {
+                break 'walk;
+            }
+            kept.push_back(message);
+            if kept.len() > limit {
+                kept.pop_front();
+                has_older = true;
+            }
+        }
+        match page.next {
+            Some(next) if !empty => cursor = Some(next),
+            _ => break,
+        }
+    }
+    Ok(OlderPage {
+        messages: kept.into(),
+        has_older,
+    })
 }
