@@ -154,16 +154,7 @@ impl Shared {
                 return;
             }
         };
-        if origin == self.origin {
-            return;
-        }
-        let channel = String::from_utf8_lossy(channel);
-        let followed = self
-            .followed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(channel.as_ref());
-        if !followed || channel != self.channel(&message.chat) {
+        if !self.wanted(&origin, channel, &message.chat) {
             return;
         }
         metrics::counter!("jiva_bus_received_total").increment(1);
@@ -174,8 +165,19 @@ impl Shared {
 
     /// An ephemeral event of another server, on a followed chat's channel.
     fn received_event(&self, channel: &[u8], event: ReceivedEvent) {
-        if event.from == self.origin {
+        if !self.wanted(&event.from, channel, &event.event.chat) {
             return;
+        }
+        if self.events.try_send(event).is_err() {
+            metrics::counter!("jiva_bus_events_dropped_total").increment(1);
+        }
+    }
+
+    /// Whether a payload from `origin` on `channel` about `chat` is for this bus: another bus
+    /// published it, on a channel followed here, which is its chat's.
+    fn wanted(&self, origin: &str, channel: &[u8], chat: &ChatId) -> bool {
+        if origin == self.origin {
+            return false;
         }
         let channel = String::from_utf8_lossy(channel);
         let followed = self
@@ -183,12 +185,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(channel.as_ref());
-        if !followed || channel != self.channel(&event.event.chat) {
-            return;
-        }
-        if self.events.try_send(event).is_err() {
-            metrics::counter!("jiva_bus_events_dropped_total").increment(1);
-        }
+        followed && channel == self.channel(chat)
     }
 
     /// Subscribes every followed channel on `manager` (SUBSCRIBE is idempotent).
