@@ -40,6 +40,10 @@ pub struct Args {
     /// table keyed by `MessageID` alone (see docs/dynamodb.md).
     #[arg(long, env = "JIVA_DYNAMODB_LEGACY_INDEX")]
     pub dynamodb_legacy_index: Option<String>,
+    /// Legacy layout: the sparse GSI on (ChatID, Seq) through which history is replayed in
+    /// sequence order (needs --dynamodb-legacy-index; see docs/dynamodb.md).
+    #[arg(long, env = "JIVA_DYNAMODB_LEGACY_SEQ_INDEX")]
+    pub dynamodb_legacy_seq_index: Option<String>,
     /// DynamoDB attempts per request, first try included (retries with backoff).
     #[arg(long, env = "JIVA_DYNAMODB_MAX_ATTEMPTS", default_value = "3")]
     pub dynamodb_max_attempts: String,
@@ -476,8 +480,17 @@ impl Config {
                     chats_table: args.dynamodb_chats_table.clone(),
                     messages_table: args.dynamodb_messages_table.clone(),
                     legacy_index: args.dynamodb_legacy_index.clone().filter(|i| !i.is_empty()),
+                    legacy_seq_index: args
+                        .dynamodb_legacy_seq_index
+                        .clone()
+                        .filter(|i| !i.is_empty()),
                     ..jiva_store_dynamo::Config::default()
                 };
+                if dynamo.legacy_seq_index.is_some() && dynamo.legacy_index.is_none() {
+                    problems.push(
+                        "--dynamodb-legacy-seq-index / JIVA_DYNAMODB_LEGACY_SEQ_INDEX: needs --dynamodb-legacy-index / JIVA_DYNAMODB_LEGACY_INDEX (the sequence index belongs to a Messages table keyed by MessageID)".into(),
+                    );
+                }
                 match args.dynamodb_max_attempts.parse::<u32>() {
                     Ok(n) if n > 0 => dynamo.max_attempts = n,
                     _ => problems.push(format!(
@@ -741,6 +754,35 @@ mod tests {
         // listen, store, log format, frame size, idle timeout, copilot URL, supervisor type,
         // missing API key.
         assert_eq!(problems.len(), 8, "{problems:#?}");
+    }
+
+    #[test]
+    fn the_legacy_sequence_index_needs_the_legacy_index() {
+        let problems = Config::from_args(args(&[
+            "--store",
+            "dynamodb",
+            "--dynamodb-legacy-seq-index",
+            "ChatID-Seq-index",
+        ]))
+        .unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains("--dynamodb-legacy-index"),
+            "{problems:#?}"
+        );
+        let config = Config::from_args(args(&[
+            "--store",
+            "dynamodb",
+            "--dynamodb-legacy-index",
+            "ChatID-Timestamp-index",
+            "--dynamodb-legacy-seq-index",
+            "ChatID-Seq-index",
+        ]))
+        .unwrap();
+        let StoreChoice::Dynamodb(dynamo) = config.store else {
+            panic!("not the DynamoDB store");
+        };
+        assert_eq!(dynamo.legacy_seq_index.as_deref(), Some("ChatID-Seq-index"));
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MessageStore>
                 chats = %dynamo.chats_table,
                 messages = %dynamo.messages_table,
                 legacy_index = ?dynamo.legacy_index,
+                legacy_seq_index = ?dynamo.legacy_seq_index,
                 "store ready"
             );
             Ok(Arc::new(store))

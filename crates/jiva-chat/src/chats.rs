@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ports::{CancelRefusal, Config, Encoder, Ports, Rejection};
-use crate::rooms::{Rooms, Subscriber};
-use crate::sequencer::GAP_WAIT;
+use crate::rooms::{AfterFill, Rooms, Subscriber};
+use crate::sequencer::{GAP_WAIT, Gap};
 use crate::turns::Turns;
 
 /// What the chat service and its copilot turns share: the ports, the encoder and the rooms.
@@ -79,6 +79,44 @@ impl<E: Encoder> Core<E> {
         }
     }
 
+    /// Fills `gap` of `chat` from the store (see `sequencer`): reads the chat's newest messages
+    /// and hands the frames of those after the gap to the room; then the gaps that timed out
+    /// meanwhile. A read that fails or takes longer than [`FILL_TIMEOUT`] skips the gap.
+    async fn fill_gap(&self, chat: ChatId, mut gap: Gap) {
+        loop {
+            metrics::counter!("jiva_seq_gap_fills_total").increment(1);
+            let read = self.ports.store.recent(&chat, gap.window());
+            let frames = match tokio::time::timeout(FILL_TIMEOUT, read).await {
+                Ok(Ok(messages)) => messages
+                    .iter()
+                    .filter_map(|m| {
+                        let seq = m.seq?.get();
+                        (seq > gap.after).then(|| (seq, self.encoder.stored(m)))
+                    })
+                    .collect(),
+                Ok(Err(e)) => {
+                    tracing::warn!(chat = %chat, error = %e, "reading the store to fill a sequence gap failed");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(chat = %chat, "reading the store to fill a sequence gap timed out");
+                    Vec::new()
+                }
+            };
+            let mut after = self.rooms.filled(&chat, gap, frames);
+            // Frames read from the store may wait behind another missing number: look again
+            // when they have waited, until nothing is held or another fill takes over.
+            while let AfterFill::Wait(at) = after {
+                tokio::time::sleep_until(at).await;
+                after = self.rooms.recheck(&chat);
+            }
+            match after {
+                AfterFill::Fill(next) => gap = next,
+                AfterFill::Wait(_) | AfterFill::Done => return,
+            }
+        }
+    }
+
     /// Shows a message another server stored (from the bus): never stored or notified again.
     fn received(self: &Arc<Self>, message: &Message) {
         let Some(seq) = message.seq else {
@@ -123,15 +161,25 @@ impl<E: Encoder> Chats<E> {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
+        // Sequence gaps that time out are filled from the store by a task of the runtime.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let (filler, gaps) = tokio::sync::mpsc::channel(FILL_QUEUE);
+        let rooms = match runtime {
+            Some(_) => Rooms::with_filler(filler),
+            None => Rooms::default(),
+        };
         let core = Arc::new(Core {
             config,
             ports,
             encoder,
-            rooms: Rooms::default(),
+            rooms,
             tracker,
             shutdown,
         });
         let stop = CancellationToken::new();
+        if let Some(runtime) = runtime {
+            runtime.spawn(fill_gaps(Arc::downgrade(&core), gaps, stop.clone()));
+        }
         match core.ports.bus.incoming() {
             Ok(incoming) => match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
@@ -322,6 +370,35 @@ async fn unfollow(bus: &dyn jiva_core::Bus, chat: &ChatId) {
     }
 }
 
+/// Gap fills waiting for the task that starts them (at most one per room is outstanding; past
+/// this, a gap is skipped: `jiva_seq_fills_refused_total`).
+const FILL_QUEUE: usize = 1024;
+
+/// How long a fill waits for the store (below [`MAX_WAIT`](crate::MAX_WAIT), after which the
+/// room gives the fill up).
+const FILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts a fill from the store for each sequence gap that timed out, until the service is gone.
+async fn fill_gaps<E: Encoder>(
+    core: std::sync::Weak<Core<E>>,
+    mut gaps: tokio::sync::mpsc::Receiver<(ChatId, Gap)>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            next = gaps.recv() => next,
+            () = stop.cancelled() => return,
+        };
+        let Some((chat, gap)) = next else {
+            return;
+        };
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move { core.fill_gap(chat, gap).await });
+    }
+}
+
 /// Shows the messages other servers published, until the bus or the service is gone.
 async fn receive<E: Encoder>(
     core: std::sync::Weak<Core<E>>,
@@ -485,6 +562,94 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap(), "1:remote");
         assert_eq!(rx.recv().await.unwrap(), "2:local");
         assert_eq!(published.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bus_frame_later_than_the_gap_wait_is_shown_in_order_from_the_store() {
+        let chat = chat(ConnectionType::Supervisor);
+        let numbered = |n: u64, text: &str| {
+            let mut m = Message::user(chat.clone(), Sender::Supervisor, text.into());
+            m.seq = Some(Seq::new(n));
+            m
+        };
+        let (one, two, three, four) = (
+            numbered(1, "one"),
+            numbered(2, "two"),
+            numbered(3, "three"),
+            numbered(4, "four"),
+        );
+        let mut store = MockMessageStore::new();
+        // Another server stored 1, 2 and 3 (acknowledged); 2's bus frame is slow.
+        let stored = vec![one.clone(), two.clone(), three.clone()];
+        store
+            .expect_recent()
+            .times(1)
+            .returning(move |asked, limit| {
+                assert!(limit >= 2, "the read reaches back to the gap");
+                assert_eq!(asked.kind(), ConnectionType::Supervisor);
+                Ok(stored.clone())
+            });
+        let (remote, incoming) = mpsc::channel(8);
+        let published = Arc::new(AtomicU64::new(0));
+        let chats =
+            service(Ports::new(Arc::new(store)).with_bus(Arc::new(bus_with(incoming, published))));
+        let (sub, mut rx) = subscriber(1);
+        chats.join(&chat, sub).await;
+        chats.replayed(&chat, 0);
+        remote.send(one).await.unwrap();
+        remote.send(three).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "1:one");
+        // Time runs on (paused: it jumps) past the gap wait; the store fills the gap.
+        let started = tokio::time::Instant::now();
+        assert_eq!(rx.recv().await.unwrap(), "2:two");
+        assert!(started.elapsed() >= GAP_WAIT);
+        assert_eq!(rx.recv().await.unwrap(), "3:three");
+        // 2's frame arrives at last: shown already, it is dropped; the chat goes on.
+        remote.send(two).await.unwrap();
+        remote.send(four).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "4:four");
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_number_the_store_lacks_after_the_wait_is_skipped_and_the_chat_goes_on() {
+        let chat = chat(ConnectionType::Supervisor);
+        let numbered = |n: u64| {
+            let mut m = Message::user(chat.clone(), Sender::Supervisor, format!("m{n}"));
+            m.seq = Some(Seq::new(n));
+            m
+        };
+        // The store has 1, 2, 3 and 5: 4's append failed after taking its number.
+        let stored: Vec<Message> = [1, 2, 3, 5].into_iter().map(numbered).collect();
+        let reads = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&reads);
+        let mut store = MockMessageStore::new();
+        store.expect_recent().returning(move |_, _| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(stored.clone())
+        });
+        let (remote, incoming) = mpsc::channel(8);
+        let chats = service(
+            Ports::new(Arc::new(store))
+                .with_bus(Arc::new(bus_with(incoming, Arc::new(AtomicU64::new(0))))),
+        );
+        let (sub, mut rx) = subscriber(1);
+        chats.join(&chat, sub).await;
+        chats.replayed(&chat, 0);
+        remote.send(numbered(1)).await.unwrap();
+        remote.send(numbered(3)).await.unwrap();
+        let mut shown = Vec::new();
+        for _ in 0..4 {
+            shown.push(rx.recv().await.unwrap());
+        }
+        // 2 and 5 came from the store: 5, held behind 4, is shown once 4 has been looked for
+        // in the store a second time (and skipped), with nothing else arriving in the chat.
+        assert_eq!(shown, ["1:m1", "2:m2", "3:m3", "5:m5"]);
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        // 5's bus frame, late, is dropped; 6 goes on.
+        remote.send(numbered(5)).await.unwrap();
+        remote.send(numbered(6)).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "6:m6");
     }
 
     #[tokio::test]

@@ -24,8 +24,9 @@
 //!   through its chat's sequencer to every subscriber here, in the order a replay returns. The
 //!   messages other servers stored (from the [`Bus`](jiva_core::Bus)) enter the same sequencer;
 //!   they are shown, never stored or notified again (the storing server notifies, once). A
-//!   number that never arrives is skipped after [`GAP_WAIT`] (or [`MAX_WAIT`] while an append
-//!   of the chat is in flight here).
+//!   number that does not arrive within [`GAP_WAIT`] (or [`MAX_WAIT`] while an append of the
+//!   chat is in flight here) is read from the store and shown in order; only a number the
+//!   store does not have either is skipped. A late frame already shown is dropped.
 //! - The local path costs no task hop and no allocation beyond the frame: the frame expected
 //!   next is delivered in the appending task; [`SingleNode::publish`] does nothing.
 //! - A copilot turn always ends with the encoder's `end` frame; one turn runs at a time per

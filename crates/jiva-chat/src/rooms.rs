@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::sequencer::{GAP_WAIT, Sequencer};
+use crate::sequencer::{GAP_WAIT, Gap, Sequencer};
 
 /// One subscriber's place in a room: a socket's bounded outbound queue of frames.
 pub struct Subscriber<F> {
@@ -65,12 +65,25 @@ impl<F: Clone> Drop for InFlight<'_, F> {
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(Room { subscribers, order }) = rooms.get_mut(&chat) {
             order.end();
-            // The number it may have taken will not come: skip it if others have waited.
-            order.expire(Instant::now(), GAP_WAIT, &mut |f| {
+            // The number it may have taken will not come: fill the gap if others have waited.
+            let gap = order.expire(Instant::now(), GAP_WAIT, &mut |f| {
                 Room::offer(subscribers, &f)
             });
+            self.rooms.fill(&chat, order, subscribers, gap);
         }
     }
+}
+
+/// What the filler of a chat's sequence gaps does after a fill (frames read from the store may
+/// be held behind another missing number, with no task waiting for them but the filler's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterFill {
+    /// Fill this gap too: it has waited long enough.
+    Fill(Gap),
+    /// Frames are still held: call [`Rooms::recheck`] at this time.
+    Wait(Instant),
+    /// Nothing is held (or another fill is awaited, whose filler goes on).
+    Done,
 }
 
 struct Room<F> {
@@ -100,12 +113,27 @@ impl<F: Clone> Room<F> {
 /// socket of a chat sees its frames in the same order.
 pub(crate) struct Rooms<F> {
     rooms: Mutex<HashMap<ChatId, Room<F>>>,
+    /// Where gaps to fill from the store go (see `sequencer`); without it, or when it is full,
+    /// a gap is skipped.
+    filler: Option<mpsc::Sender<(ChatId, Gap)>>,
 }
 
 impl<F> Default for Rooms<F> {
     fn default() -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
+            filler: None,
+        }
+    }
+}
+
+impl<F> Rooms<F> {
+    /// Rooms whose timed-out sequence gaps are sent to `filler`, to be filled from the store
+    /// and handed back with [`Rooms::filled`].
+    pub fn with_filler(filler: mpsc::Sender<(ChatId, Gap)>) -> Self {
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+            filler: Some(filler),
         }
     }
 }
@@ -182,9 +210,10 @@ impl<F: Clone> Rooms<F> {
         let Room { subscribers, order } = room;
         order.end();
         let now = Instant::now();
-        // Gaps older than the wait are skipped by whoever comes next, even if the task that
+        // Gaps older than the wait are filled by whoever comes next, even if the task that
         // waits for them is gone.
-        order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
+        let gap = order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
+        self.fill(&chat, order, subscribers, gap);
         order.push(seq.get(), frame, now, &mut |f| Room::offer(subscribers, &f))
     }
 
@@ -196,17 +225,80 @@ impl<F: Clone> Rooms<F> {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         let Room { subscribers, order } = rooms.get_mut(chat)?;
         let now = Instant::now();
-        order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
+        let gap = order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
+        self.fill(chat, order, subscribers, gap);
         order.push(seq.get(), frame, now, &mut |f| Room::offer(subscribers, &f))
     }
 
-    /// Skips the sequence gaps of `chat` that have waited long enough.
+    /// Fills (or skips) the sequence gaps of `chat` that have waited long enough.
     pub fn expire(&self, chat: &ChatId) {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(Room { subscribers, order }) = rooms.get_mut(chat) {
-            order.expire(Instant::now(), GAP_WAIT, &mut |f| {
+            let gap = order.expire(Instant::now(), GAP_WAIT, &mut |f| {
                 Room::offer(subscribers, &f)
             });
+            self.fill(chat, order, subscribers, gap);
+        }
+    }
+
+    /// Sends `gap` of `chat` to be filled from the store; without a filler (or with its queue
+    /// full: `jiva_seq_fills_refused_total`) skips it at once, as far as it can.
+    fn fill(
+        &self,
+        chat: &ChatId,
+        order: &mut Sequencer<F>,
+        subscribers: &mut Vec<Subscriber<F>>,
+        mut gap: Option<Gap>,
+    ) {
+        while let Some(this) = gap {
+            let sent = self
+                .filler
+                .as_ref()
+                .is_some_and(|filler| filler.try_send((chat.clone(), this)).is_ok());
+            if sent {
+                return;
+            }
+            if self.filler.is_some() {
+                metrics::counter!("jiva_seq_fills_refused_total").increment(1);
+            }
+            let now = Instant::now();
+            order.fill(this, Vec::new(), now, &mut |f| Room::offer(subscribers, &f));
+            gap = order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f));
+        }
+    }
+
+    /// The store's answer to a fill of `gap` (sent by [`Rooms::expire`] and friends): the
+    /// frames of the chat's messages numbered after `gap.after`, by number. Says what the
+    /// filler does next (see [`AfterFill`]).
+    pub fn filled(&self, chat: &ChatId, gap: Gap, frames: Vec<(u64, F)>) -> AfterFill {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(Room { subscribers, order }) = rooms.get_mut(chat) else {
+            return AfterFill::Done;
+        };
+        let now = Instant::now();
+        order.fill(gap, frames, now, &mut |f| Room::offer(subscribers, &f));
+        Self::after_fill(order, subscribers, now)
+    }
+
+    /// Looks at `chat` again for the filler (see [`AfterFill::Wait`]).
+    pub fn recheck(&self, chat: &ChatId) -> AfterFill {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(Room { subscribers, order }) = rooms.get_mut(chat) else {
+            return AfterFill::Done;
+        };
+        Self::after_fill(order, subscribers, Instant::now())
+    }
+
+    fn after_fill(
+        order: &mut Sequencer<F>,
+        subscribers: &mut Vec<Subscriber<F>>,
+        now: Instant,
+    ) -> AfterFill {
+        match order.expire(now, GAP_WAIT, &mut |f| Room::offer(subscribers, &f)) {
+            Some(gap) => AfterFill::Fill(gap),
+            None => order
+                .next_check(GAP_WAIT)
+                .map_or(AfterFill::Done, AfterFill::Wait),
         }
     }
 

@@ -7,15 +7,23 @@
 //! appended them wake up in any order. A room's [`Sequencer`] delivers frame `n` only after frame
 //! `n - 1`; a frame that arrives early is held until the frames before it come.
 //!
-//! A number that never arrives (an append that failed after the store took the number, a task
-//! that died) must not stall the chat. The room counts the appends of its chat in flight on this
-//! server: while one is, a missing number is most likely its own, so the held frames wait for
-//! it. The missing numbers before the oldest held frame are skipped (counted in
-//! `jiva_seq_gaps_skipped_total`) once that frame has waited [`GAP_WAIT`] and no append of the
-//! chat is in flight here (the number is lost, or another server's and late), or in any case
-//! after [`MAX_WAIT`]. A frame whose number is below the next one expected (it arrived after its
-//! gap was skipped) is delivered at once rather than lost (`jiva_seq_late_frames_total`); each
-//! socket still drops what it replayed.
+//! A number that does not arrive must not stall the chat, nor be lost: it may be another
+//! server's frame held up on a slow bus (stored, acknowledged, and due here), or an append that
+//! failed after the store took its number (it will never come). The room counts the appends of
+//! its chat in flight on this server: while one is, a missing number is most likely its own, so
+//! the held frames wait for it. Once the oldest held frame has waited [`GAP_WAIT`] with no append
+//! of the chat in flight here (or [`MAX_WAIT`] in any case), the gap is **filled from the
+//! store**: [`Sequencer::expire`] returns a [`Gap`], the caller reads the chat's newest messages
+//! (the store has every acknowledged one) and hands their frames to [`Sequencer::fill`], which
+//! delivers them in order; only the numbers the store does not have either are skipped (counted
+//! in `jiva_seq_gaps_skipped_total`). Until the fill answers, frames keep being held (a fill
+//! that never answers is given up after [`MAX_WAIT`] and its gap skipped).
+//!
+//! A frame whose number is below the next one expected was either shown already (from the store,
+//! or a duplicate): it is dropped (`jiva_seq_duplicate_frames_total`); or its number was skipped
+//! (the store did not have it in time) or is older than where the room started: it is delivered
+//! at once rather than lost (`jiva_seq_late_frames_total`); each socket still drops what it
+//! replayed.
 //!
 //! Where a room starts: a new room does not know the chat's last number. The first socket's
 //! replay tells it ([`Sequencer::baseline`]); until then frames are held, and if no baseline
@@ -25,7 +33,7 @@
 //! and no task hop. Timing is the caller's: every held frame gets a receiver that resolves when
 //! it is delivered, and its task calls [`Sequencer::expire`] when `wait` has passed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -39,11 +47,48 @@ pub const GAP_WAIT: Duration = Duration::from_secs(2);
 /// longer than a store append may take (DynamoDB's operation time-out is 10 s by default).
 pub const MAX_WAIT: Duration = Duration::from_secs(15);
 
+/// Skipped numbers remembered (so that their frames, should they come after all, are delivered
+/// rather than dropped as shown); the oldest are forgotten first.
+const SKIPPED_KEPT: usize = 1024;
+
+/// How many more of a chat's newest messages than the gap spans a fill reads, for messages
+/// stored since the newest frame held here.
+const FILL_MARGIN: u64 = 64;
+
+/// The most messages a fill reads.
+const FILL_MAX: u64 = 1000;
+
+/// A gap whose wait is over: the numbers after `after` and before `before` have not arrived.
+/// The caller reads the chat's newest [`Gap::window`] messages from the store and hands the
+/// frames of those numbered after `after` to [`Sequencer::fill`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gap {
+    /// The last number delivered.
+    pub after: u64,
+    /// The oldest number held (the first after the gap).
+    pub before: u64,
+    /// The newest number held.
+    pub newest: u64,
+}
+
+impl Gap {
+    /// How many of the chat's newest messages to read so that the gap is among them (unless more
+    /// than [`FILL_MAX`] were stored since).
+    pub fn window(&self) -> usize {
+        let span = self
+            .newest
+            .saturating_sub(self.after)
+            .saturating_add(FILL_MARGIN);
+        usize::try_from(span.min(FILL_MAX)).unwrap_or(usize::MAX)
+    }
+}
+
 struct Held<F> {
     frame: F,
     since: Instant,
-    /// Dropped (so the waiting task wakes) when the frame is delivered.
-    _delivered: oneshot::Sender<()>,
+    /// Dropped (so the waiting task wakes) when the frame is delivered; `None` for a frame read
+    /// from the store, which no task waits for.
+    _delivered: Option<oneshot::Sender<()>>,
 }
 
 /// The reorder state of one room.
@@ -53,6 +98,13 @@ pub(crate) struct Sequencer<F> {
     held: BTreeMap<u64, Held<F>>,
     /// Appends of this chat in flight on this server (see [`Sequencer::begin`]).
     in_flight: usize,
+    /// Since when a fill from the store is awaited (see [`Sequencer::expire`]).
+    filling: Option<Instant>,
+    /// The first number this room delivered in order: the numbers from it to `next` were shown,
+    /// except those in `skipped`.
+    shown_from: Option<u64>,
+    /// Numbers skipped (neither received nor in the store in time), the newest [`SKIPPED_KEPT`].
+    skipped: BTreeSet<u64>,
 }
 
 impl<F> Default for Sequencer<F> {
@@ -61,6 +113,9 @@ impl<F> Default for Sequencer<F> {
             next: None,
             held: BTreeMap::new(),
             in_flight: 0,
+            filling: None,
+            shown_from: None,
+            skipped: BTreeSet::new(),
         }
     }
 }
@@ -99,8 +154,13 @@ impl<F> Sequencer<F> {
                 None
             }
             Some(next) if seq < next => {
-                metrics::counter!("jiva_seq_late_frames_total").increment(1);
-                deliver(frame);
+                if self.was_shown(seq) {
+                    // Shown already (read from the store when its gap timed out, or a duplicate).
+                    metrics::counter!("jiva_seq_duplicate_frames_total").increment(1);
+                } else {
+                    metrics::counter!("jiva_seq_late_frames_total").increment(1);
+                    deliver(frame);
+                }
                 None
             }
             _ => {
@@ -111,7 +171,7 @@ impl<F> Sequencer<F> {
                     Held {
                         frame,
                         since: now,
-                        _delivered: tx,
+                        _delivered: Some(tx),
                     },
                 );
                 Some(rx)
@@ -127,6 +187,7 @@ impl<F> Sequencer<F> {
         }
         let next = last.saturating_add(1);
         self.next = Some(next);
+        self.shown_from = Some(next);
         // Held frames the history already had go out at once (sockets drop what they replayed).
         while let Some(entry) = self.held.first_entry() {
             if *entry.key() >= next {
@@ -137,34 +198,153 @@ impl<F> Sequencer<F> {
         self.drain(deliver);
     }
 
-    /// Skips the missing numbers before held frames that have waited long enough by `now`
-    /// (`wait` with no append in flight, [`MAX_WAIT`] in any case), and delivers what that
-    /// unblocks.
-    pub fn expire(&mut self, now: Instant, wait: Duration, deliver: &mut impl FnMut(F)) {
-        let patience = if self.in_flight == 0 {
+    /// Looks at the held frames that have waited long enough by `now` (`wait` with no append
+    /// in flight, [`MAX_WAIT`] in any case). A room without a baseline starts at its oldest held
+    /// frame. Otherwise the missing numbers before that frame are returned as a [`Gap`] to fill
+    /// from the store: until [`Sequencer::fill`] is called, the room keeps holding (and this
+    /// returns `None`). A fill awaited longer than [`MAX_WAIT`] is given up: its gap is skipped.
+    #[must_use]
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        wait: Duration,
+        deliver: &mut impl FnMut(F),
+    ) -> Option<Gap> {
+        let patience = self.patience(wait);
+        let mut give_up = false;
+        if let Some(since) = self.filling {
+            if now.saturating_duration_since(since) < MAX_WAIT {
+                return None;
+            }
+            tracing::warn!("no answer from the store to fill a sequence gap; skipping it");
+            self.filling = None;
+            give_up = true;
+        }
+        while let Some((&first, held)) = self.held.first_key_value() {
+            if now.saturating_duration_since(held.since) < patience {
+                return None;
+            }
+            let Some(next) = self.next else {
+                tracing::debug!(first, "no baseline in time; starting at a held frame");
+                self.next = Some(first);
+                self.shown_from = Some(first);
+                self.skip_to(first, deliver);
+                continue;
+            };
+            if !give_up {
+                self.filling = Some(now);
+                let newest = self.held.last_key_value().map_or(first, |(&n, _)| n);
+                return Some(Gap {
+                    after: next.saturating_sub(1),
+                    before: first,
+                    newest,
+                });
+            }
+            self.skip_to(first, deliver);
+        }
+        None
+    }
+
+    /// How long the oldest held frame waits before [`Sequencer::expire`] acts on it.
+    fn patience(&self, wait: Duration) -> Duration {
+        if self.in_flight == 0 {
             wait
         } else {
             MAX_WAIT.max(wait)
-        };
-        while let Some((&first, held)) = self.held.first_key_value() {
-            if now.saturating_duration_since(held.since) < patience {
-                return;
-            }
-            match self.next {
-                None => tracing::debug!(first, "no baseline in time; starting at a held frame"),
-                Some(next) => {
-                    let skipped = first.saturating_sub(next);
-                    metrics::counter!("jiva_seq_gaps_skipped_total").increment(skipped);
-                    tracing::warn!(
-                        from = next,
-                        to = first,
-                        "skipping sequence numbers that never arrived"
-                    );
-                }
-            }
-            self.next = Some(first);
-            self.drain(deliver);
         }
+    }
+
+    /// When [`Sequencer::expire`] will next act, if nothing arrives meanwhile: when the oldest
+    /// held frame has waited long enough. `None` when nothing is held, or a fill is awaited
+    /// (its answer looks again).
+    pub fn next_check(&self, wait: Duration) -> Option<Instant> {
+        if self.filling.is_some() {
+            return None;
+        }
+        let (_, oldest) = self.held.first_key_value()?;
+        Some(oldest.since + self.patience(wait))
+    }
+
+    /// Ends the fill of `gap` (returned by [`Sequencer::expire`]) with the frames of the
+    /// chat's messages the store returned, by number: those not delivered or held yet are held,
+    /// then delivered in order; the numbers before `gap.before` the store did not have either
+    /// are skipped. An empty `frames` (the store could not be read) skips the gap.
+    pub fn fill(
+        &mut self,
+        gap: Gap,
+        frames: Vec<(u64, F)>,
+        now: Instant,
+        deliver: &mut impl FnMut(F),
+    ) {
+        self.filling = None;
+        let Some(next) = self.next else {
+            return;
+        };
+        let mut filled = 0u64;
+        for (seq, frame) in frames {
+            if seq >= next && !self.held.contains_key(&seq) {
+                filled += 1;
+                self.held.insert(
+                    seq,
+                    Held {
+                        frame,
+                        since: now,
+                        _delivered: None,
+                    },
+                );
+            }
+        }
+        metrics::counter!("jiva_seq_filled_frames_total").increment(filled);
+        self.skip_to(gap.before, deliver);
+    }
+
+    /// Delivers the held frames in order from the next number on, skipping the missing numbers
+    /// below `before`, and goes on while the held frames follow each other.
+    fn skip_to(&mut self, before: u64, deliver: &mut impl FnMut(F)) {
+        let Some(mut next) = self.next else {
+            return;
+        };
+        loop {
+            match self.held.first_entry() {
+                Some(entry) if *entry.key() == next => {
+                    deliver(entry.remove().frame);
+                    next = next.saturating_add(1);
+                }
+                _ if next < before => {
+                    let until = self
+                        .held
+                        .first_key_value()
+                        .map_or(before, |(&held, _)| held.min(before));
+                    self.skipped_numbers(next, until);
+                    next = until;
+                }
+                _ => break,
+            }
+        }
+        self.next = Some(next);
+    }
+
+    /// Records that the numbers `from..to` were skipped.
+    fn skipped_numbers(&mut self, from: u64, to: u64) {
+        metrics::counter!("jiva_seq_gaps_skipped_total").increment(to.saturating_sub(from));
+        tracing::warn!(
+            from,
+            to,
+            "skipping sequence numbers the store does not have"
+        );
+        let kept = u64::try_from(SKIPPED_KEPT).unwrap_or(u64::MAX);
+        self.skipped.extend(to.saturating_sub(kept).max(from)..to);
+        while self.skipped.len() > SKIPPED_KEPT {
+            if let Some(oldest) = self.skipped.pop_first() {
+                // Below here nothing is known any more: a late frame is delivered, not dropped.
+                self.shown_from = self.shown_from.map(|f| f.max(oldest.saturating_add(1)));
+            }
+        }
+    }
+
+    /// Whether number `seq`, below the next one, was delivered by this room.
+    fn was_shown(&self, seq: u64) -> bool {
+        self.shown_from.is_some_and(|from| seq >= from) && !self.skipped.contains(&seq)
     }
 
     /// Frames held (for tests).
@@ -216,6 +396,84 @@ mod tests {
         out.iter().map(|s| s.parse().unwrap()).collect()
     }
 
+    /// Expires what has waited; each gap is filled by a store that does not have its numbers
+    /// either (an append that failed after taking its number): they are skipped.
+    fn expire_unfilled(order: &mut Sequencer<String>, out: &mut Vec<String>) {
+        while let Some(gap) = order.expire(Instant::now(), WAIT, &mut |f| out.push(f)) {
+            order.fill(gap, Vec::new(), Instant::now(), &mut |f| out.push(f));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_gap_is_filled_from_the_store_in_order_and_its_late_frame_dropped() {
+        let mut order = Sequencer::<String>::default();
+        let mut out = Vec::new();
+        order.baseline(0, &mut |f| out.push(f));
+        let _waits = push_all(&[1, 3, 6], &mut order, &mut out);
+        tokio::time::advance(WAIT).await;
+        let gap = order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        let gap = gap.expect("a gap to fill");
+        assert_eq!(
+            gap,
+            Gap {
+                after: 1,
+                before: 3,
+                newest: 6
+            }
+        );
+        assert!(gap.window() >= 6, "the read reaches back to the gap");
+        // While the store is read, the room holds, and does not ask twice.
+        assert!(
+            order
+                .expire(Instant::now(), WAIT, &mut |f| out.push(f))
+                .is_none()
+        );
+        push_all(&[4], &mut order, &mut out);
+        assert_eq!(numbers(&out), vec![1]);
+        // The store has 2 (acknowledged, its bus frame slow), 3, 4 and 7 (stored since); not 5
+        // (its append failed after taking the number).
+        let stored = [2, 3, 4, 7].map(|n| (n, frame(n))).to_vec();
+        order.fill(gap, stored, Instant::now(), &mut |f| out.push(f));
+        assert_eq!(numbers(&out), vec![1, 2, 3, 4]);
+        // 5 is a gap of its own: 6 waits for it, then it is filled (the store lacks it).
+        tokio::time::advance(WAIT).await;
+        expire_unfilled(&mut order, &mut out);
+        assert_eq!(numbers(&out), vec![1, 2, 3, 4, 6, 7]);
+        // The late bus frames of 2 and 7, shown already, are dropped; 5, skipped, arriving
+        // after all, is delivered rather than lost.
+        push_all(&[2, 7, 5, 8], &mut order, &mut out);
+        assert_eq!(numbers(&out), vec![1, 2, 3, 4, 6, 7, 5, 8]);
+        assert_eq!(order.held(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fill_that_never_answers_is_given_up_after_the_longest_wait() {
+        let mut order = Sequencer::<String>::default();
+        let mut out = Vec::new();
+        order.baseline(0, &mut |f| out.push(f));
+        let _waits = push_all(&[2], &mut order, &mut out);
+        tokio::time::advance(WAIT).await;
+        assert!(
+            order
+                .expire(Instant::now(), WAIT, &mut |f| out.push(f))
+                .is_some()
+        );
+        tokio::time::advance(MAX_WAIT - Duration::from_millis(1)).await;
+        assert!(
+            order
+                .expire(Instant::now(), WAIT, &mut |f| out.push(f))
+                .is_none()
+        );
+        assert!(out.is_empty());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            order
+                .expire(Instant::now(), WAIT, &mut |f| out.push(f))
+                .is_none()
+        );
+        assert_eq!(numbers(&out), vec![2]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn frames_leave_in_sequence_order_whatever_order_they_arrive_in() {
         let mut order = Sequencer::<String>::default();
@@ -243,10 +501,10 @@ mod tests {
         assert_eq!(numbers(&out), vec![1]);
         // Not yet: 3 has waited less than the wait.
         tokio::time::advance(WAIT - Duration::from_millis(1)).await;
-        order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        expire_unfilled(&mut order, &mut out);
         assert_eq!(numbers(&out), vec![1]);
         tokio::time::advance(Duration::from_millis(1)).await;
-        order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        expire_unfilled(&mut order, &mut out);
         assert_eq!(numbers(&out), vec![1, 3, 4]);
         // The chat goes on at once, and 2 arriving late is delivered, not lost.
         push_all(&[5, 2], &mut order, &mut out);
@@ -265,24 +523,24 @@ mod tests {
         order.end();
         push_all(&[2], &mut order, &mut out);
         tokio::time::advance(WAIT * 3).await;
-        order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        expire_unfilled(&mut order, &mut out);
         assert!(
             out.is_empty(),
             "number 1 may still come: its append is in flight"
         );
         // That append failed: nothing can fill the gap now, and frame 2 has waited long enough.
         order.end();
-        order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        expire_unfilled(&mut order, &mut out);
         assert_eq!(numbers(&out), vec![2]);
 
         // An append in flight forever (its task died without ending) holds a gap MAX_WAIT.
         order.begin();
         push_all(&[4], &mut order, &mut out);
         tokio::time::advance(MAX_WAIT - Duration::from_millis(1)).await;
-        order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        expire_unfilled(&mut order, &mut out);
         assert_eq!(numbers(&out), vec![2]);
         tokio::time::advance(Duration::from_millis(1)).await;
-        order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        expire_unfilled(&mut order, &mut out);
         assert_eq!(numbers(&out), vec![2, 4]);
     }
 
@@ -296,10 +554,10 @@ mod tests {
         push_all(&[3], &mut order, &mut out);
         // 5 has waited long enough, but 3 (before it) has not: nothing skips yet.
         tokio::time::advance(WAIT / 2).await;
-        order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        expire_unfilled(&mut order, &mut out);
         assert_eq!(numbers(&out), vec![1]);
         tokio::time::advance(WAIT / 2).await;
-        order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        expire_unfilled(&mut order, &mut out);
         assert_eq!(numbers(&out), vec![1, 3, 5]);
     }
 
@@ -327,7 +585,7 @@ mod tests {
         let mut out = Vec::new();
         push_all(&[8, 7], &mut order, &mut out);
         tokio::time::advance(WAIT).await;
-        order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        expire_unfilled(&mut order, &mut out);
         assert_eq!(numbers(&out), vec![7, 8]);
         push_all(&[9], &mut order, &mut out);
         assert_eq!(numbers(&out), vec![7, 8, 9]);

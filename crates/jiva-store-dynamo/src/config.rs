@@ -26,6 +26,13 @@ pub struct Config {
     /// through this global secondary index on (`ChatID` S, `Timestamp` N). `None` (the default)
     /// selects the native layout: key (`ChatID`, `SortKey`).
     pub legacy_index: Option<String>,
+    /// Legacy layout only: a second, sparse global secondary index on (`ChatID` S, `Seq` N)
+    /// (only numbered items are in it). With it, history and `recent` return the chat's
+    /// numbered messages in sequence order, after the earlier server's unnumbered ones in time
+    /// order; without it (`None`, the default) the legacy layout reads everything in time order
+    /// and warns once at construction (see `docs/dynamodb.md`, "Replay in sequence order").
+    /// Ignored in the native layout.
+    pub legacy_seq_index: Option<String>,
     /// Attempts per request, first try included (SDK standard retry mode with jittered
     /// exponential backoff). `1` disables retries. Default 3.
     pub max_attempts: u32,
@@ -53,6 +60,7 @@ impl Default for Config {
             endpoint_url: None,
             region: None,
             legacy_index: None,
+            legacy_seq_index: None,
             max_attempts: 3,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),

@@ -38,16 +38,31 @@ pub(crate) fn encode(item: &Item, names: &[&str]) -> Option<Cursor> {
 /// Decodes a cursor into an `ExclusiveStartKey` with exactly the attributes `names`, whose
 /// `ChatID` is `chat` (canonical form).
 pub(crate) fn decode(cursor: &Cursor, names: &[&str], chat: &str) -> Result<Item, BadCursor> {
+    decode_one_of(cursor, &[names], chat).map(|(_, key)| key)
+}
+
+/// Decodes a cursor that may hold one of several key layouts (`layouts`, each a list of
+/// attribute names): returns which one (its index in `layouts`) and the key, whose `ChatID` is
+/// `chat`. The cursor's attribute names must be exactly one layout's.
+pub(crate) fn decode_one_of(
+    cursor: &Cursor,
+    layouts: &[&[&str]],
+    chat: &str,
+) -> Result<(usize, Item), BadCursor> {
     let bytes = hex_decode(cursor.token()).ok_or(BadCursor("not hex"))?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| BadCursor("not JSON"))?;
     let Value::Object(object) = value else {
         return Err(BadCursor("not an object"));
     };
-    if object.len() != names.len() {
-        return Err(BadCursor("wrong key attributes"));
-    }
+    let (which, names) = layouts
+        .iter()
+        .enumerate()
+        .find(|(_, names)| {
+            names.len() == object.len() && names.iter().all(|n| object.contains_key(*n))
+        })
+        .ok_or(BadCursor("wrong key attributes"))?;
     let mut key = HashMap::with_capacity(names.len());
-    for name in names {
+    for name in *names {
         let Some(Value::Object(typed)) = object.get(*name) else {
             return Err(BadCursor("wrong key attributes"));
         };
@@ -61,7 +76,7 @@ pub(crate) fn decode(cursor: &Cursor, names: &[&str], chat: &str) -> Result<Item
         key.insert((*name).to_owned(), value);
     }
     match key.get(CHAT_ID) {
-        Some(AttributeValue::S(c)) if c == chat => Ok(key),
+        Some(AttributeValue::S(c)) if c == chat => Ok((which, key)),
         _ => Err(BadCursor("cursor of another chat")),
     }
 }
@@ -154,5 +169,33 @@ mod tests {
         assert!(bad(&hex_encode(bad_number.as_bytes())).is_err());
         let ok = r#"{"ChatID":{"S":"a-b-copilot"},"SortKey":{"S":"k"}}"#;
         assert!(bad(&hex_encode(ok.as_bytes())).is_ok());
+    }
+
+    #[test]
+    fn a_cursor_of_several_layouts_says_which_it_holds() {
+        const TIME: &[&str] = &[MESSAGE_ID, CHAT_ID, TIMESTAMP];
+        const SEQ: &[&str] = &[MESSAGE_ID, CHAT_ID, crate::item::SEQ];
+        const START: &[&str] = &[CHAT_ID];
+        let layouts = [TIME, SEQ, START];
+        let chat = "a-b-copilot";
+        let item: Item = HashMap::from([
+            (CHAT_ID.into(), s(chat)),
+            (MESSAGE_ID.into(), s("id")),
+            (TIMESTAMP.into(), AttributeValue::N("17".into())),
+            (crate::item::SEQ.into(), AttributeValue::N("4".into())),
+        ]);
+        for (which, names) in layouts.iter().enumerate() {
+            let cursor = encode(&item, names).unwrap();
+            let (found, key) = decode_one_of(&cursor, &layouts, chat).unwrap();
+            assert_eq!(found, which);
+            assert_eq!(key.len(), names.len());
+        }
+        let both = encode(&item, &[MESSAGE_ID, CHAT_ID, TIMESTAMP, crate::item::SEQ]).unwrap();
+        assert_eq!(
+            decode_one_of(&both, &layouts, chat),
+            Err(BadCursor("wrong key attributes"))
+        );
+        let start = encode(&item, START).unwrap();
+        assert!(decode_one_of(&start, &layouts, "other-copilot").is_err());
     }
 }

@@ -16,6 +16,27 @@ pub const LEGACY_KEY: &[&str] = &[
     crate::item::TIMESTAMP,
 ];
 
+/// The key attributes of the sequence index of a legacy `Messages` table (`legacy_seq_index`).
+pub const LEGACY_SEQ_KEY: &[&str] = &[
+    crate::item::MESSAGE_ID,
+    crate::item::CHAT_ID,
+    crate::item::SEQ,
+];
+
+/// The cursor layouts of the legacy layout with a sequence index, in the order
+/// [`decode_phase_cursor`] numbers them: the time phase, the sequence phase, the start of the
+/// sequence phase (`ChatID` alone).
+pub const PHASE_LAYOUTS: &[&[&str]] = crate::by_seq::CURSOR_LAYOUTS;
+
+/// Decodes a history cursor of the legacy layout with a sequence index: which of
+/// [`PHASE_LAYOUTS`] it holds, and the key.
+pub fn decode_phase_cursor(
+    cursor: &Cursor,
+    chat: &str,
+) -> Result<(usize, HashMap<String, AttributeValue>), String> {
+    crate::cursor::decode_one_of(cursor, PHASE_LAYOUTS, chat).map_err(|e| e.to_string())
+}
+
 /// Reads a `Messages` item of `chat`; the error as text.
 pub fn message_from_item(
     item: &HashMap<String, AttributeValue>,

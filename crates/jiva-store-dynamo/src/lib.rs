@@ -4,6 +4,7 @@
 //! and [`DynamoStore::create_tables`] for the `create-tables` command of the server.
 //!
 //! Layout:
+//! - `by_seq`: the legacy layout's replay in sequence order (two phases, phase cursors).
 //! - `config`: [`Config`] (table names, endpoint, region, legacy index, retries, time-outs).
 //! - `store`: [`DynamoStore`] and its [`MessageStore`](jiva_core::MessageStore) implementation.
 //! - `tables`: [`DynamoStore::create_tables`] and [`TableSetup`].
@@ -22,7 +23,10 @@
 //! written before sequence numbers keep `"{Timestamp:020}#{MessageID}"` and sort first, in time
 //! order. Deployments whose `Messages` table is keyed by `MessageID` alone set
 //! [`Config::legacy_index`]: numbers come from a counter on the `Chats` item and history is read
-//! through a GSI on (`ChatID`, `Timestamp`), in time order. The GSI is eventually consistent:
+//! through a GSI on (`ChatID`, `Timestamp`), in time order — or, with
+//! [`Config::legacy_seq_index`], the unnumbered items in time order then the numbered ones
+//! through a sparse GSI on (`ChatID`, `Seq`), in number order (`by_seq`). The GSIs are
+//! eventually consistent:
 //! the append also keeps the chat's [`RECENT_IDS`] newest message ids on its `Chats` item, and
 //! the last history page and `recent` fetch by id, consistently, those the index does not show
 //! yet.
@@ -54,6 +58,7 @@
 //!   time-outs and server errors to `Unavailable`, rejected requests and malformed cursors to
 //!   `InvalidInput`, lost transactional writes to `Conflict`.
 
+mod by_seq;
 mod config;
 mod counters;
 mod cursor;
@@ -67,6 +72,7 @@ mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use by_seq::EARLIER_SERVER_OVERLAP;
 pub use config::Config;
 pub use item::{
     ACTION, AGENT_ID, CHAT_ID, COMBINED, LAST_SEQ, MESSAGE, MESSAGE_ID, OUTPUT, SECONDARY_ID,

@@ -78,10 +78,23 @@ pub(crate) enum Layout {
     Legacy {
         /// The index name.
         index: String,
+        /// The sparse index on (`ChatID` S, `Seq` N), when configured: history in number order.
+        seq_index: Option<String>,
     },
 }
 
 impl Layout {
+    /// The two indexes of the legacy layout with a sequence index, when it is that.
+    pub(crate) fn seq_indexes(&self) -> Option<crate::by_seq::Indexes<'_>> {
+        match self {
+            Self::Legacy {
+                index,
+                seq_index: Some(seq),
+            } => Some(crate::by_seq::Indexes { time: index, seq }),
+            _ => None,
+        }
+    }
+
     /// The attributes of a `LastEvaluatedKey` of a history Query (the cursor's content).
     pub(crate) fn cursor_key(&self) -> &'static [&'static str] {
         match self {
@@ -117,9 +130,20 @@ impl DynamoStore {
     /// [`Config::apply_to`] when building it to get ours).
     pub fn from_client(client: Client, config: Config) -> Self {
         let layout = match &config.legacy_index {
-            Some(index) => Layout::Legacy {
-                index: index.clone(),
-            },
+            Some(index) => {
+                if config.legacy_seq_index.is_none() {
+                    tracing::warn!(
+                        index = %index,
+                        "legacy-index mode without legacy_seq_index: history is replayed in \
+                         timestamp order, which may differ from the order shown live (see \
+                         docs/dynamodb.md, \"Replay in sequence order\")"
+                    );
+                }
+                Layout::Legacy {
+                    index: index.clone(),
+                    seq_index: config.legacy_seq_index.clone(),
+                }
+            }
             None => Layout::Native,
         };
         Self {
@@ -162,13 +186,13 @@ impl DynamoStore {
             // Strongly consistent: an acknowledged append is visible to the next read.
             Layout::Native => request.consistent_read(true),
             // A GSI can only be read eventually consistently.
-            Layout::Legacy { index } => request.index_name(index),
+            Layout::Legacy { index, .. } => request.index_name(index),
         };
         request.send().await.map_err(|e| translate("Query", e))
     }
 
     /// Reads items of `chat`, skipping (and logging) those that are not messages.
-    fn read_items(chat: &ChatId, items: &[Item]) -> Vec<Message> {
+    pub(crate) fn read_items(chat: &ChatId, items: &[Item]) -> Vec<Message> {
         let messages: Vec<Message> = items
             .iter()
             .filter_map(|raw| match item::message_from_item(raw, chat) {
@@ -391,7 +415,9 @@ impl DynamoStore {
             counted.attributes.as_ref().and_then(|a| a.get(RECENT))
         {
             if recent.len() >= 2 * RECENT_IDS {
-                self.trim_recent(&message.chat, recent.len()).await;
+                if let Some(AttributeValue::S(first)) = recent.first() {
+                    self.trim_recent(&message.chat, recent.len(), first).await;
+                }
             }
         }
         let seq = match counted.attributes.as_ref().and_then(|a| a.get(LAST_SEQ)) {
@@ -430,10 +456,13 @@ impl DynamoStore {
             })
     }
 
-    /// Drops the oldest entries of `chat`'s `Recent` list (`len` long), keeping the newest
-    /// [`RECENT_IDS`]; only if nobody appended meanwhile (another append will trim then). Best
-    /// effort: a failure only leaves the list longer.
-    async fn trim_recent(&self, chat: &ChatId, len: usize) {
+    /// Drops the oldest entries of `chat`'s `Recent` list (`len` long, starting with `first`,
+    /// when this append read it), keeping at least the newest [`RECENT_IDS`]. Concurrent
+    /// appends only add at the end, so the condition is that the list still starts with
+    /// `first` (no other trim ran since) and is at least `len` long; under contention another
+    /// append's trim may win instead. Best effort: a failure only leaves the list longer (reads
+    /// look at its newest `2 × RECENT_IDS` entries whatever its length).
+    async fn trim_recent(&self, chat: &ChatId, len: usize, first: &str) {
         let drop: Vec<String> = (0..len.saturating_sub(RECENT_IDS))
             .map(|i| format!("#recent[{i}]"))
             .collect();
@@ -443,9 +472,10 @@ impl DynamoStore {
             .table_name(&self.config.chats_table)
             .set_key(Some(chats_key(chat)))
             .update_expression(format!("REMOVE {}", drop.join(", ")))
-            .condition_expression("size(#recent) = :len")
+            .condition_expression("size(#recent) >= :len AND #recent[0] = :first")
             .expression_attribute_names("#recent", RECENT)
             .expression_attribute_values(":len", AttributeValue::N(len.to_string()))
+            .expression_attribute_values(":first", AttributeValue::S(first.to_owned()))
             .send()
             .await;
         if let Err(err) = result {
@@ -463,6 +493,24 @@ impl DynamoStore {
         chat: &ChatId,
         messages: &mut Vec<Message>,
         after: Option<&Item>,
+    ) -> Result<(), StoreError> {
+        let start_id = after.map(item::item_message_id);
+        let not_before = after.and_then(|start| item::timestamp(start).ok());
+        self.cover_index_lag_where(chat, messages, start_id, |raw| {
+            not_before.is_none_or(|t| item::timestamp(raw).is_ok_and(|ts| ts >= t))
+        })
+        .await
+    }
+
+    /// [`DynamoStore::cover_index_lag`] with the page's bounds given by the caller: `start_id`
+    /// (the page's start item, never added) and `keep`, which tells whether a message read by
+    /// id belongs to the page.
+    pub(crate) async fn cover_index_lag_where(
+        &self,
+        chat: &ChatId,
+        messages: &mut Vec<Message>,
+        start_id: Option<&str>,
+        keep: impl Fn(&Item) -> bool,
     ) -> Result<(), StoreError> {
         if !matches!(self.layout, Layout::Legacy { .. }) {
             return Ok(());
@@ -482,9 +530,11 @@ impl DynamoStore {
         else {
             return Ok(());
         };
-        let start_id = after.map(item::item_message_id);
         let mut missing: Vec<&str> = Vec::new();
-        for entry in recent {
+        // The newest entries only: the list may be longer than trimming keeps it when appends
+        // race (and a BatchGetItem takes at most 100 keys).
+        let newest = recent.get(recent.len().saturating_sub(2 * RECENT_IDS)..);
+        for entry in newest.unwrap_or_default() {
             if let AttributeValue::S(id) = entry {
                 let shown = messages.iter().any(|m| m.id.to_string() == *id);
                 if !shown && start_id != Some(id.as_str()) && !missing.contains(&id.as_str()) {
@@ -511,7 +561,6 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| translate("BatchGetItem", e))?;
-        let not_before = after.and_then(|start| item::timestamp(start).ok());
         let found = output
             .responses
             .and_then(|mut r| r.remove(&self.config.messages_table))
@@ -521,7 +570,7 @@ impl DynamoStore {
             .into_iter()
             .filter(|raw| {
                 matches!(raw.get(CHAT_ID), Some(AttributeValue::S(c)) if *c == canonical)
-                    && not_before.is_none_or(|t| item::timestamp(raw).is_ok_and(|ts| ts >= t))
+                    && keep(raw)
             })
             .collect();
         messages.extend(Self::read_items(chat, &found));
@@ -591,6 +640,9 @@ impl MessageStore for DynamoStore {
             ));
         }
         let limit = limit.min(MAX_PAGE);
+        if let Some(indexes) = self.layout.seq_indexes() {
+            return self.history_by_seq(chat, cursor, limit, &indexes).await;
+        }
         let canonical = chat.canonical();
         let key_names = self.layout.cursor_key();
         let start = cursor
@@ -654,6 +706,9 @@ impl MessageStore for DynamoStore {
     }
 
     async fn recent(&self, chat: &ChatId, limit: usize) -> Result<Vec<Message>, StoreError> {
+        if let Some(indexes) = self.layout.seq_indexes() {
+            return self.recent_by_seq(chat, limit, &indexes).await;
+        }
         let canonical = chat.canonical();
         let mut messages = Vec::new();
         let mut start = None;
@@ -687,16 +742,18 @@ impl MessageStore for DynamoStore {
             .map_err(|e| translate("DescribeTable", e))?
             .table
             .ok_or_else(|| unavailable("DescribeTable returned no table"))?;
-        if let Layout::Legacy { index } = &self.layout {
-            let found = table
-                .global_secondary_indexes()
-                .iter()
-                .any(|gsi| gsi.index_name() == Some(index.as_str()));
-            if !found {
-                return Err(unavailable(format!(
-                    "table {} has no index {index} (see docs/dynamodb.md)",
-                    self.config.messages_table
-                )));
+        if let Layout::Legacy { index, seq_index } = &self.layout {
+            for index in std::iter::once(index).chain(seq_index) {
+                let found = table
+                    .global_secondary_indexes()
+                    .iter()
+                    .any(|gsi| gsi.index_name() == Some(index.as_str()));
+                if !found {
+                    return Err(unavailable(format!(
+                        "table {} has no index {index} (see docs/dynamodb.md)",
+                        self.config.messages_table
+                    )));
+                }
             }
         }
         Ok(())

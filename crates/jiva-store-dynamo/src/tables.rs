@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 use jiva_core::StoreError;
 
 use crate::error::translate;
-use crate::item::{AGENT_ID, CHAT_ID, MESSAGE_ID, SECONDARY_ID, SORT_KEY, TIMESTAMP};
+use crate::item::{AGENT_ID, CHAT_ID, MESSAGE_ID, SECONDARY_ID, SEQ, SORT_KEY, TIMESTAMP};
 use crate::store::{DynamoStore, Layout, unavailable};
 
 /// How long [`DynamoStore::create_tables`] waits for a new table to become `ACTIVE`.
@@ -93,6 +93,17 @@ fn legacy_index_key() -> Vec<KeyAttr> {
     ]
 }
 
+/// The sparse sequence index of the legacy layout ([`crate::Config::legacy_seq_index`]).
+fn legacy_seq_index_key() -> Vec<KeyAttr> {
+    vec![
+        (CHAT_ID, KeyType::Hash, ScalarAttributeType::S),
+        (SEQ, KeyType::Range, ScalarAttributeType::N),
+    ]
+}
+
+/// A global secondary index a table must have: its name and key.
+type Index<'a> = (&'a str, Vec<KeyAttr>);
+
 fn key_schema(key: &[KeyAttr]) -> Result<Vec<KeySchemaElement>, StoreError> {
     key.iter()
         .map(|(name, role, _)| {
@@ -157,29 +168,30 @@ impl DynamoStore {
     /// - `Messages`, legacy layout ([`crate::Config::legacy_index`] set): key `MessageID` S and the
     ///   named GSI on (`ChatID` S, `Timestamp` N), projecting all attributes. An existing legacy
     ///   table without that index is reported as an error naming the `update-table` fix
-    ///   (`docs/dynamodb.md`): this call does not alter existing tables.
+    ///   (`docs/dynamodb.md`): this call does not alter existing tables. With
+    ///   [`crate::Config::legacy_seq_index`] also set, the same for that GSI on (`ChatID` S,
+    ///   `Seq` N).
     ///
     /// An existing table whose key schema differs is [`StoreError::InvalidInput`] with the
     /// expected and found schema; a failed AWS call is translated as everywhere else.
     pub async fn create_tables(&self) -> Result<TableSetup, StoreError> {
         let mut setup = TableSetup::default();
         let chats = self.config.chats_table.clone();
-        self.ensure_table(&chats, &chats_key(), None, &mut setup)
+        self.ensure_table(&chats, &chats_key(), &[], &mut setup)
             .await?;
         let messages = self.config.messages_table.clone();
         match &self.layout {
             Layout::Native => {
-                self.ensure_table(&messages, &native_messages_key(), None, &mut setup)
+                self.ensure_table(&messages, &native_messages_key(), &[], &mut setup)
                     .await?;
             }
-            Layout::Legacy { index } => {
-                self.ensure_table(
-                    &messages,
-                    &legacy_messages_key(),
-                    Some(index.as_str()),
-                    &mut setup,
-                )
-                .await?;
+            Layout::Legacy { index, seq_index } => {
+                let mut indexes = vec![(index.as_str(), legacy_index_key())];
+                if let Some(seq_index) = seq_index {
+                    indexes.push((seq_index.as_str(), legacy_seq_index_key()));
+                }
+                self.ensure_table(&messages, &legacy_messages_key(), &indexes, &mut setup)
+                    .await?;
             }
         }
         Ok(setup)
@@ -203,38 +215,36 @@ impl DynamoStore {
         &self,
         table: &str,
         key: &[KeyAttr],
-        index: Option<&str>,
+        indexes: &[Index<'_>],
         setup: &mut TableSetup,
     ) -> Result<(), StoreError> {
         if let Some(found) = self.describe(table).await? {
-            check_existing(table, &found, key, index)?;
+            check_existing(table, &found, key, indexes)?;
             setup.existing.push(table.to_owned());
             return Ok(());
         }
-        let index_key = legacy_index_key();
         let mut request = self
             .client
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
             .set_key_schema(Some(key_schema(key)?));
-        if let Some(index) = index {
-            request = request
-                .set_attribute_definitions(Some(definitions(&[key, &index_key])?))
-                .global_secondary_indexes(
-                    GlobalSecondaryIndex::builder()
-                        .index_name(index)
-                        .set_key_schema(Some(key_schema(&index_key)?))
-                        .projection(
-                            Projection::builder()
-                                .projection_type(ProjectionType::All)
-                                .build(),
-                        )
-                        .build()
-                        .map_err(|e| StoreError::InvalidInput(e.to_string()))?,
-                );
-        } else {
-            request = request.set_attribute_definitions(Some(definitions(&[key])?));
+        let mut keys: Vec<&[KeyAttr]> = vec![key];
+        keys.extend(indexes.iter().map(|(_, index_key)| index_key.as_slice()));
+        request = request.set_attribute_definitions(Some(definitions(&keys)?));
+        for (index, index_key) in indexes {
+            request = request.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(*index)
+                    .set_key_schema(Some(key_schema(index_key)?))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| StoreError::InvalidInput(e.to_string()))?,
+            );
         }
         match request.send().await {
             Ok(_) => {
@@ -251,7 +261,7 @@ impl DynamoStore {
                     .describe(table)
                     .await?
                     .ok_or_else(|| unavailable(format!("table {table} vanished")))?;
-                check_existing(table, &found, key, index)?;
+                check_existing(table, &found, key, indexes)?;
                 setup.existing.push(table.to_owned());
             }
             Err(err) => return Err(translate("CreateTable", err)),
@@ -270,7 +280,7 @@ fn check_existing(
     table: &str,
     found: &TableDescription,
     key: &[KeyAttr],
-    index: Option<&str>,
+    indexes: &[Index<'_>],
 ) -> Result<(), StoreError> {
     let definitions = found.attribute_definitions();
     if !same_key(found.key_schema(), definitions, key) {
@@ -284,34 +294,37 @@ fn check_existing(
             describe_key(key)
         )));
     }
-    let Some(index) = index else {
-        return Ok(());
-    };
-    let expected = legacy_index_key();
-    let gsi = found
-        .global_secondary_indexes()
-        .iter()
-        .find(|g| g.index_name() == Some(index));
-    match gsi {
-        None => Err(StoreError::InvalidInput(format!(
-            "table {table} has no global secondary index {index}; add it with \
-             `aws dynamodb update-table` as shown in docs/dynamodb.md"
-        ))),
-        Some(g) if !same_key(g.key_schema(), definitions, &expected) => {
-            Err(StoreError::InvalidInput(format!(
-                "index {index} of table {table} must be keyed by {}",
-                describe_key(&expected)
-            )))
+    for (index, expected) in indexes {
+        let gsi = found
+            .global_secondary_indexes()
+            .iter()
+            .find(|g| g.index_name() == Some(*index));
+        match gsi {
+            None => {
+                return Err(StoreError::InvalidInput(format!(
+                    "table {table} has no global secondary index {index} on ({}); add it with \
+                     `aws dynamodb update-table` as shown in docs/dynamodb.md",
+                    describe_key(expected)
+                )));
+            }
+            Some(g) if !same_key(g.key_schema(), definitions, expected) => {
+                return Err(StoreError::InvalidInput(format!(
+                    "index {index} of table {table} must be keyed by {}",
+                    describe_key(expected)
+                )));
+            }
+            Some(g)
+                if g.projection().and_then(|p| p.projection_type())
+                    != Some(&ProjectionType::All) =>
+            {
+                return Err(StoreError::InvalidInput(format!(
+                    "index {index} of table {table} must project all attributes (ProjectionType ALL)"
+                )));
+            }
+            Some(_) => {}
         }
-        Some(g)
-            if g.projection().and_then(|p| p.projection_type()) != Some(&ProjectionType::All) =>
-        {
-            Err(StoreError::InvalidInput(format!(
-                "index {index} of table {table} must project all attributes (ProjectionType ALL)"
-            )))
-        }
-        Some(_) => Ok(()),
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -407,7 +407,8 @@ impl Intercept for RequestLog {
 }
 
 /// An SDK interceptor that removes the items of chosen messages from every Query answer, as an
-/// eventually consistent index does for a message written a moment ago. Other operations
+/// eventually consistent index does for a message written a moment ago (a `LastEvaluatedKey`
+/// naming a hidden item is moved back to the last item shown). Other operations
 /// (GetItem, BatchGetItem) see every item.
 #[derive(Debug, Clone, Default)]
 pub struct IndexLag {
@@ -450,6 +451,28 @@ impl Intercept for IndexLag {
                         )
                     });
                     query.count = i32::try_from(items.len()).unwrap_or(i32::MAX);
+                    // An index that does not hold an item never ends a page on it: a
+                    // `LastEvaluatedKey` of a hidden item becomes the last item shown (or the
+                    // end, when none is).
+                    let hidden_key = query.last_evaluated_key.as_ref().is_some_and(|key| {
+                        matches!(
+                            key.get(crate::item::MESSAGE_ID),
+                            Some(aws_sdk_dynamodb::types::AttributeValue::S(id)) if hidden.contains(id)
+                        )
+                    });
+                    if hidden_key {
+                        let names: Vec<String> = query
+                            .last_evaluated_key
+                            .as_ref()
+                            .map(|key| key.keys().cloned().collect())
+                            .unwrap_or_default();
+                        query.last_evaluated_key = items.last().map(|last| {
+                            names
+                                .iter()
+                                .filter_map(|n| last.get(n).map(|v| (n.clone(), v.clone())))
+                                .collect()
+                        });
+                    }
                 }
             }
         }

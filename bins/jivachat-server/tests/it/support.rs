@@ -43,6 +43,7 @@ pub enum StoreKind {
 
 /// Where a test server keeps its data, so a second server can be started on the same data.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // a handful per test: size does not matter
 pub enum Backing {
     Sqlite(PathBuf),
     Dynamo(jiva_store_dynamo::Config),

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate,
-    KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use jiva_core::{
     Body, ChatId, ConnectionType, Cursor, Message, MessageId, MessageStore, Sender, StoreError,
@@ -245,56 +244,14 @@ async fn an_existing_legacy_table_is_never_altered_and_works_once_the_index_is_a
     }
 
     // What `aws dynamodb update-table` in docs/dynamodb.md does.
-    store
-        .client()
-        .update_table()
-        .table_name(&config.messages_table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("ChatID")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("Timestamp")
-                .attribute_type(ScalarAttributeType::N)
-                .build()
-                .unwrap(),
-        )
-        .global_secondary_index_updates(
-            GlobalSecondaryIndexUpdate::builder()
-                .create(
-                    CreateGlobalSecondaryIndexAction::builder()
-                        .index_name(LEGACY_INDEX)
-                        .key_schema(
-                            KeySchemaElement::builder()
-                                .attribute_name("ChatID")
-                                .key_type(KeyType::Hash)
-                                .build()
-                                .unwrap(),
-                        )
-                        .key_schema(
-                            KeySchemaElement::builder()
-                                .attribute_name("Timestamp")
-                                .key_type(KeyType::Range)
-                                .build()
-                                .unwrap(),
-                        )
-                        .projection(
-                            Projection::builder()
-                                .projection_type(ProjectionType::All)
-                                .build(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    crate::support::add_chat_index(
+        store.client(),
+        &config.messages_table,
+        LEGACY_INDEX,
+        "Timestamp",
+        aws_sdk_dynamodb::types::ScalarAttributeType::N,
+    )
+    .await;
 
     let setup = store.create_tables().await.unwrap();
     // Chats was created by the first, failed call.

@@ -4,6 +4,8 @@
 
 // `cfg(test)` (always true here) lets clippy's allow-*-in-tests settings cover the helpers too.
 #[cfg(test)]
+mod by_seq;
+#[cfg(test)]
 mod errors;
 #[cfg(test)]
 mod history;

@@ -37,6 +37,17 @@ pub fn legacy_config() -> Config {
     }
 }
 
+/// The legacy sequence index name used by the tests.
+pub const LEGACY_SEQ_INDEX: &str = "ChatID-Seq-index";
+
+/// A fresh config with both legacy indexes set (replay in sequence order).
+pub fn legacy_seq_config() -> Config {
+    Config {
+        legacy_seq_index: Some(LEGACY_SEQ_INDEX.to_owned()),
+        ..legacy_config()
+    }
+}
+
 /// A chat of a fresh agent whose id is a UUID (so it contains `-`).
 pub fn chat(kind: ConnectionType) -> ChatId {
     ChatId::new(AgentId::parse(&Uuid::new_v4().to_string()).unwrap(), kind)
@@ -188,4 +199,58 @@ pub async fn get_raw(client: &Client, table: &str, key: Item) -> Option<Item> {
         .await
         .expect("GetItem")
         .item
+}
+
+/// Adds a global secondary index on (`ChatID` S, `range` of type `kind`), projecting all
+/// attributes, to an existing table: what `aws dynamodb update-table` in docs/dynamodb.md does.
+pub async fn add_chat_index(
+    client: &Client,
+    table: &str,
+    index: &str,
+    range: &str,
+    kind: aws_sdk_dynamodb::types::ScalarAttributeType,
+) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate,
+        KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    };
+    let definition = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, role: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(role)
+            .build()
+            .unwrap()
+    };
+    client
+        .update_table()
+        .table_name(table)
+        .attribute_definitions(definition("ChatID", ScalarAttributeType::S))
+        .attribute_definitions(definition(range, kind))
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder()
+                .create(
+                    CreateGlobalSecondaryIndexAction::builder()
+                        .index_name(index)
+                        .key_schema(key("ChatID", KeyType::Hash))
+                        .key_schema(key(range, KeyType::Range))
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::All)
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
 }
