@@ -3,27 +3,13 @@
 
 use jiva_core::{ConnectionType, MessageStore, Sender, Seq};
 
-use crate::support::{batch_write, chat, raw_text, store, text, with_sort_key};
+use crate::support::{chat, store, text};
 
 #[tokio::test]
 async fn after_and_before_a_number_read_in_chat_order_with_unnumbered_messages_first() {
     let store = store().await;
     let chat = chat(ConnectionType::Supervisor);
-    let canonical = chat.canonical();
-    let old: Vec<_> = [300i64, 100, 200]
-        .iter()
-        .map(|t| {
-            let id = uuid::Uuid::now_v7().to_string();
-            with_sort_key(raw_text(
-                &canonical,
-                &id,
-                1_600_000_000_000 + t,
-                "agent",
-                "old",
-            ))
-        })
-        .collect();
-    batch_write(store.client(), &store.config().messages_table, old).await;
+    crate::support::write_unnumbered(&store, &chat, &[300, 100, 200]).await;
     for i in 1..=5 {
         let m = text(&chat, Sender::Agent, 1_700_000_000_000, &format!("new-{i}"));
         assert_eq!(store.append(&m).await.unwrap().seq(), Seq::new(i));
