@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use jiva_core::{
-    ChatId, ConnectionType, Cursor, HistoryPage, Incoming, Message, MessageStore, Notification,
-    Seq, StoreError,
+    Appended, ChatId, ConnectionType, Cursor, HistoryPage, Incoming, Message, MessageId,
+    MessageStore, Notification, Seq, StoreError,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ports::{Config, Encoder, Ports, Rejection};
+use crate::ports::{CancelRefusal, Config, Encoder, Ports, Rejection};
 use crate::rooms::{AfterFill, Rooms, Subscriber};
 use crate::sequencer::{GAP_WAIT, Gap};
 use crate::turns::Turns;
@@ -53,7 +53,11 @@ impl<E: Encoder> Core<E> {
     /// shown or published that is not stored. When numbers before the message's are still on
     /// their way, this waits (at most [`GAP_WAIT`]) until the message has gone out, so that a
     /// sender's messages keep their order.
-    pub async fn store_and_show(&self, message: &mut Message) -> Result<(), StoreError> {
+    ///
+    /// A message whose id is already stored (a client's resend, see
+    /// [`jiva_core::MessageId::for_client`]) is neither shown nor published again: it was when
+    /// it was stored.
+    pub async fn store_and_show(&self, message: &mut Message) -> Result<Appended, StoreError> {
         let started = Instant::now();
         // Counted in flight until shown; dropped (a failure) if the append fails.
         let flight = self.rooms.begin(&message.chat);
@@ -65,8 +69,13 @@ impl<E: Encoder> Core<E> {
             metrics::counter!("jiva_store_failures_total").increment(1);
             tracing::error!(chat = %message.chat, message_id = %message.id, error = %e, "storing a message failed");
         }
-        let seq = stored?.seq();
+        let appended = stored?;
+        let seq = appended.seq();
         message.seq = Some(seq);
+        if let Appended::AlreadyStored(_) = appended {
+            metrics::counter!("jiva_messages_resent_total").increment(1);
+            return Ok(appended);
+        }
         let frame = self.encoder.stored(message);
         self.ports.bus.publish(message);
         if let Some(shown) = self.rooms.show(flight, &message.chat, seq, frame) {
@@ -74,7 +83,7 @@ impl<E: Encoder> Core<E> {
                 self.rooms.expire(&message.chat);
             }
         }
-        Ok(())
+        Ok(appended)
     }
 
     /// Queues `frame` on every subscriber of `chat` here, outside the sequence (copilot chunks,
@@ -323,7 +332,14 @@ impl<E: Encoder> Chats<E> {
     /// turn queue (a copilot chat), stores it, shows it to every subscriber of its chat (on
     /// every server), raises its notification and, on a copilot chat, queues the turn that
     /// answers it.
-    pub async fn accept(&self, mut message: Message) -> Result<(), Rejection> {
+    pub async fn accept(&self, message: Message) -> Result<(), Rejection> {
+        self.send(message).await.map(|_| ())
+    }
+
+    /// [`Chats::accept`], telling where the message was stored. A message whose id is already
+    /// stored (a resend) is [`Appended::AlreadyStored`] with its number: nothing is shown,
+    /// published or notified again and no copilot turn starts.
+    pub async fn send(&self, mut message: Message) -> Result<Appended, Rejection> {
         self.core.meters().messages_in.increment(1);
         let ticket = match message.chat.kind() {
             ConnectionType::Copilot => Some(
@@ -333,10 +349,15 @@ impl<E: Encoder> Chats<E> {
             ),
             ConnectionType::Supervisor => None,
         };
-        self.core
+        let appended = self
+            .core
             .store_and_show(&mut message)
             .await
             .map_err(|_| Rejection::NotStored)?;
+        if let Appended::AlreadyStored(_) = appended {
+            // The ticket, unused, gives its place in the copilot queue back.
+            return Ok(appended);
+        }
         let notification = Notification::for_message(&message);
         if let Some(ticket) = ticket {
             ticket.submit(message);
@@ -344,7 +365,23 @@ impl<E: Encoder> Chats<E> {
         if let Some(notification) = notification {
             self.core.notify(notification).await;
         }
-        Ok(())
+        Ok(appended)
+    }
+}
+
+impl<E: Encoder> Chats<E> {
+    /// Stops the copilot turn answering `question` in `chat`, waiting or running on this
+    /// server: the copilot request is dropped, what came is stored marked as stopped, and the
+    /// turn ends as every turn does ([`TurnEnding::Cancelled`](crate::TurnEnding)).
+    pub fn cancel(&self, chat: &ChatId, question: MessageId) -> Result<(), CancelRefusal> {
+        if chat.kind() != ConnectionType::Copilot {
+            return Err(CancelRefusal::NotACopilotChat);
+        }
+        if self.turns.cancel(chat, question) {
+            Ok(())
+        } else {
+            Err(CancelRefusal::NoSuchTurn)
+        }
     }
 }
 
@@ -704,6 +741,62 @@ mod tests {
         notifier.expect_notify().times(1).returning(|_| Ok(()));
         let frames = one_turn(|ports| ports.with_notifier(Arc::new(notifier))).await;
         assert_eq!(frames, ["1:question", "chunk:answer", "2:answer", "end"]);
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_the_running_turn_with_what_came_and_a_waiting_one_is_never_asked() {
+        let mut store = numbering_store(false);
+        store.expect_recent().returning(|_, _| Ok(Vec::new()));
+        let mut copilot = MockCopilot::new();
+        // Only the first question is asked: a chunk, then nothing until the turn is cancelled.
+        copilot.expect_ask().times(1).returning(|_| {
+            let chunk = Ok(CopilotChunk {
+                action: None,
+                output: Some("part".into()),
+            });
+            let chunks: ChunkStream = Box::pin(
+                futures_util::stream::iter([chunk]).chain(futures_util::stream::pending()),
+            );
+            Ok(chunks)
+        });
+        let tracker = TaskTracker::new();
+        let chats = Chats::new(
+            Config::default(),
+            Ports::new(Arc::new(store)).with_copilot(Arc::new(copilot)),
+            TextEncoder,
+            tracker.clone(),
+            CancellationToken::new(),
+        );
+        let copilot_chat = chat(ConnectionType::Copilot);
+        let (sub, mut rx) = subscriber(1);
+        chats.join(&copilot_chat, sub).await;
+        chats.replayed(&copilot_chat, 0);
+        let first = Message::user(copilot_chat.clone(), Sender::Agent, "q1".into());
+        let first_id = first.id;
+        chats.accept(first).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "1:q1");
+        assert_eq!(rx.recv().await.unwrap(), "chunk:part");
+        let second = Message::user(copilot_chat.clone(), Sender::Agent, "q2".into());
+        let second_id = second.id;
+        chats.accept(second).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "2:q2");
+        assert_eq!(chats.cancel(&copilot_chat, second_id), Ok(()));
+        assert_eq!(chats.cancel(&copilot_chat, first_id), Ok(()));
+        tracker.close();
+        tracker.wait().await;
+        let mut rest = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            rest.push(frame);
+        }
+        assert_eq!(rest, ["3:part\n\n[Answer stopped.]", "end", "end"]);
+        assert_eq!(
+            chats.cancel(&copilot_chat, first_id),
+            Err(CancelRefusal::NoSuchTurn)
+        );
+        assert_eq!(
+            chats.cancel(&chat(ConnectionType::Supervisor), first_id),
+            Err(CancelRefusal::NotACopilotChat)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,7 +43,10 @@ pub mod turn_lock;
 pub use auth::{
     AuthError, Authenticator, Denied, Identity, NoAuth, UserRole, authorize, sender_for,
 };
-pub use bus::{Bus, BusError, Incoming};
+pub use bus::{
+    Bus, BusError, ChatEvent, EventKind, Events, Incoming, MemberRole, PresenceMember,
+    ReceivedEvent,
+};
 pub use chat::{AgentId, ChatId, ConnectionType, InvalidAgentId, UnknownConnectionType};
 pub use copilot::{
     AnswerAssembler, ChunkStream, Copilot, CopilotChunk, CopilotError, CopilotRequest,
@@ -53,7 +56,10 @@ pub use message::{
     Body, InvalidMessageId, Message, MessageId, Sender, Seq, Timestamp, UnknownSender,
 };
 pub use notify::{Disabled, Notification, NotificationKind, Notifier, NotifyError};
-pub use store::{Appended, Cursor, HistoryPage, MessageStore, StoreError};
+pub use store::{
+    Appended, Cursor, HistoryPage, MessageStore, OlderPage, StoreError, after_by_walking,
+    before_by_walking,
+};
 pub use turn_lock::{LeaseToken, TurnLock, TurnLockError};
 
 #[cfg(any(test, feature = "mocks"))]

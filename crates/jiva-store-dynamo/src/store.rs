@@ -25,6 +25,8 @@ use crate::item::{
     SORT_KEY, TIMESTAMP,
 };
 
+mod seek;
+
 /// The most messages one history page returns, whatever the caller asks for.
 pub const MAX_PAGE: usize = 1000;
 
@@ -683,6 +685,24 @@ impl MessageStore for DynamoStore {
         }
         self.order_legacy(&mut messages);
         Ok(HistoryPage { messages, next })
+    }
+
+    async fn after(
+        &self,
+        chat: &ChatId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.seek_after(chat, after, limit).await
+    }
+
+    async fn before(
+        &self,
+        chat: &ChatId,
+        before: Seq,
+        limit: usize,
+    ) -> Result<jiva_core::OlderPage, StoreError> {
+        self.seek_before(chat, before, limit).await
     }
 
     async fn recent(&self, chat: &ChatId, limit: usize) -> Result<Vec<Message>, StoreError> {

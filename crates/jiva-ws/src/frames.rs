@@ -2,7 +2,8 @@
 //! core types. Nothing here derives `Serialize` on a core type.
 
 use axum::extract::ws::Utf8Bytes;
-use jiva_core::{Body, CopilotChunk, Message, Sender, Seq, Timestamp};
+use jiva_chat::{TurnEnding, TurnError};
+use jiva_core::{Body, CopilotChunk, Message, MessageId, Sender, Seq, Timestamp};
 use std::borrow::Cow;
 
 use serde::Serialize;
@@ -29,6 +30,39 @@ impl jiva_chat::Encoder for Wire {
     fn end(&self) -> Frame {
         end()
     }
+
+    // The v1 side of a copilot turn's frames: the v0 text is unchanged, and what v1 adds (the
+    // question, how the turn ended) goes beside it for v1 sockets.
+
+    fn turn_chunk(&self, question: MessageId, c: &CopilotChunk) -> Frame {
+        crate::v1::with_meta(chunk(c), crate::v1::Meta::Chunk { question })
+    }
+
+    fn turn_error(&self, question: MessageId, failure: TurnError, reason: &str) -> Frame {
+        let code = crate::v1::turn_error_code(failure);
+        crate::v1::with_meta(error(reason), crate::v1::Meta::TurnError { question, code })
+    }
+
+    fn turn_notice(&self, _question: MessageId, notice: &Message) -> Frame {
+        crate::v1::with_meta(stored(notice, notice.seq), crate::v1::Meta::Skip)
+    }
+
+    fn turn_end(
+        &self,
+        question: MessageId,
+        ending: TurnEnding,
+        answer: Option<MessageId>,
+    ) -> Frame {
+        let outcome = crate::v1::turn_outcome(ending);
+        crate::v1::with_meta(
+            end(),
+            crate::v1::Meta::TurnEnd {
+                question,
+                outcome,
+                answer,
+            },
+        )
+    }
 }
 
 /// A frame ready to be written, encoded once and shared between sockets.
@@ -38,6 +72,8 @@ pub(crate) struct Frame {
     /// a chat's frames and to drop replay duplicates).
     pub seq: Option<Seq>,
     pub text: Utf8Bytes,
+    /// What a v1 socket needs beyond `text` (`None` for a stored message and v0's own frames).
+    pub v1: Option<std::sync::Arc<crate::v1::Meta>>,
 }
 
 #[derive(Serialize)]
@@ -114,7 +150,11 @@ pub(crate) fn stored(message: &Message, seq: Option<Seq>) -> Frame {
             seq: wire_seq,
         }),
     };
-    Frame { seq, text }
+    Frame {
+        seq,
+        text,
+        v1: None,
+    }
 }
 
 /// The frame of a user message, byte for byte what serde writes for [`UserFrame`] (the field
@@ -160,6 +200,7 @@ pub(crate) fn chunk(chunk: &CopilotChunk) -> Frame {
             action: chunk.action.as_deref(),
             output: chunk.output.as_deref(),
         }),
+        v1: None,
     }
 }
 
@@ -168,6 +209,7 @@ pub(crate) fn end() -> Frame {
     Frame {
         seq: None,
         text: Utf8Bytes::from_static(r#"{"action":"end","output":""}"#),
+        v1: None,
     }
 }
 
@@ -176,6 +218,7 @@ pub(crate) fn error(reason: &str) -> Frame {
     Frame {
         seq: None,
         text: to_text(&ErrorFrame { error: reason }),
+        v1: None,
     }
 }
 

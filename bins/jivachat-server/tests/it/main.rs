@@ -24,3 +24,4 @@ mod notify;
 mod order;
 mod shutdown;
 mod tls;
+mod v1;

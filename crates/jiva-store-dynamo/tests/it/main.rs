@@ -14,6 +14,8 @@ mod legacy;
 #[cfg(test)]
 mod round_trip;
 #[cfg(test)]
+mod seek;
+#[cfg(test)]
 mod seq;
 #[cfg(test)]
 mod support;

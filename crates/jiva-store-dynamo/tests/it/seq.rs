@@ -7,7 +7,7 @@ use std::sync::Arc;
 use jiva_core::{ConnectionType, MessageStore, Sender, Seq};
 use jiva_store_dynamo::DynamoStore;
 
-use crate::support::{batch_write, chat, raw_text, store, text, with_sort_key};
+use crate::support::{chat, store, text};
 
 /// `stores` append `each` messages apiece to one chat, all at once; returns (seq, id) sorted.
 async fn append_concurrently(
@@ -151,22 +151,8 @@ async fn appends_under_contention_from_three_servers_never_give_up() {
 async fn messages_stored_before_numbers_come_first_in_time_order() {
     let store = store().await;
     let chat = chat(ConnectionType::Copilot);
-    let canonical = chat.canonical();
     // Items written by the previous release: the time-based sort key, no Seq.
-    let old: Vec<_> = [300i64, 100, 200]
-        .iter()
-        .map(|t| {
-            let id = uuid::Uuid::now_v7().to_string();
-            with_sort_key(raw_text(
-                &canonical,
-                &id,
-                1_600_000_000_000 + t,
-                "agent",
-                "old",
-            ))
-        })
-        .collect();
-    batch_write(store.client(), &store.config().messages_table, old).await;
+    crate::support::write_unnumbered(&store, &chat, &[300, 100, 200]).await;
     // A new message with an *older* timestamp still comes after them: it is numbered.
     let new = text(&chat, Sender::Agent, 1_500_000_000_000, "new");
     assert_eq!(store.append(&new).await.unwrap().seq(), Seq::new(1));

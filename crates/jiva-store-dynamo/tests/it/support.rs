@@ -119,6 +119,26 @@ pub fn with_sort_key(mut item: Item) -> Item {
     item
 }
 
+/// Writes messages of `chat` as the release before sequence numbers did (the time-based sort
+/// key, no `Seq`), at epoch milliseconds `1_600_000_000_000 + offset` for each offset.
+pub async fn write_unnumbered(store: &DynamoStore, chat: &ChatId, offsets: &[i64]) {
+    let canonical = chat.canonical();
+    let items: Vec<_> = offsets
+        .iter()
+        .map(|t| {
+            let id = uuid::Uuid::now_v7().to_string();
+            with_sort_key(raw_text(
+                &canonical,
+                &id,
+                1_600_000_000_000 + t,
+                "agent",
+                "old",
+            ))
+        })
+        .collect();
+    batch_write(store.client(), &store.config().messages_table, items).await;
+}
+
 /// Writes raw items with BatchWriteItem, 25 at a time, retrying unprocessed items.
 pub async fn batch_write(client: &Client, table: &str, items: Vec<Item>) {
     let mut chunks: Vec<Vec<Item>> = Vec::new();
