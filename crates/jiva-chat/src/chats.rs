@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use jiva_core::{
-    ChatId, ConnectionType, Cursor, HistoryPage, Incoming, Message, MessageStore, Notification,
-    Seq, StoreError,
+    Appended, ChatId, ConnectionType, Cursor, HistoryPage, Incoming, Message, MessageStore,
+    Notification, Seq, StoreError,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,7 +35,11 @@ impl<E: Encoder> Core<E> {
     /// shown or published that is not stored. When numbers before the message's are still on
     /// their way, this waits (at most [`GAP_WAIT`]) until the message has gone out, so that a
     /// sender's messages keep their order.
-    pub async fn store_and_show(&self, message: &mut Message) -> Result<(), StoreError> {
+    ///
+    /// A message whose id is already stored (a client's resend, see
+    /// [`jiva_core::MessageId::for_client`]) is neither shown nor published again: it was when
+    /// it was stored.
+    pub async fn store_and_show(&self, message: &mut Message) -> Result<Appended, StoreError> {
         let started = Instant::now();
         // Counted in flight until shown; dropped (a failure) if the append fails.
         let flight = self.rooms.begin(&message.chat);
@@ -45,8 +49,13 @@ impl<E: Encoder> Core<E> {
             metrics::counter!("jiva_store_failures_total").increment(1);
             tracing::error!(chat = %message.chat, message_id = %message.id, error = %e, "storing a message failed");
         }
-        let seq = stored?.seq();
+        let appended = stored?;
+        let seq = appended.seq();
         message.seq = Some(seq);
+        if let Appended::AlreadyStored(_) = appended {
+            metrics::counter!("jiva_messages_resent_total").increment(1);
+            return Ok(appended);
+        }
         let frame = self.encoder.stored(message);
         self.ports.bus.publish(message);
         if let Some(shown) = self.rooms.show(flight, seq, frame) {
@@ -54,7 +63,7 @@ impl<E: Encoder> Core<E> {
                 self.rooms.expire(&message.chat);
             }
         }
-        Ok(())
+        Ok(appended)
     }
 
     /// Queues `frame` on every subscriber of `chat` here, outside the sequence (copilot chunks,
@@ -254,7 +263,14 @@ impl<E: Encoder> Chats<E> {
     /// turn queue (a copilot chat), stores it, shows it to every subscriber of its chat (on
     /// every server), raises its notification and, on a copilot chat, queues the turn that
     /// answers it.
-    pub async fn accept(&self, mut message: Message) -> Result<(), Rejection> {
+    pub async fn accept(&self, message: Message) -> Result<(), Rejection> {
+        self.send(message).await.map(|_| ())
+    }
+
+    /// [`Chats::accept`], telling where the message was stored. A message whose id is already
+    /// stored (a resend) is [`Appended::AlreadyStored`] with its number: nothing is shown,
+    /// published or notified again and no copilot turn starts.
+    pub async fn send(&self, mut message: Message) -> Result<Appended, Rejection> {
         metrics::counter!("jiva_messages_in_total").increment(1);
         let ticket = match message.chat.kind() {
             ConnectionType::Copilot => Some(
@@ -264,10 +280,15 @@ impl<E: Encoder> Chats<E> {
             ),
             ConnectionType::Supervisor => None,
         };
-        self.core
+        let appended = self
+            .core
             .store_and_show(&mut message)
             .await
             .map_err(|_| Rejection::NotStored)?;
+        if let Appended::AlreadyStored(_) = appended {
+            // The ticket, unused, gives its place in the copilot queue back.
+            return Ok(appended);
+        }
         let notification = Notification::for_message(&message);
         if let Some(ticket) = ticket {
             ticket.submit(message);
@@ -275,7 +296,7 @@ impl<E: Encoder> Chats<E> {
         if let Some(notification) = notification {
             self.core.notify(notification).await;
         }
-        Ok(())
+        Ok(appended)
     }
 }
 

@@ -203,7 +203,7 @@ async fn run_turn<E: Encoder>(core: &Core<E>, chat: &ChatId, question: Message) 
     if !text.is_empty() {
         let mut stored = Message::copilot_answer(chat.clone(), text);
         match core.store_and_show(&mut stored).await {
-            Ok(()) => {
+            Ok(_) => {
                 if let Some(n) = Notification::for_message(&stored) {
                     core.notify(n).await;
                 }

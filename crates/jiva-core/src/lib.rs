@@ -53,7 +53,7 @@ pub use message::{
     Body, InvalidMessageId, Message, MessageId, Sender, Seq, Timestamp, UnknownSender,
 };
 pub use notify::{Disabled, Notification, NotificationKind, Notifier, NotifyError};
-pub use store::{Appended, Cursor, HistoryPage, MessageStore, StoreError};
+pub use store::{Appended, Cursor, HistoryPage, MessageStore, OlderPage, StoreError};
 pub use turn_lock::{LeaseToken, TurnLock, TurnLockError};
 
 #[cfg(any(test, feature = "mocks"))]

@@ -8,9 +8,14 @@ use uuid::Uuid;
 use crate::chat::ChatId;
 
 /// A message id: a UUID assigned by the server (version 7, so ids sort by creation time). Items
-/// written by the earlier server carry random (v4) ids, which are accepted too.
+/// written by the earlier server carry random (v4) ids, which are accepted too; a message a
+/// client named with its own id (protocol v1's `client_id`) has an id derived from that name
+/// ([`MessageId::for_client`], version 5), so that a resend is the same message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(Uuid);
+
+/// The namespace of [`MessageId::for_client`] ids (a fixed random UUID; never change it).
+const CLIENT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_2c4a_9b3d_4e57_8a60_d1c2_b3a4_9587);
 
 /// A string that is not a UUID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +26,15 @@ impl MessageId {
     /// A fresh, time-ordered (v7) id.
     pub fn new_v7() -> Self {
         Self(Uuid::now_v7())
+    }
+
+    /// The id of the message that `author` named `client_id` in `chat`: the same for every
+    /// resend, on every server and after restarts, so that a store, which appends
+    /// idempotently by id, keeps it once. A UUID v5 (SHA-1 of `"{chat}\n{author}\n{client_id}"`
+    /// in a JivaChat namespace): it never equals a server-made (v7) id.
+    pub fn for_client(chat: &ChatId, author: &str, client_id: &str) -> Self {
+        let name = format!("{}\n{author}\n{client_id}", chat.canonical());
+        Self(Uuid::new_v5(&CLIENT_NAMESPACE, name.as_bytes()))
     }
 
     /// Wraps an existing UUID.
@@ -247,6 +261,22 @@ mod tests {
         assert!(a < b);
         assert_eq!(MessageId::parse(&a.to_string()), Ok(a));
         assert!(MessageId::parse("nope").is_err());
+    }
+
+    #[test]
+    fn a_client_named_id_is_the_same_for_every_resend_and_scoped_to_its_chat_and_author() {
+        use crate::{AgentId, ConnectionType};
+        let chat = |kind| ChatId::new(AgentId::parse("a-1").unwrap(), kind);
+        let supervisor = chat(ConnectionType::Supervisor);
+        let id = MessageId::for_client(&supervisor, "agent", "c-1");
+        assert_eq!(id, MessageId::for_client(&supervisor, "agent", "c-1"));
+        assert_eq!(id.as_uuid().get_version_num(), 5);
+        assert_ne!(id, MessageId::for_client(&supervisor, "agent", "c-2"));
+        assert_ne!(id, MessageId::for_client(&supervisor, "supervisor", "c-1"));
+        assert_ne!(
+            id,
+            MessageId::for_client(&chat(ConnectionType::Copilot), "agent", "c-1")
+        );
     }
 
     #[test]

@@ -39,6 +39,19 @@ pub struct HistoryPage {
     pub next: Option<Cursor>,
 }
 
+/// The newest messages before a point of a chat's history (see [`MessageStore::before`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OlderPage {
+    /// At most the requested number of messages, oldest first, in chat order.
+    pub messages: Vec<Message>,
+    /// Whether the chat has messages older than the first of `messages`.
+    pub has_older: bool,
+}
+
+/// Messages read per page by the default [`MessageStore::after`] and
+/// [`MessageStore::before`], which walk the history from its start.
+const WALK_PAGE: usize = 500;
+
 /// The result of an append: the message's place in its chat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -125,4 +138,72 @@ pub trait MessageStore: Send + Sync {
 
     /// Whether the store answers (for readiness checks).
     async fn check(&self) -> Result<(), StoreError>;
+
+    /// Up to `limit` messages of `chat` numbered after `after`, oldest first (fewer than
+    /// `limit`: the end of the history was reached). Messages without a number are left out.
+    ///
+    /// The default walks [`MessageStore::history`] from the start; a store that can seek to a
+    /// number should override it.
+    async fn after(
+        &self,
+        chat: &ChatId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        while out.len() < limit {
+            let page = self.history(chat, cursor, WALK_PAGE.max(limit)).await?;
+            let empty = page.messages.is_empty();
+            for message in page.messages {
+                if message.seq.is_some_and(|seq| seq > after) && out.len() < limit {
+                    out.push(message);
+                }
+            }
+            match page.next {
+                Some(next) if !empty => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` messages of `chat` that come before number `before` in chat order
+    /// (numbered below it, and the messages without a number, which come first), returned
+    /// oldest first, and whether older ones exist.
+    ///
+    /// The default walks [`MessageStore::history`] from the start; a store that can seek to a
+    /// number should override it.
+    async fn before(
+        &self,
+        chat: &ChatId,
+        before: Seq,
+        limit: usize,
+    ) -> Result<OlderPage, StoreError> {
+        let mut kept = std::collections::VecDeque::new();
+        let mut has_older = false;
+        let mut cursor = None;
+        'walk: loop {
+            let page = self.history(chat, cursor, WALK_PAGE).await?;
+            let empty = page.messages.is_empty();
+            for message in page.messages {
+                if message.seq.is_some_and(|seq| seq >= before) {
+                    break 'walk;
+                }
+                kept.push_back(message);
+                if kept.len() > limit {
+                    kept.pop_front();
+                    has_older = true;
+                }
+            }
+            match page.next {
+                Some(next) if !empty => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok(OlderPage {
+            messages: kept.into(),
+            has_older,
+        })
+    }
 }

@@ -53,8 +53,8 @@ use std::thread;
 
 use async_trait::async_trait;
 use jiva_core::{
-    Appended, Body, ChatId, Cursor, HistoryPage, Message, MessageId, MessageStore, Sender, Seq,
-    StoreError, Timestamp,
+    Appended, Body, ChatId, Cursor, HistoryPage, Message, MessageId, MessageStore, OlderPage,
+    Sender, Seq, StoreError, Timestamp,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -821,6 +821,56 @@ impl MessageStore for SqliteStore {
             let mut messages = collect(&chat, rows)?;
             messages.reverse();
             Ok(messages)
+        })
+        .await
+    }
+
+    async fn after(
+        &self,
+        chat: &ChatId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        // Every row is numbered (older databases are numbered on open): the history after the
+        // cursor of that number, through the `(agent_id, secondary_id, chat_seq)` index.
+        let cursor = Cursor::from_token(format!("s{}", after.get()));
+        Ok(self.history(chat, Some(cursor), limit).await?.messages)
+    }
+
+    async fn before(
+        &self,
+        chat: &ChatId,
+        before: Seq,
+        limit: usize,
+    ) -> Result<OlderPage, StoreError> {
+        let chat = chat.clone();
+        let before = i64::try_from(before.get()).unwrap_or(i64::MAX);
+        let fetch = i64::try_from(limit)
+            .unwrap_or(i64::MAX - 1)
+            .saturating_add(1);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM messages WHERE agent_id = ?1 AND secondary_id = ?2
+                     AND chat_seq < ?3 ORDER BY chat_seq DESC LIMIT ?4"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query(params![
+                    chat.agent().as_str(),
+                    chat.kind().as_str(),
+                    before,
+                    fetch
+                ])
+                .map_err(unavailable)?;
+            let mut messages = collect(&chat, rows)?;
+            let has_older = messages.len() > limit;
+            messages.truncate(limit);
+            messages.reverse();
+            Ok(OlderPage {
+                messages,
+                has_older,
+            })
         })
         .await
     }

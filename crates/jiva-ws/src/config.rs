@@ -43,6 +43,9 @@ pub struct Config {
     /// Origins (`scheme://host[:port]`) a browser may open sockets from; empty: any. A request
     /// without an `Origin` header (not a browser) is always allowed.
     pub allowed_origins: Vec<String>,
+    /// Protocol v1: the most messages a resume (`?since=`) replays; a client further behind is
+    /// told to reload (`docs/PROTOCOL-v1.md`).
+    pub v1_resume_max: usize,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             limits: Limits::default(),
             metrics_on_main_listener: true,
             allowed_origins: Vec::new(),
+            v1_resume_max: jiva_protocol::RESUME_MAX_DEFAULT as usize,
         }
     }
 }

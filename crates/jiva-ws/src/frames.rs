@@ -36,6 +36,8 @@ pub(crate) struct Frame {
     /// a chat's frames and to drop replay duplicates).
     pub seq: Option<Seq>,
     pub text: Utf8Bytes,
+    /// What a v1 socket needs beyond `text` (`None` for a stored message and v0's own frames).
+    pub v1: Option<std::sync::Arc<crate::v1::Meta>>,
 }
 
 #[derive(Serialize)]
@@ -116,7 +118,11 @@ pub(crate) fn stored(message: &Message, seq: Option<Seq>) -> Frame {
             seq: wire_seq,
         }),
     };
-    Frame { seq, text }
+    Frame {
+        seq,
+        text,
+        v1: None,
+    }
 }
 
 /// A streamed copilot chunk, values unchanged.
@@ -127,6 +133,7 @@ pub(crate) fn chunk(chunk: &CopilotChunk) -> Frame {
             action: chunk.action.as_deref(),
             output: chunk.output.as_deref(),
         }),
+        v1: None,
     }
 }
 
@@ -135,6 +142,7 @@ pub(crate) fn end() -> Frame {
     Frame {
         seq: None,
         text: Utf8Bytes::from_static(r#"{"action":"end","output":""}"#),
+        v1: None,
     }
 }
 
@@ -143,6 +151,7 @@ pub(crate) fn error(reason: &str) -> Frame {
     Frame {
         seq: None,
         text: to_text(&ErrorFrame { error: reason }),
+        v1: None,
     }
 }
 

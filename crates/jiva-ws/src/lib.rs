@@ -15,6 +15,9 @@
 //!   the peer address for the per-IP limits, a request-head timeout, graceful shutdown).
 //! - `tls`: [`serve_tls`], native TLS (rustls, explicit `ring` provider) with certificates
 //!   swapped without a restart.
+//! - `v1`: protocol v1 (`docs/PROTOCOL-v1.md`), chosen by the subprotocol `jivachat.v1`: its
+//!   socket reader and writer, the catch-up (latest page, resume, reload), and the conversion of
+//!   the room's frames to v1 frames (`jiva-protocol`'s types).
 //! - `auth`: before the upgrade, the Origin allow-list, the caller's token and
 //!   `jiva_core::authorize` (401/403 with a reason); `GET /auth-mode`.
 //!
@@ -59,6 +62,7 @@ mod pages;
 mod server;
 mod state;
 mod tls;
+mod v1;
 
 /// Benchmark hooks (`benches/`); not public API.
 #[doc(hidden)]

@@ -170,6 +170,14 @@ async fn upgrades_first(
         Ok(identity) => identity,
         Err(refusal) => return refusal,
     };
+    // Protocol v1 when the client offers it (with its resume point); v0 otherwise.
+    let v1 = match crate::v1::offered(request.headers()) {
+        false => None,
+        true => match crate::v1::since_from_query(request.uri().query()) {
+            Ok(since) => Some(since),
+            Err(reason) => return bad_request(reason),
+        },
+    };
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
@@ -186,13 +194,20 @@ async fn upgrades_first(
     // Taken before the upgrade so that shutdown waits for this socket.
     let token = state.tracker.token();
     let task_state = Arc::clone(&state);
+    let upgrade = match v1 {
+        Some(_) => upgrade.protocols([jiva_protocol::SUBPROTOCOL]),
+        None => upgrade,
+    };
     upgrade
         .read_buffer_size(config.read_buffer_bytes)
         .write_buffer_size(config.write_buffer_bytes)
         .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
         .on_upgrade(move |socket| async move {
-            conn::run(task_state, chat, identity, socket).await;
+            match v1 {
+                Some(since) => crate::v1::run(task_state, chat, identity, socket, since).await,
+                None => conn::run(task_state, chat, identity, socket).await,
+            }
             drop(permit);
             drop(token);
         })

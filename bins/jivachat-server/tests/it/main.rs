@@ -24,3 +24,4 @@ mod metrics;
 mod notify;
 mod order;
 mod tls;
+mod v1;

@@ -1,0 +1,472 @@
+//! One v1 socket: a reader (this task) that answers the client's frames and a writer task that
+//! sends the welcome, the catch-up and then live frames, joined on exit. Limits, close codes
+//! and shutdown are v0's (`crate::conn`).
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use jiva_chat::{Rejection, Subscriber};
+use jiva_core::{ChatId, Identity, Message, MessageId, Sender, Seq, Timestamp, sender_for};
+use jiva_protocol::{
+    Ack, ClientFrame, ErrorCode, Limits, Member, Page, PageRequest, Pong, Send as SendFrame,
+    ServerFrame, UserSender, Welcome,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{catchup, encode};
+use crate::frames::Frame;
+use crate::limits::{self, Verdict};
+use crate::state::State;
+use crate::{
+    CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED,
+    CLOSE_TOO_BIG, auth,
+};
+
+/// Frames written per flush.
+const WRITE_BATCH: usize = 64;
+
+/// Why the reader stopped, and so how the writer closes (as `conn`'s).
+enum Ending {
+    Quiet,
+    ClientClosed,
+    TooBig,
+    Shutdown,
+    Policy,
+    Idle,
+}
+
+/// What a socket's reader and writer both know.
+struct Socket<'a> {
+    state: &'a Arc<State>,
+    chat: &'a ChatId,
+    identity: Option<&'a Identity>,
+}
+
+/// Runs one v1 socket of `chat` until it closes; `since` is the resume point, if any.
+pub(crate) async fn run(
+    state: Arc<State>,
+    chat: ChatId,
+    identity: Option<Identity>,
+    socket: WebSocket,
+    since: Option<Seq>,
+) {
+    let conn = state.next_conn_id();
+    let span = tracing::debug_span!("conn", conn, chat = %chat, protocol = "v1");
+    async move {
+        metrics::gauge!("jiva_sockets_open").increment(1.0);
+        metrics::counter!("jiva_v1_sockets_total").increment(1);
+        tracing::debug!(resume = since.is_some(), "v1 socket opened");
+        let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
+        let slow = CancellationToken::new();
+        let subscriber = Subscriber {
+            conn,
+            tx: tx.clone(),
+            slow: slow.clone(),
+        };
+        let me = super::member(identity.as_ref(), conn);
+        let (sink, stream) = socket.split();
+        let (end_tx, end_rx) = oneshot::channel();
+        let done = CancellationToken::new();
+        let ping = Arc::new(Notify::new());
+        let joined = CancellationToken::new();
+        let writer = tokio::spawn(
+            write_loop(
+                Arc::clone(&state),
+                chat.clone(),
+                me,
+                since,
+                sink,
+                rx,
+                (slow.clone(), end_rx, done.clone()),
+                (subscriber, joined.clone()),
+                Arc::clone(&ping),
+                identity.as_ref().and_then(|i| i.expires_at),
+            )
+            .in_current_span(),
+        );
+        let socket = Socket {
+            state: &state,
+            chat: &chat,
+            identity: identity.as_ref(),
+        };
+        let ending = read_loop(&socket, stream, &tx, &slow, &done, &ping, &joined).await;
+        let _ = end_tx.send(ending);
+        drop(tx);
+        let _ = writer.await;
+        metrics::gauge!("jiva_sockets_open").decrement(1.0);
+        tracing::debug!("v1 socket closed");
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn read_loop(
+    socket: &Socket<'_>,
+    mut stream: SplitStream<WebSocket>,
+    tx: &mpsc::Sender<Frame>,
+    slow: &CancellationToken,
+    done: &CancellationToken,
+    ping: &Notify,
+    joined: &CancellationToken,
+) -> Ending {
+    let state = socket.state;
+    let reply = |frame: Frame| {
+        if tx.try_send(frame).is_err() {
+            slow.cancel();
+        }
+    };
+    let mut bucket = state.limiter.message_bucket();
+    let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = state.shutdown.cancelled() => return Ending::Shutdown,
+            () = done.cancelled() => return Ending::Quiet,
+            alive = liveness.tick() => {
+                if !alive {
+                    return Ending::Idle;
+                }
+                ping.notify_one();
+                continue;
+            }
+        };
+        liveness.seen();
+        if matches!(next, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_)))) {
+            match bucket.take() {
+                Verdict::Accept => {}
+                Verdict::Refuse => {
+                    reply(encode::error(
+                        ErrorCode::RateLimited,
+                        limits::Refusal::MessageRate.reason(),
+                        None,
+                    ));
+                    continue;
+                }
+                Verdict::Drop => continue,
+                Verdict::Close => return Ending::Policy,
+            }
+        }
+        match next {
+            None => return Ending::Quiet,
+            Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
+            Some(Ok(WsMessage::Text(text))) => {
+                metrics::counter!("jiva_frames_in_total").increment(1);
+                let frame = match ClientFrame::from_json(&text) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        let (code, reason) = if e.is_syntax() {
+                            (ErrorCode::InvalidJson, "invalid JSON")
+                        } else {
+                            (ErrorCode::InvalidFrame, "not a v1 frame")
+                        };
+                        reply(encode::error(code, reason, readable_ref(&text).as_deref()));
+                        continue;
+                    }
+                };
+                let reference = frame.reference().map(str::to_owned);
+                if reference
+                    .as_deref()
+                    .is_some_and(|r| !jiva_protocol::valid_id(r))
+                {
+                    reply(encode::error(ErrorCode::InvalidId, "invalid ref", None));
+                    continue;
+                }
+                match frame {
+                    ClientFrame::Send(send) => {
+                        // The socket must be in its room before its message is shown.
+                        tokio::select! {
+                            () = joined.cancelled() => {}
+                            () = done.cancelled() => return Ending::Quiet,
+                            () = state.shutdown.cancelled() => return Ending::Shutdown,
+                        }
+                        reply(Box::pin(accept(socket, send)).await);
+                    }
+                    ClientFrame::Page(request) => reply(Box::pin(page(socket, request)).await),
+                    ClientFrame::Ping(p) => {
+                        reply(encode::own(&ServerFrame::Pong(Pong { r#ref: p.r#ref })))
+                    }
+                    ClientFrame::Cancel(c) => reply(encode::error(
+                        ErrorCode::NoSuchTurn,
+                        "no copilot turn for that question here",
+                        c.r#ref.as_deref(),
+                    )),
+                    // Typing is relayed by presence, which this server does not carry yet.
+                    ClientFrame::Typing(_) => {}
+                }
+            }
+            Some(Ok(WsMessage::Binary(_))) => reply(encode::error(
+                ErrorCode::BinaryNotSupported,
+                "binary frames are not supported",
+                None,
+            )),
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+            Some(Err(e)) => {
+                let too_big = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
+                    .is_some_and(|e| {
+                        matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_))
+                    });
+                if too_big {
+                    tracing::info!("frame larger than the limit; closing the socket");
+                    return Ending::TooBig;
+                }
+                tracing::debug!(error = %e, "socket read failed");
+                return Ending::Quiet;
+            }
+        }
+    }
+}
+
+/// The `ref` of a frame that is JSON but no valid frame, when it has a readable one.
+fn readable_ref(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let reference = value.get("ref")?.as_str()?;
+    jiva_protocol::valid_id(reference).then(|| reference.to_owned())
+}
+
+/// Answers a `send`: `ack` once stored (now or by an earlier send of the same `client_id`), or
+/// an error.
+async fn accept(socket: &Socket<'_>, send: SendFrame) -> Frame {
+    let SendFrame {
+        r#ref: reference,
+        client_id,
+        sender,
+        text,
+    } = send;
+    let refuse = |code, reason: &str| encode::error(code, reason, reference.as_deref());
+    if !jiva_protocol::valid_id(&client_id) {
+        return refuse(ErrorCode::InvalidId, "invalid client_id");
+    }
+    if text.is_empty() {
+        return refuse(ErrorCode::EmptyText, "message is empty");
+    }
+    let claimed = match sender {
+        UserSender::Agent => Sender::Agent,
+        UserSender::Supervisor => Sender::Supervisor,
+    };
+    let sender = match sender_for(socket.identity, socket.chat, claimed) {
+        Ok(sender) => sender,
+        Err(denied) => {
+            metrics::counter!("jiva_auth_refusals_total", "reason" => denied.code()).increment(1);
+            return refuse(ErrorCode::WrongSender, &denied.to_string());
+        }
+    };
+    // A client id names one message of its author in its chat (see `MessageId::for_client`).
+    let author = match socket.identity {
+        Some(identity) => format!("{}:{}", identity.role.as_str(), identity.agent.as_str()),
+        None => sender.as_str().to_owned(),
+    };
+    let mut message = Message::user(socket.chat.clone(), sender, text);
+    message.id = MessageId::for_client(socket.chat, &author, &client_id);
+    if let Some(refusal) = limits::copilot_refusal(socket.state, &message) {
+        return refuse(ErrorCode::CopilotRateLimited, refusal.reason());
+    }
+    let message_id = message.id;
+    match socket.state.chats.send(message).await {
+        Ok(appended) => encode::own(&ServerFrame::Ack(Ack {
+            r#ref: reference.clone(),
+            client_id,
+            message_id: message_id.to_string(),
+            seq: appended.seq().get(),
+        })),
+        Err(Rejection::CopilotBusy) => {
+            refuse(ErrorCode::CopilotBusy, Rejection::CopilotBusy.reason())
+        }
+        Err(rejection) => refuse(ErrorCode::NotStored, rejection.reason()),
+    }
+}
+
+/// Answers a `page` request from the store, in chat order.
+async fn page(socket: &Socket<'_>, request: PageRequest) -> Frame {
+    let reference = request.r#ref;
+    if request.before == 0 {
+        return encode::error(
+            ErrorCode::InvalidFrame,
+            "before must be at least 1",
+            reference.as_deref(),
+        );
+    }
+    let limit = request
+        .limit
+        .unwrap_or(jiva_protocol::PAGE_DEFAULT)
+        .clamp(1, jiva_protocol::PAGE_MAX);
+    metrics::counter!("jiva_v1_pages_total").increment(1);
+    let older = socket
+        .state
+        .chats
+        .store()
+        .before(socket.chat, Seq::new(request.before), limit as usize)
+        .await;
+    match older {
+        Ok(older) => encode::own(&ServerFrame::Page(Page {
+            r#ref: reference,
+            before: request.before,
+            messages: older.messages.iter().map(encode::message).collect(),
+            has_older: older.has_older,
+        })),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a page of history failed");
+            encode::error(
+                ErrorCode::HistoryUnavailable,
+                "history unavailable",
+                reference.as_deref(),
+            )
+        }
+    }
+}
+
+type Sink = SplitSink<WebSocket, WsMessage>;
+
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(
+    state: Arc<State>,
+    chat: ChatId,
+    me: Member,
+    since: Option<Seq>,
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Frame>,
+    (slow, mut ending, done): (
+        CancellationToken,
+        oneshot::Receiver<Ending>,
+        CancellationToken,
+    ),
+    subscriber: (Subscriber<Frame>, CancellationToken),
+    ping: Arc<Notify>,
+    expires_at: Option<Timestamp>,
+) {
+    let close_timeout = state.config.close_timeout;
+    let close = |code: u16, reason: &'static str| CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let mut client_closed = false;
+    let conn = subscriber.0.conn;
+    let mut joined = false;
+    let mut replayed = catchup::Replayed::default();
+    let outcome = tokio::select! {
+        biased;
+        end = &mut ending => match end {
+            Ok(Ending::ClientClosed) => {
+                client_closed = true;
+                None
+            }
+            Ok(Ending::TooBig) => Some(close(CLOSE_TOO_BIG, "frame too large")),
+            Ok(Ending::Shutdown) => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
+            Ok(Ending::Policy) => Some(close(CLOSE_POLICY, "rate limit exceeded")),
+            Ok(Ending::Idle) => Some(close(CLOSE_IDLE, "idle timeout")),
+            Ok(Ending::Quiet) | Err(_) => None,
+        },
+        () = slow.cancelled() => Some(close(CLOSE_SLOW_CONSUMER, "slow consumer")),
+        () = state.shutdown.cancelled() => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
+        () = auth::expiry(expires_at) => {
+            metrics::counter!("jiva_token_expired_closes_total").increment(1);
+            Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
+        }
+        result = serve(&state, &chat, me, since, &mut sink, &mut rx, subscriber, &mut joined, &mut replayed, &ping) => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "socket write failed");
+            }
+            None
+        }
+    };
+    let outcome = outcome.or_else(|| {
+        state
+            .shutdown
+            .is_cancelled()
+            .then(|| close(CLOSE_GOING_AWAY, "server shutting down"))
+    });
+    if joined {
+        state.chats.leave(&chat, conn).await;
+    }
+    done.cancel();
+    if client_closed && outcome.is_none() {
+        let _ = timeout(close_timeout, sink.close()).await;
+    }
+    if let Some(frame) = outcome {
+        if frame.code == CLOSE_POLICY {
+            // The answers queued before the limit closed the socket are still delivered.
+            let queued = async {
+                while let Ok(frame) = rx.try_recv() {
+                    if let Some(text) = catchup::live_text(&frame, &replayed) {
+                        sink.feed(WsMessage::Text(text)).await?;
+                    }
+                }
+                sink.flush().await
+            };
+            let _ = timeout(close_timeout, queued).await;
+        }
+        let too_big = frame.code == CLOSE_TOO_BIG;
+        let _ = timeout(close_timeout, sink.send(WsMessage::Close(Some(frame)))).await;
+        if too_big {
+            // As in `conn`: linger so that the client reads 1009 before the reset.
+            tokio::select! {
+                () = tokio::time::sleep(close_timeout) => {}
+                () = state.shutdown.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// Welcome, catch-up, then live frames until the queue closes.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    state: &State,
+    chat: &ChatId,
+    me: Member,
+    since: Option<Seq>,
+    sink: &mut Sink,
+    rx: &mut mpsc::Receiver<Frame>,
+    subscriber: (Subscriber<Frame>, CancellationToken),
+    joined: &mut bool,
+    replayed: &mut catchup::Replayed,
+    ping: &Notify,
+) -> Result<(), axum::Error> {
+    let welcome = ServerFrame::Welcome(Welcome {
+        protocol: jiva_protocol::SUBPROTOCOL.to_owned(),
+        chat_id: chat.canonical(),
+        you: me.clone(),
+        limits: Limits {
+            latest: jiva_protocol::LATEST_DEFAULT,
+            page_max: jiva_protocol::PAGE_MAX,
+            resume_max: u32::try_from(state.config.v1_resume_max).unwrap_or(u32::MAX),
+            typing_interval_ms: jiva_protocol::TYPING_INTERVAL_MS,
+            max_frame_bytes: state.config.max_frame_bytes as u64,
+        },
+    });
+    sink.feed(WsMessage::Text(encode::text(&welcome))).await?;
+    let presence = ServerFrame::Presence(jiva_protocol::Presence { members: vec![me] });
+    sink.feed(WsMessage::Text(encode::text(&presence))).await?;
+    *replayed = Box::pin(catchup::run(state, chat, sink, since, subscriber, joined)).await?;
+    loop {
+        let frame = tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+            () = ping.notified() => {
+                sink.send(WsMessage::Ping(Default::default())).await?;
+                continue;
+            }
+        };
+        let mut batch = 0;
+        let mut next = Some(frame);
+        while let Some(frame) = next {
+            if let Some(text) = catchup::live_text(&frame, replayed) {
+                sink.feed(WsMessage::Text(text)).await?;
+                batch += 1;
+            }
+            next = if batch < WRITE_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        sink.flush().await?;
+    }
+    Ok(())
+}
