@@ -65,6 +65,7 @@ const NO_SEQ: u64 = u64::MAX;
 pub(crate) struct Shared {
     last_seq: AtomicU64,
     pub(crate) connections: AtomicU64,
+    pub(crate) resumed: AtomicU64,
     pub(crate) duplicates_dropped: AtomicU64,
 }
 
@@ -73,6 +74,7 @@ impl Shared {
         Self {
             last_seq: AtomicU64::new(last_seq.unwrap_or(NO_SEQ)),
             connections: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
             duplicates_dropped: AtomicU64::new(0),
         }
     }
@@ -340,10 +342,14 @@ impl Driver {
     /// Serves one connection until it drops or the client closes.
     async fn serve(&mut self, ws: Ws, since: Option<u64>) -> Ended {
         self.shared.connections.fetch_add(1, Ordering::Relaxed);
+        let since = since.filter(|_| self.config.protocol == Protocol::V1);
+        if since.is_some() {
+            self.shared.resumed.fetch_add(1, Ordering::Relaxed);
+        }
         let (mut sink, mut stream) = ws.split();
         self.emit(Event::Connected {
             protocol: self.config.protocol,
-            since: since.filter(|_| self.config.protocol == Protocol::V1),
+            since,
         })
         .await;
         let resend: Vec<String> = self.pending.frames().map(str::to_owned).collect();

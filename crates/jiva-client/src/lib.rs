@@ -132,6 +132,8 @@ impl Events {
 pub struct Stats {
     /// Connections opened (the first one included).
     pub connections: u64,
+    /// Of those, connections that asked to resume (`since=`, v1).
+    pub resumed: u64,
     /// Replayed `message` frames dropped because they were already delivered.
     pub duplicates_dropped: u64,
 }
@@ -296,6 +298,7 @@ impl Client {
     pub fn stats(&self) -> Stats {
         Stats {
             connections: self.shared.connections.load(Ordering::Relaxed),
+            resumed: self.shared.resumed.load(Ordering::Relaxed),
             duplicates_dropped: self.shared.duplicates_dropped.load(Ordering::Relaxed),
         }
     }

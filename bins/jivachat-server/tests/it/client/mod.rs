@@ -1,7 +1,9 @@
 //! The Rust client (`jiva-client`) against the real server: connecting, sending, reconnecting
 //! across a server restart on the same port and data.
 
+mod resume_load;
 mod v0;
+mod v1;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,159 @@
+//! The client speaking v1 to the real server: acks, idempotent resends across sockets and a
+//! restart, resume after a restart, paging, and the unfillable-gap answer.
+
+use jiva_client::protocol::{ReloadCode, ServerFrame};
+use jiva_client::{Client, Event, Events, Protocol};
+
+use super::{Restartable, next_matching};
+use crate::support::AGENT;
+
+fn defaults(_: &mut jivachat_server::Config) {}
+
+async fn live(events: &mut Events) -> Option<u64> {
+    next_matching(events, |e| match e {
+        Event::V1(ServerFrame::Live(live)) => Some(live.seq),
+        _ => None,
+    })
+    .await
+}
+
+async fn next_text(events: &mut Events) -> (u64, String) {
+    next_matching(events, |e| match e {
+        Event::V1(ServerFrame::Message(m)) => Some((m.seq.unwrap(), m.text)),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_client_id_is_stored_once_across_sockets_and_a_restart() {
+    let mut server = Restartable::start(defaults).await;
+    let (a, mut a_events) = server.connect(AGENT, Protocol::V1).await;
+    let (b, _b_events) = server.connect(AGENT, Protocol::V1).await;
+    assert_eq!(live(&mut a_events).await, None, "an empty chat");
+
+    let first = a
+        .send_with_id("order-4411", "check order 4411")
+        .await
+        .unwrap();
+    let first = first.await.unwrap();
+    assert_eq!(
+        next_text(&mut a_events).await,
+        (first.seq, "check order 4411".into())
+    );
+    let same_socket = a
+        .send_with_id("order-4411", "check order 4411")
+        .await
+        .unwrap();
+    let other_socket = b
+        .send_with_id("order-4411", "check order 4411")
+        .await
+        .unwrap();
+    assert_eq!(same_socket.await.unwrap(), first);
+    assert_eq!(other_socket.await.unwrap(), first);
+
+    server.restart().await;
+    next_matching(&mut a_events, |e| {
+        matches!(e, Event::Connected { since: Some(_), .. }).then_some(())
+    })
+    .await;
+    let after_restart = a
+        .send_with_id("order-4411", "check order 4411")
+        .await
+        .unwrap();
+    assert_eq!(
+        after_restart.await.unwrap(),
+        first,
+        "the same ack after a restart"
+    );
+    let next = a.send("and 4412").await.unwrap().await.unwrap();
+    assert_eq!(
+        next_text(&mut a_events).await,
+        (next.seq, "and 4412".into())
+    );
+    assert!(next.seq > first.seq);
+
+    a.close().await;
+    b.close().await;
+    let (c, mut c_events) = server.connect(AGENT, Protocol::V1).await;
+    let latest = next_matching(&mut c_events, |e| match e {
+        Event::V1(ServerFrame::Latest(l)) => Some(l),
+        _ => None,
+    })
+    .await;
+    let texts: Vec<_> = latest.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["check order 4411", "and 4412"],
+        "one stored message per client id"
+    );
+    c.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_client_pages_the_whole_history_in_order() {
+    let server = Restartable::start(defaults).await;
+    let (client, mut events) = server.connect(AGENT, Protocol::V1).await;
+    live(&mut events).await;
+    let mut acks = Vec::new();
+    for n in 0..130 {
+        acks.push(client.send(format!("m{n}")).await.unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    client.close().await;
+
+    let (client, mut events) = server.connect(AGENT, Protocol::V1).await;
+    let latest = next_matching(&mut events, |e| match e {
+        Event::V1(ServerFrame::Latest(l)) => Some(l),
+        _ => None,
+    })
+    .await;
+    assert_eq!(latest.messages.len(), 50);
+    let mut texts: Vec<String> = latest.messages.iter().map(|m| m.text.clone()).collect();
+    let mut before = latest.messages[0].seq.unwrap();
+    let mut has_older = latest.has_older;
+    while has_older {
+        let page = client.page(before, Some(100)).await.unwrap();
+        before = page.messages[0].seq.unwrap();
+        has_older = page.has_older;
+        texts.splice(0..0, page.messages.into_iter().map(|m| m.text));
+    }
+    let expected: Vec<String> = (0..130).map(|n| format!("m{n}")).collect();
+    assert_eq!(texts, expected);
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_client_told_to_reload_starts_again_from_latest() {
+    let server = Restartable::start(defaults).await;
+    let (client, mut events) = server.connect(AGENT, Protocol::V1).await;
+    live(&mut events).await;
+    client.send("one").await.unwrap().await.unwrap();
+    client.close().await;
+
+    let mut config = server.config(AGENT, Protocol::V1);
+    config.since = Some(500);
+    let (client, mut events) = Client::connect(config).await.unwrap();
+    let reload = next_matching(&mut events, |e| match e {
+        Event::V1(ServerFrame::Reload(r)) => Some(r),
+        _ => None,
+    })
+    .await;
+    assert_eq!((reload.code, reload.since), (ReloadCode::UnknownPoint, 500));
+    let latest = next_matching(&mut events, |e| match e {
+        Event::V1(ServerFrame::Latest(l)) => Some(l),
+        _ => None,
+    })
+    .await;
+    assert_eq!(latest.messages.len(), 1);
+    live(&mut events).await;
+    assert_eq!(
+        client.last_seq(),
+        latest.messages[0].seq,
+        "the point restarts at latest"
+    );
+    client.close().await;
+}
