@@ -66,6 +66,9 @@ pub struct Args {
     /// Frames queued per socket before it is closed as a slow consumer.
     #[arg(long, env = "JIVA_OUTBOUND_QUEUE", default_value = "256")]
     pub outbound_queue: String,
+    /// Protocol v1: the most messages a resume (`?since=`) replays; further behind, `reload`.
+    #[arg(long, env = "JIVA_V1_RESUME_MAX", default_value = "1000")]
+    pub v1_resume_max: String,
     /// Milliseconds shutdown waits for sockets and copilot turns.
     #[arg(long, env = "JIVA_SHUTDOWN_GRACE_MS", default_value = "5000")]
     pub shutdown_grace_ms: String,
@@ -537,6 +540,8 @@ impl Config {
             "--outbound-queue / JIVA_OUTBOUND_QUEUE",
             &args.outbound_queue,
         );
+        config.transport.v1_resume_max =
+            positive("--v1-resume-max / JIVA_V1_RESUME_MAX", &args.v1_resume_max);
         let grace = positive(
             "--shutdown-grace-ms / JIVA_SHUTDOWN_GRACE_MS",
             &args.shutdown_grace_ms,

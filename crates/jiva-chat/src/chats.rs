@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use jiva_core::{
-    Appended, ChatId, ConnectionType, Cursor, HistoryPage, Incoming, Message, MessageStore,
-    Notification, Seq, StoreError,
+    Appended, ChatId, ConnectionType, Cursor, HistoryPage, Incoming, Message, MessageId,
+    MessageStore, Notification, Seq, StoreError,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ports::{Config, Encoder, Ports, Rejection};
+use crate::ports::{CancelRefusal, Config, Encoder, Ports, Rejection};
 use crate::rooms::{Rooms, Subscriber};
 use crate::sequencer::GAP_WAIT;
 use crate::turns::Turns;
@@ -297,6 +297,22 @@ impl<E: Encoder> Chats<E> {
             self.core.notify(notification).await;
         }
         Ok(appended)
+    }
+}
+
+impl<E: Encoder> Chats<E> {
+    /// Stops the copilot turn answering `question` in `chat`, waiting or running on this
+    /// server: the copilot request is dropped, what came is stored marked as stopped, and the
+    /// turn ends as every turn does ([`TurnEnding::Cancelled`](crate::TurnEnding)).
+    pub fn cancel(&self, chat: &ChatId, question: MessageId) -> Result<(), CancelRefusal> {
+        if chat.kind() != ConnectionType::Copilot {
+            return Err(CancelRefusal::NotACopilotChat);
+        }
+        if self.turns.cancel(chat, question) {
+            Ok(())
+        } else {
+            Err(CancelRefusal::NoSuchTurn)
+        }
     }
 }
 

@@ -42,7 +42,9 @@ mod sequencer;
 mod turns;
 
 pub use chats::Chats;
-pub use ports::{Config, Encoder, Ports, Rejection, SingleNode};
+pub use ports::{
+    CancelRefusal, Config, Encoder, Ports, Rejection, SingleNode, TurnEnding, TurnError,
+};
 pub use rooms::Subscriber;
 pub use sequencer::{GAP_WAIT, MAX_WAIT};
 

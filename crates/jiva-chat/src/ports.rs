@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiva_core::{
     Bus, BusError, ChatId, Copilot, CopilotChunk, Disabled, HistoryLimits, Incoming, LeaseToken,
-    Message, MessageStore, Notifier, TurnLock, TurnLockError, Unconfigured,
+    Message, MessageId, MessageStore, Notifier, TurnLock, TurnLockError, Unconfigured,
 };
 
 /// Turns what the chat shows into the transport's frames. The transport supplies it, so wire
@@ -30,6 +30,141 @@ pub trait Encoder: Send + Sync + 'static {
 
     /// The end of a copilot turn.
     fn end(&self) -> Self::Frame;
+
+    /// A streamed chunk of the turn answering `question` (by default [`Encoder::chunk`]).
+    fn turn_chunk(&self, question: MessageId, chunk: &CopilotChunk) -> Self::Frame {
+        let _ = question;
+        self.chunk(chunk)
+    }
+
+    /// The failure of the turn answering `question`, told to every socket of the chat (by
+    /// default [`Encoder::error`] with `reason`, which is `failure.reason()`).
+    fn turn_error(&self, question: MessageId, failure: TurnError, reason: &str) -> Self::Frame {
+        let _ = (question, failure);
+        self.error(reason)
+    }
+
+    /// An answer shown but not stored (a failed turn's notice; by default
+    /// [`Encoder::stored`]).
+    fn turn_notice(&self, question: MessageId, notice: &Message) -> Self::Frame {
+        let _ = question;
+        self.stored(notice)
+    }
+
+    /// The end of the turn answering `question`: how it ended and the stored answer's id (by
+    /// default [`Encoder::end`]).
+    fn turn_end(
+        &self,
+        question: MessageId,
+        ending: TurnEnding,
+        answer: Option<MessageId>,
+    ) -> Self::Frame {
+        let _ = (question, ending, answer);
+        self.end()
+    }
+}
+
+/// How a copilot turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TurnEnding {
+    /// The copilot answered; the answer is stored.
+    Answered,
+    /// The turn failed (its [`TurnError`] was told); what came is stored with a notice.
+    Failed,
+    /// A client cancelled it ([`crate::Chats::cancel`]); what came is stored, marked.
+    Cancelled,
+}
+
+/// Why a copilot turn failed: a stable code and the short reason clients are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TurnError {
+    /// No copilot endpoint is configured.
+    NotConfigured,
+    /// The copilot could not be reached.
+    Unavailable,
+    /// The copilot answered with an error status.
+    Status,
+    /// The copilot (or the turn lease) did not answer in time.
+    Timeout,
+    /// The answer was cut off.
+    CutOff,
+    /// The answer could not be read.
+    Unreadable,
+    /// The answer grew past the limit.
+    TooLong,
+    /// The chat's history could not be read for the request.
+    HistoryUnavailable,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// The answer could not be stored.
+    AnswerNotStored,
+    /// A client cancelled the turn (not a failure it is told about).
+    Cancelled,
+}
+
+impl TurnError {
+    /// A stable code (for metrics, logs and v1's error codes).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NotConfigured => "copilot_not_configured",
+            Self::Unavailable => "copilot_unavailable",
+            Self::Status => "copilot_error",
+            Self::Timeout => "copilot_timeout",
+            Self::CutOff | Self::Unreadable => "copilot_cut_off",
+            Self::TooLong => "copilot_too_long",
+            Self::HistoryUnavailable => "history_unavailable",
+            Self::ShuttingDown => "shutting_down",
+            Self::AnswerNotStored => "answer_not_stored",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The reason clients are given (v0 shows it as is).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NotConfigured => "copilot is not configured",
+            Self::Unavailable => "copilot is unavailable",
+            Self::Status => "copilot returned an error",
+            Self::Timeout => "copilot timed out",
+            Self::CutOff => "copilot answer was cut off",
+            Self::Unreadable => "copilot answer could not be read",
+            Self::TooLong => "copilot answer was too long",
+            Self::HistoryUnavailable => "chat history unavailable",
+            Self::ShuttingDown => "server is shutting down",
+            Self::AnswerNotStored => "copilot answer was not stored",
+            Self::Cancelled => "copilot answer was stopped",
+        }
+    }
+}
+
+/// Why a [`crate::Chats::cancel`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelRefusal {
+    /// The chat is a supervisor chat: it has no copilot turns.
+    NotACopilotChat,
+    /// No turn answering that question waits or runs on this server.
+    NoSuchTurn,
+}
+
+impl CancelRefusal {
+    /// A stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NotACopilotChat => "not_a_copilot_chat",
+            Self::NoSuchTurn => "no_such_turn",
+        }
+    }
+
+    /// The reason the client is given.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NotACopilotChat => "not a copilot chat",
+            Self::NoSuchTurn => "no copilot turn for that question here",
+        }
+    }
 }
 
 /// The ports a chat uses. It never knows which adapters are behind them.

@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use jiva_core::{
-    AnswerAssembler, ChatId, CopilotError, CopilotRequest, LeaseToken, Message, Notification,
-    TurnLock, history_turns,
+    AnswerAssembler, ChatId, CopilotError, CopilotRequest, LeaseToken, Message, MessageId,
+    Notification, TurnLock, history_turns,
 };
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
 
 use crate::chats::Core;
-use crate::ports::Encoder;
+use crate::ports::{Encoder, TurnEnding, TurnError};
 
 /// Frames a turn keeps room for on each socket of its chat before sending: a chunk, or the
 /// last frames of a turn (an error, the answer, an error, `end`).
@@ -39,16 +40,21 @@ struct Entry {
 
 type Entries = Arc<Mutex<HashMap<ChatId, Entry>>>;
 
+/// The stored questions whose turn is waiting or running, and how to cancel each.
+type Cancels = Arc<Mutex<HashMap<MessageId, (ChatId, CancellationToken)>>>;
+
 /// The copilot turn queues of all chats.
 pub(crate) struct Turns<E: Encoder> {
     core: Arc<Core<E>>,
     entries: Entries,
+    cancels: Cancels,
 }
 
 /// Admission of one question into its chat's turn queue.
 pub(crate) struct Ticket<E: Encoder> {
     core: Arc<Core<E>>,
     entries: Entries,
+    cancels: Cancels,
     chat: ChatId,
     used: bool,
 }
@@ -58,6 +64,20 @@ impl<E: Encoder> Turns<E> {
         Self {
             core,
             entries: Entries::default(),
+            cancels: Cancels::default(),
+        }
+    }
+
+    /// Cancels the turn answering `question` in `chat`, waiting or running on this server;
+    /// false when there is none.
+    pub fn cancel(&self, chat: &ChatId, question: MessageId) -> bool {
+        let cancels = self.cancels.lock().unwrap_or_else(PoisonError::into_inner);
+        match cancels.get(&question) {
+            Some((of, token)) if of == chat => {
+                token.cancel();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -72,6 +92,7 @@ impl<E: Encoder> Turns<E> {
         Some(Ticket {
             core: Arc::clone(&self.core),
             entries: Arc::clone(&self.entries),
+            cancels: Arc::clone(&self.cancels),
             chat: chat.clone(),
             used: false,
         })
@@ -82,6 +103,10 @@ impl<E: Encoder> Ticket<E> {
     /// Queues the stored question; the chat's worker answers it after the turns before it.
     pub fn submit(mut self, question: Message) {
         self.used = true;
+        self.cancels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(question.id, (self.chat.clone(), CancellationToken::new()));
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries.entry(self.chat.clone()).or_default();
         let question = match &entry.tx {
@@ -97,7 +122,7 @@ impl<E: Encoder> Ticket<E> {
         entry.tx = Some(tx);
         let worker = worker(
             Arc::clone(&self.core),
-            Arc::clone(&self.entries),
+            (Arc::clone(&self.entries), Arc::clone(&self.cancels)),
             self.chat.clone(),
             rx,
         );
@@ -122,12 +147,23 @@ impl<E: Encoder> Drop for Ticket<E> {
 
 async fn worker<E: Encoder>(
     core: Arc<Core<E>>,
-    entries: Entries,
+    (entries, cancels): (Entries, Cancels),
     chat: ChatId,
     mut rx: mpsc::UnboundedReceiver<Message>,
 ) {
     while let Some(question) = rx.recv().await {
-        run_turn(&core, &chat, question).await;
+        let id = question.id;
+        let cancel = cancels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .map(|(_, token)| token.clone())
+            .unwrap_or_default();
+        run_turn(&core, &chat, question, &cancel).await;
+        cancels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
         let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
         let done = match entries.get_mut(&chat) {
             Some(entry) => {
@@ -143,17 +179,20 @@ async fn worker<E: Encoder>(
     }
 }
 
-/// A stable, short reason for the client; never internal text.
-fn reason(error: &CopilotError) -> &'static str {
+/// Why the copilot failed, for the client; never internal text.
+fn reason(error: &CopilotError) -> TurnError {
     match error {
-        CopilotError::NotConfigured => "copilot is not configured",
-        CopilotError::Unavailable(_) => "copilot is unavailable",
-        CopilotError::Status(_) => "copilot returned an error",
-        CopilotError::Timeout(_) => "copilot timed out",
-        CopilotError::Truncated => "copilot answer was cut off",
-        _ => "copilot answer could not be read",
+        CopilotError::NotConfigured => TurnError::NotConfigured,
+        CopilotError::Unavailable(_) => TurnError::Unavailable,
+        CopilotError::Status(_) => TurnError::Status,
+        CopilotError::Timeout(_) => TurnError::Timeout,
+        CopilotError::Truncated => TurnError::CutOff,
+        _ => TurnError::Unreadable,
     }
 }
+
+/// What is appended to a partial answer when a client cancelled its turn (stored with it).
+pub(crate) const STOPPED_NOTICE: &str = "\n\n[Answer stopped.]";
 
 /// The text of the answer shown (not stored) when a turn failed before the copilot said
 /// anything: the deployed widget renders only frames with a `message_id` as messages.
@@ -168,52 +207,86 @@ pub(crate) fn cut_off_notice(reason: &str) -> String {
 
 /// One turn, as PROTOCOL.md §4 lists it (the question is already stored and echoed): ask with
 /// the earlier turns, forward each chunk, store and show the answer, then always `end`.
-async fn run_turn<E: Encoder>(core: &Core<E>, chat: &ChatId, question: Message) {
+async fn run_turn<E: Encoder>(
+    core: &Core<E>,
+    chat: &ChatId,
+    question: Message,
+    cancel: &CancellationToken,
+) {
     let started = std::time::Instant::now();
     metrics::counter!("jiva_copilot_turns_total").increment(1);
     let deadline = Instant::now() + core.config.copilot_turn_timeout;
     let mut answer = AnswerAssembler::new();
-    let lease = Lease::take(core, chat, deadline).await;
+    // A question cancelled while it waited is not asked.
+    let lease = match cancel.is_cancelled() {
+        true => Err(TurnError::Cancelled),
+        false => Lease::take(core, chat, deadline).await,
+    };
     let asked = match &lease {
         Err(reason) => Err(*reason),
         Ok(lease) => {
             lease
-                .hold(ask(core, chat, &question, deadline, &mut answer))
+                .hold(ask(core, chat, &question, deadline, &mut answer, cancel))
                 .await
         }
     };
     core.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
     let failed = asked.err();
-    if let Some(reason) = failed {
-        metrics::counter!("jiva_copilot_failures_total").increment(1);
-        tracing::warn!(chat = %chat, reason, "copilot turn failed");
-        core.broadcast(chat, &core.encoder.error(reason));
+    let mut ending = TurnEnding::Answered;
+    match failed {
+        Some(TurnError::Cancelled) => {
+            metrics::counter!("jiva_copilot_cancels_total").increment(1);
+            tracing::debug!(chat = %chat, "copilot turn cancelled");
+            ending = TurnEnding::Cancelled;
+        }
+        Some(reason) => {
+            metrics::counter!("jiva_copilot_failures_total").increment(1);
+            tracing::warn!(chat = %chat, reason = reason.reason(), "copilot turn failed");
+            let frame = core
+                .encoder
+                .turn_error(question.id, reason, reason.reason());
+            core.broadcast(chat, &frame);
+            ending = TurnEnding::Failed;
+        }
+        None => {}
     }
     let mut text = answer.finish();
     match failed {
+        // Cancelled: what came is stored, marked; nothing came, nothing is shown.
+        Some(TurnError::Cancelled) if !text.is_empty() => text.push_str(STOPPED_NOTICE),
+        Some(TurnError::Cancelled) => {}
         // Nothing came: the failure is shown as an answer the widget renders, not stored.
         Some(reason) if text.is_empty() => {
-            let notice = Message::copilot_answer(chat.clone(), failed_notice(reason));
-            core.broadcast(chat, &core.encoder.stored(&notice));
+            let notice = Message::copilot_answer(chat.clone(), failed_notice(reason.reason()));
+            core.broadcast(chat, &core.encoder.turn_notice(question.id, &notice));
         }
         // Part of an answer came: it is stored and shown with the cut-off notice appended.
-        Some(reason) => text.push_str(&cut_off_notice(reason)),
+        Some(reason) => text.push_str(&cut_off_notice(reason.reason())),
         None => {}
     }
+    let mut answer_id = None;
     if !text.is_empty() {
         let mut stored = Message::copilot_answer(chat.clone(), text);
         match core.store_and_show(&mut stored).await {
             Ok(_) => {
+                answer_id = Some(stored.id);
                 if let Some(n) = Notification::for_message(&stored) {
                     core.notify(n).await;
                 }
             }
             Err(_) => {
-                core.broadcast(chat, &core.encoder.error("copilot answer was not stored"));
+                let failure = TurnError::AnswerNotStored;
+                let frame = core
+                    .encoder
+                    .turn_error(question.id, failure, failure.reason());
+                core.broadcast(chat, &frame);
+                if ending == TurnEnding::Answered {
+                    ending = TurnEnding::Failed;
+                }
             }
         }
     }
-    core.broadcast(chat, &core.encoder.end());
+    core.broadcast(chat, &core.encoder.turn_end(question.id, ending, answer_id));
     if let Ok(lease) = lease {
         lease.release().await;
     }
@@ -236,7 +309,7 @@ impl<'a> Lease<'a> {
         core: &'a Core<E>,
         chat: &'a ChatId,
         deadline: Instant,
-    ) -> Result<Lease<'a>, &'static str> {
+    ) -> Result<Lease<'a>, TurnError> {
         let lease = Lease {
             lock: core.ports.turn_lock.as_ref(),
             chat,
@@ -260,11 +333,11 @@ impl<'a> Lease<'a> {
                 tracing::debug!(chat = %chat, "a turn of this chat runs on another server; waiting");
             }
             if Instant::now() + backoff >= deadline {
-                return Err("copilot timed out");
+                return Err(TurnError::Timeout);
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                () = core.shutdown.cancelled() => return Err("server is shutting down"),
+                () = core.shutdown.cancelled() => return Err(TurnError::ShuttingDown),
             }
             backoff = (backoff * 2).min(LEASE_BACKOFF_MAX);
         }
@@ -302,7 +375,8 @@ async fn ask<E: Encoder>(
     question: &Message,
     deadline: Instant,
     answer: &mut AnswerAssembler,
-) -> Result<(), &'static str> {
+    cancel: &CancellationToken,
+) -> Result<(), TurnError> {
     let limits = core.config.copilot_history;
     // Room for the question itself, the questions queued behind it and the answers to the
     // turns ahead of it, all of which may be stored after it.
@@ -314,9 +388,9 @@ async fn ask<E: Encoder>(
         Ok(Ok(messages)) => messages,
         Ok(Err(e)) => {
             tracing::warn!(chat = %chat, error = %e, "reading copilot history failed");
-            return Err("chat history unavailable");
+            return Err(TurnError::HistoryUnavailable);
         }
-        Err(_) => return Err("copilot timed out"),
+        Err(_) => return Err(TurnError::Timeout),
     };
     let request = CopilotRequest {
         chat: chat.clone(),
@@ -328,17 +402,21 @@ async fn ask<E: Encoder>(
         asked = timeout_at(deadline, core.ports.copilot.ask(request)) => match asked {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(reason(&e)),
-            Err(_) => return Err("copilot timed out"),
+            Err(_) => return Err(TurnError::Timeout),
         },
-        () = shutdown.cancelled() => return Err("server is shutting down"),
+        () = shutdown.cancelled() => return Err(TurnError::ShuttingDown),
+        // Dropping the request's future drops the copilot request.
+        () = cancel.cancelled() => return Err(TurnError::Cancelled),
     };
     loop {
         let next = tokio::select! {
             next = timeout_at(deadline, stream.next()) => next,
-            () = shutdown.cancelled() => return Err("server is shutting down"),
+            () = shutdown.cancelled() => return Err(TurnError::ShuttingDown),
+            // Dropping the stream drops the copilot request.
+            () = cancel.cancelled() => return Err(TurnError::Cancelled),
         };
         match next {
-            Err(_) => return Err("copilot timed out"),
+            Err(_) => return Err(TurnError::Timeout),
             Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => return Err(reason(&e)),
             Ok(Some(Ok(chunk))) => {
@@ -346,11 +424,11 @@ async fn ask<E: Encoder>(
                 if answer.text().len().saturating_add(adds) > core.config.copilot_max_answer_bytes {
                     // Dropping the stream drops the copilot request.
                     metrics::counter!("jiva_copilot_answers_too_long_total").increment(1);
-                    return Err("copilot answer was too long");
+                    return Err(TurnError::TooLong);
                 }
                 answer.push(&chunk);
                 core.rooms.wait_for_room(chat, ROOM, ROOM_PATIENCE).await;
-                core.broadcast(chat, &core.encoder.chunk(&chunk));
+                core.broadcast(chat, &core.encoder.turn_chunk(question.id, &chunk));
             }
         }
     }

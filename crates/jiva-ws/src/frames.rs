@@ -2,7 +2,8 @@
 //! core types. Nothing here derives `Serialize` on a core type.
 
 use axum::extract::ws::Utf8Bytes;
-use jiva_core::{Body, CopilotChunk, Message, Sender, Seq, Timestamp};
+use jiva_chat::{TurnEnding, TurnError};
+use jiva_core::{Body, CopilotChunk, Message, MessageId, Sender, Seq, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -26,6 +27,39 @@ impl jiva_chat::Encoder for Wire {
 
     fn end(&self) -> Frame {
         end()
+    }
+
+    // The v1 side of a copilot turn's frames: the v0 text is unchanged, and what v1 adds (the
+    // question, how the turn ended) goes beside it for v1 sockets.
+
+    fn turn_chunk(&self, question: MessageId, c: &CopilotChunk) -> Frame {
+        crate::v1::with_meta(chunk(c), crate::v1::Meta::Chunk { question })
+    }
+
+    fn turn_error(&self, question: MessageId, failure: TurnError, reason: &str) -> Frame {
+        let code = crate::v1::turn_error_code(failure);
+        crate::v1::with_meta(error(reason), crate::v1::Meta::TurnError { question, code })
+    }
+
+    fn turn_notice(&self, _question: MessageId, notice: &Message) -> Frame {
+        crate::v1::with_meta(stored(notice, notice.seq), crate::v1::Meta::Skip)
+    }
+
+    fn turn_end(
+        &self,
+        question: MessageId,
+        ending: TurnEnding,
+        answer: Option<MessageId>,
+    ) -> Frame {
+        let outcome = crate::v1::turn_outcome(ending);
+        crate::v1::with_meta(
+            end(),
+            crate::v1::Meta::TurnEnd {
+                question,
+                outcome,
+                answer,
+            },
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use jiva_chat::{Rejection, Subscriber};
+use jiva_chat::{CancelRefusal, Rejection, Subscriber};
 use jiva_core::{ChatId, Identity, Message, MessageId, Sender, Seq, Timestamp, sender_for};
 use jiva_protocol::{
     Ack, ClientFrame, ErrorCode, Limits, Member, Page, PageRequest, Pong, Send as SendFrame,
@@ -190,11 +190,11 @@ async fn read_loop(
                     ClientFrame::Ping(p) => {
                         reply(encode::own(&ServerFrame::Pong(Pong { r#ref: p.r#ref })))
                     }
-                    ClientFrame::Cancel(c) => reply(encode::error(
-                        ErrorCode::NoSuchTurn,
-                        "no copilot turn for that question here",
-                        c.r#ref.as_deref(),
-                    )),
+                    ClientFrame::Cancel(c) => {
+                        if let Some(refused) = cancel(socket, &c.question_id) {
+                            reply(encode::error(refused.0, refused.1, c.r#ref.as_deref()));
+                        }
+                    }
                     // Typing is relayed by presence, which this server does not carry yet.
                     ClientFrame::Typing(_) => {}
                 }
@@ -278,6 +278,22 @@ async fn accept(socket: &Socket<'_>, send: SendFrame) -> Frame {
             refuse(ErrorCode::CopilotBusy, Rejection::CopilotBusy.reason())
         }
         Err(rejection) => refuse(ErrorCode::NotStored, rejection.reason()),
+    }
+}
+
+/// Cancels the turn answering `question`; the refusal's code and reason when there is none.
+fn cancel(socket: &Socket<'_>, question: &str) -> Option<(ErrorCode, &'static str)> {
+    let no_turn = CancelRefusal::NoSuchTurn;
+    let Ok(question) = MessageId::parse(question) else {
+        return Some((ErrorCode::NoSuchTurn, no_turn.reason()));
+    };
+    match socket.state.chats.cancel(socket.chat, question) {
+        Ok(()) => None,
+        Err(CancelRefusal::NotACopilotChat) => Some((
+            ErrorCode::NotACopilotChat,
+            CancelRefusal::NotACopilotChat.reason(),
+        )),
+        Err(refusal) => Some((ErrorCode::NoSuchTurn, refusal.reason())),
     }
 }
 

@@ -15,15 +15,23 @@ mod catchup;
 mod conn;
 mod encode;
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, header};
+use jiva_chat::{TurnEnding, TurnError};
 use jiva_core::{Identity, MessageId, Seq};
 use jiva_protocol::{ErrorCode, Member, Role, SINCE_PARAM, SUBPROTOCOL, TurnOutcome};
 
 pub(crate) use conn::run;
 
+use crate::frames::Frame;
+
 /// What a v1 socket's writer needs to know about a room frame beyond its v0 text.
 #[derive(Debug)]
-#[allow(dead_code, reason = "the copilot turn's variants are made once turns name their question")]
+#[allow(
+    dead_code,
+    reason = "the copilot turn's variants are made once turns name their question"
+)]
 pub(crate) enum Meta {
     /// The text is a v1 frame already, for this socket only (an answer of its reader).
     Own,
@@ -43,6 +51,36 @@ pub(crate) enum Meta {
         outcome: TurnOutcome,
         answer: Option<MessageId>,
     },
+}
+
+/// `frame` with what v1 sockets need beside its v0 text.
+pub(crate) fn with_meta(mut frame: Frame, meta: Meta) -> Frame {
+    frame.v1 = Some(Arc::new(meta));
+    frame
+}
+
+/// The v1 error code of a copilot turn's failure.
+pub(crate) fn turn_error_code(failure: TurnError) -> ErrorCode {
+    match failure {
+        TurnError::NotConfigured => ErrorCode::CopilotNotConfigured,
+        TurnError::Unavailable => ErrorCode::CopilotUnavailable,
+        TurnError::Status => ErrorCode::CopilotError,
+        TurnError::Timeout => ErrorCode::CopilotTimeout,
+        TurnError::TooLong => ErrorCode::CopilotTooLong,
+        TurnError::HistoryUnavailable => ErrorCode::HistoryUnavailable,
+        TurnError::ShuttingDown => ErrorCode::ShuttingDown,
+        TurnError::AnswerNotStored => ErrorCode::AnswerNotStored,
+        _ => ErrorCode::CopilotCutOff,
+    }
+}
+
+/// The v1 outcome of a copilot turn.
+pub(crate) fn turn_outcome(ending: TurnEnding) -> TurnOutcome {
+    match ending {
+        TurnEnding::Answered => TurnOutcome::Answered,
+        TurnEnding::Cancelled => TurnOutcome::Cancelled,
+        _ => TurnOutcome::Failed,
+    }
 }
 
 /// Whether the upgrade request offers the subprotocol `jivachat.v1` (among any others).

@@ -1,6 +1,8 @@
 //! Protocol v1 (`docs/PROTOCOL-v1.md`) over real sockets. Every frame a test receives from the
 //! server is validated against `docs/protocol-v1.schema.json` ([`V1::recv`]).
 
+mod copilot;
+mod history;
 mod send;
 mod session;
 
