@@ -157,3 +157,54 @@ async fn v1_client_told_to_reload_starts_again_from_latest() {
     );
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_client_cancels_a_streaming_copilot_answer() {
+    use jiva_client::protocol::TurnOutcome;
+    use jiva_copilot::testing::{StandIn, Step, chunk, end, head_chunked};
+
+    let (_hold, held) = tokio::sync::oneshot::channel::<()>();
+    let stand_in = StandIn::serve(vec![
+        head_chunked(200, "application/json"),
+        chunk(r#"{"action":null,"output":"partial "}"#),
+        Step::WaitFor(held),
+        end(),
+    ])
+    .await
+    .unwrap();
+    let mut copilot = jiva_copilot::Config::new(stand_in.url());
+    copilot.first_byte_timeout = std::time::Duration::from_secs(60);
+    copilot.idle_timeout = std::time::Duration::from_secs(60);
+    let server = crate::support::TestServer::start_with(|c| c.copilot = Some(copilot)).await;
+    let config = jiva_client::Config::new(server.url("/"), AGENT, jiva_client::ChatKind::Copilot);
+    let (client, mut events) = Client::connect(config).await.unwrap();
+    live(&mut events).await;
+
+    let question = client.send("tell me all").await.unwrap().await.unwrap();
+    let chunk_text = next_matching(&mut events, |e| match e {
+        Event::V1(ServerFrame::Chunk(c)) => Some((c.question_id, c.output)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        chunk_text,
+        (question.message_id.clone(), Some("partial ".into()))
+    );
+    client.cancel(question.message_id.clone()).await.unwrap();
+    let answer = next_matching(&mut events, |e| match e {
+        Event::V1(ServerFrame::Message(m)) if m.seq > Some(question.seq) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!(answer.text, "partial \n\n[Answer stopped.]");
+    let turn_end = next_matching(&mut events, |e| match e {
+        Event::V1(ServerFrame::TurnEnd(t)) => Some(t),
+        _ => None,
+    })
+    .await;
+    assert_eq!(turn_end.question_id, question.message_id);
+    assert_eq!(turn_end.outcome, TurnOutcome::Cancelled);
+    assert_eq!(turn_end.answer_id, Some(answer.message_id));
+    client.close().await;
+    server.stop().await;
+}
