@@ -125,6 +125,20 @@ impl Events {
     pub async fn next(&mut self) -> Option<Event> {
         self.rx.recv().await
     }
+
+    /// Skips events until `pick` keeps one (returns `Some`); `None` once the client ended
+    /// first. Wrap it in a timeout when the event may never come.
+    pub async fn next_matching<T>(
+        &mut self,
+        mut pick: impl FnMut(Event) -> Option<T>,
+    ) -> Option<T> {
+        while let Some(event) = self.rx.recv().await {
+            if let Some(found) = pick(event) {
+                return Some(found);
+            }
+        }
+        None
+    }
 }
 
 /// Counters of a client's life.

@@ -101,15 +101,9 @@ impl Restartable {
 }
 
 /// The next event that `pick` keeps (others skipped), within the patience.
-pub async fn next_matching<T>(events: &mut Events, mut pick: impl FnMut(Event) -> Option<T>) -> T {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let event = events.next().await.expect("the client ended");
-            if let Some(found) = pick(event) {
-                return found;
-            }
-        }
-    })
-    .await
-    .expect("no such event in time")
+pub async fn next_matching<T>(events: &mut Events, pick: impl FnMut(Event) -> Option<T>) -> T {
+    tokio::time::timeout(PATIENCE, events.next_matching(pick))
+        .await
+        .expect("no such event in time")
+        .expect("the client ended")
 }

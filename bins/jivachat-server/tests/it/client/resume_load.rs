@@ -39,12 +39,18 @@ async fn collect(
     let mut shown = Vec::new();
     let mut newest = 0;
     loop {
+        if !shown.is_empty() {
+            if let Some(once) = shown_one.take() {
+                let _ = once.send(()).await;
+            }
+        }
         if target.borrow().is_some_and(|t| newest >= t) {
             return shown;
         }
         tokio::select! {
             changed = target.changed() => changed.unwrap(),
             event = events.next() => match event.expect("the client ended") {
+                // A client whose catch-up came after the first sends gets them in `latest`.
                 Event::V1(ServerFrame::Latest(latest)) => {
                     for m in latest.messages {
                         newest = newest.max(m.seq.unwrap_or(0));
@@ -54,9 +60,6 @@ async fn collect(
                 Event::V1(ServerFrame::Message(m)) => {
                     newest = newest.max(m.seq.unwrap_or(0));
                     shown.push(m.message_id);
-                    if let Some(once) = shown_one.take() {
-                        let _ = once.send(()).await;
-                    }
                 }
                 Event::V1(ServerFrame::Reload(r)) => panic!("no reload expected: {r:?}"),
                 _ => {}
@@ -131,14 +134,21 @@ async fn a_thousand_clients_resume_a_restart_with_nothing_lost_or_doubled() {
         .collect();
     // Restart mid-flow, once half the messages are acknowledged and every client has been shown
     // at least one (so every client has a point to resume from).
-    tokio::time::timeout(PATIENCE * 3, async {
+    let seen_one = AtomicUsize::new(0);
+    let flowing = tokio::time::timeout(PATIENCE * 3, async {
         halfway.notified().await;
         for _ in 0..CHATS * CLIENTS_PER_CHAT {
             first_messages.recv().await.unwrap();
+            seen_one.fetch_add(1, Ordering::SeqCst);
         }
     })
-    .await
-    .expect("the messages did not flow in time");
+    .await;
+    assert!(
+        flowing.is_ok(),
+        "the messages did not flow in time: {} acknowledged, {} clients shown one",
+        acked.load(Ordering::SeqCst),
+        seen_one.load(Ordering::SeqCst)
+    );
     let acked_before_restart = acked.load(Ordering::SeqCst);
     assert!(
         acked_before_restart < CHATS * MESSAGES_PER_CHAT,

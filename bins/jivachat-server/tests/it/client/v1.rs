@@ -17,6 +17,14 @@ async fn live(events: &mut Events) -> Option<u64> {
     .await
 }
 
+async fn latest(events: &mut Events) -> jiva_client::protocol::Latest {
+    next_matching(events, |e| match e {
+        Event::V1(ServerFrame::Latest(l)) => Some(l),
+        _ => None,
+    })
+    .await
+}
+
 async fn next_text(events: &mut Events) -> (u64, String) {
     next_matching(events, |e| match e {
         Event::V1(ServerFrame::Message(m)) => Some((m.seq.unwrap(), m.text)),
@@ -76,11 +84,7 @@ async fn v1_client_id_is_stored_once_across_sockets_and_a_restart() {
     a.close().await;
     b.close().await;
     let (c, mut c_events) = server.connect(AGENT, Protocol::V1).await;
-    let latest = next_matching(&mut c_events, |e| match e {
-        Event::V1(ServerFrame::Latest(l)) => Some(l),
-        _ => None,
-    })
-    .await;
+    let latest = latest(&mut c_events).await;
     let texts: Vec<_> = latest.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(
         texts,
@@ -106,11 +110,7 @@ async fn v1_client_pages_the_whole_history_in_order() {
     client.close().await;
 
     let (client, mut events) = server.connect(AGENT, Protocol::V1).await;
-    let latest = next_matching(&mut events, |e| match e {
-        Event::V1(ServerFrame::Latest(l)) => Some(l),
-        _ => None,
-    })
-    .await;
+    let latest = latest(&mut events).await;
     assert_eq!(latest.messages.len(), 50);
     let mut texts: Vec<String> = latest.messages.iter().map(|m| m.text.clone()).collect();
     let mut before = latest.messages[0].seq.unwrap();
@@ -143,11 +143,7 @@ async fn v1_client_told_to_reload_starts_again_from_latest() {
     })
     .await;
     assert_eq!((reload.code, reload.since), (ReloadCode::UnknownPoint, 500));
-    let latest = next_matching(&mut events, |e| match e {
-        Event::V1(ServerFrame::Latest(l)) => Some(l),
-        _ => None,
-    })
-    .await;
+    let latest = latest(&mut events).await;
     assert_eq!(latest.messages.len(), 1);
     live(&mut events).await;
     assert_eq!(
