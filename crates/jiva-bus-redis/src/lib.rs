@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jiva_core::{Bus, BusError, ChatId, Incoming, Message};
+use jiva_core::{Bus, BusError, ChatEvent, ChatId, Events, Incoming, Message, ReceivedEvent};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc, watch};
@@ -119,6 +119,8 @@ struct Shared {
     prefix: String,
     followed: Mutex<HashSet<String>>,
     incoming: mpsc::Sender<Message>,
+    /// Received ephemeral events (presence, typing).
+    events: mpsc::Sender<ReceivedEvent>,
     connected: watch::Sender<bool>,
     lost: Notify,
 }
@@ -143,8 +145,9 @@ impl Shared {
         else {
             return;
         };
-        let (origin, message) = match wire::decode(payload) {
-            Ok(decoded) => decoded,
+        let (origin, message) = match wire::decode_any(payload) {
+            Ok(wire::Decoded::Message(origin, message)) => (origin, message),
+            Ok(wire::Decoded::Event(event)) => return self.received_event(channel, event),
             Err(e) => {
                 metrics::counter!("jiva_bus_undecodable_total").increment(1);
                 tracing::warn!(error = %e, "ignoring a bus message");
@@ -166,6 +169,25 @@ impl Shared {
         metrics::counter!("jiva_bus_received_total").increment(1);
         if self.incoming.try_send(message).is_err() {
             metrics::counter!("jiva_bus_received_dropped_total").increment(1);
+        }
+    }
+
+    /// An ephemeral event of another server, on a followed chat's channel.
+    fn received_event(&self, channel: &[u8], event: ReceivedEvent) {
+        if event.from == self.origin {
+            return;
+        }
+        let channel = String::from_utf8_lossy(channel);
+        let followed = self
+            .followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(channel.as_ref());
+        if !followed || channel != self.channel(&event.event.chat) {
+            return;
+        }
+        if self.events.try_send(event).is_err() {
+            metrics::counter!("jiva_bus_events_dropped_total").increment(1);
         }
     }
 
@@ -200,6 +222,7 @@ pub struct RedisBus {
     manager: Arc<OnceLock<ConnectionManager>>,
     outgoing: mpsc::Sender<(String, String)>,
     incoming: Mutex<Option<mpsc::Receiver<Message>>>,
+    events: Mutex<Option<mpsc::Receiver<ReceivedEvent>>>,
     _stop: DropGuard,
 }
 
@@ -221,12 +244,14 @@ impl RedisBus {
     pub async fn connect(config: Config) -> Result<Self, BusError> {
         let client = redis::Client::open(config.url.with_resp3()).map_err(unavailable)?;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_queue.max(1));
+        let (events_tx, events_rx) = mpsc::channel(config.incoming_queue.max(1));
         let (connected, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             origin: uuid::Uuid::new_v4().to_string(),
             prefix: config.channel_prefix.clone(),
             followed: Mutex::new(HashSet::new()),
             incoming: incoming_tx,
+            events: events_tx,
             connected,
             lost: Notify::new(),
         });
@@ -280,6 +305,7 @@ impl RedisBus {
             manager,
             outgoing,
             incoming: Mutex::new(Some(incoming_rx)),
+            events: Mutex::new(Some(events_rx)),
             _stop: stop.drop_guard(),
         })
     }
@@ -483,19 +509,37 @@ impl Bus for RedisBus {
     }
 
     fn incoming(&self) -> Result<Incoming, BusError> {
-        let receiver = self
-            .incoming
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or(BusError::AlreadyTaken)?;
-        Ok(Box::pin(futures_util::stream::unfold(
-            receiver,
-            |mut receiver| async move { receiver.recv().await.map(|m| (m, receiver)) },
-        )))
+        Ok(Box::pin(take_stream(&self.incoming)?))
     }
 
     fn connected(&self) -> bool {
         *self.shared.connected.borrow()
     }
+
+    fn publish_event(&self, event: &ChatEvent) {
+        let channel = self.shared.channel(&event.chat);
+        let payload = wire::encode_event(&self.shared.origin, event);
+        if self.outgoing.try_send((channel, payload)).is_err() {
+            metrics::counter!("jiva_bus_publish_dropped_total").increment(1);
+        }
+    }
+
+    fn events(&self) -> Result<Events, BusError> {
+        Ok(Box::pin(take_stream(&self.events)?))
+    }
+}
+
+/// The stream of a receiver that can be taken once.
+fn take_stream<T: Send + 'static>(
+    slot: &Mutex<Option<mpsc::Receiver<T>>>,
+) -> Result<impl futures_util::Stream<Item = T> + Send + 'static, BusError> {
+    let receiver = slot
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .ok_or(BusError::AlreadyTaken)?;
+    Ok(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+    ))
 }

@@ -6,7 +6,8 @@
 //! `origin` lets a bus ignore its own messages (Redis delivers them to the publisher too).
 
 use jiva_core::{
-    AgentId, Body, ChatId, ConnectionType, Message, MessageId, Sender, Seq, Timestamp,
+    AgentId, Body, ChatEvent, ChatId, ConnectionType, EventKind, MemberRole, Message, MessageId,
+    PresenceMember, ReceivedEvent, Sender, Seq, Timestamp,
 };
 use serde_json::{Map, Value, json};
 
@@ -89,6 +90,87 @@ pub(crate) fn decode(payload: &[u8]) -> Result<(String, Message), Undecodable> {
     ))
 }
 
+/// Encodes an ephemeral event published by bus `origin`:
+/// `{"v":1,"origin":…,"agent":…,"kind":…,"event":"present"|"absent"|"typing"|"query",
+/// "member":"<id>","role":"agent"|"supervisor"|"anonymous","active":true}` (`member` and `role`
+/// but for `query`, `active` for `typing` only).
+pub(crate) fn encode_event(origin: &str, event: &ChatEvent) -> String {
+    let mut object = json!({
+        "v": VERSION,
+        "origin": origin,
+        "agent": event.chat.agent().as_str(),
+        "kind": event.chat.kind().as_str(),
+    });
+    if let Value::Object(map) = &mut object {
+        let (name, member) = match &event.kind {
+            EventKind::Present(m) => ("present", Some(m)),
+            EventKind::Absent(m) => ("absent", Some(m)),
+            EventKind::Typing { member, active } => {
+                map.insert("active".into(), Value::from(*active));
+                ("typing", Some(member))
+            }
+            EventKind::Query => ("query", None),
+        };
+        map.insert("event".into(), Value::from(name));
+        if let Some(member) = member {
+            map.insert("member".into(), Value::from(member.id.as_str()));
+            map.insert("role".into(), Value::from(member.role.as_str()));
+        }
+    }
+    object.to_string()
+}
+
+/// A decoded payload.
+pub(crate) enum Decoded {
+    /// A stored message and its publisher's id.
+    Message(String, Message),
+    /// An ephemeral event.
+    Event(ReceivedEvent),
+}
+
+/// Decodes a payload of either kind.
+pub(crate) fn decode_any(payload: &[u8]) -> Result<Decoded, Undecodable> {
+    let value: Value = serde_json::from_slice(payload).map_err(|_| Undecodable("not JSON"))?;
+    let Some(name) = value.get("event").and_then(Value::as_str) else {
+        return decode(payload).map(|(origin, m)| Decoded::Message(origin, m));
+    };
+    let Value::Object(map) = &value else {
+        return Err(Undecodable("not an object"));
+    };
+    if map.get("v").and_then(Value::as_u64) != Some(VERSION) {
+        return Err(Undecodable("unknown version"));
+    }
+    let origin = string(map, "origin")?.to_owned();
+    let agent = AgentId::parse(string(map, "agent")?).map_err(|_| Undecodable("agent"))?;
+    let kind = ConnectionType::parse(string(map, "kind")?).map_err(|_| Undecodable("kind"))?;
+    let member = || -> Result<PresenceMember, Undecodable> {
+        Ok(PresenceMember {
+            id: string(map, "member")?.to_owned(),
+            role: MemberRole::parse(string(map, "role")?).ok_or(Undecodable("role"))?,
+        })
+    };
+    let kind_of_event = match name {
+        "present" => EventKind::Present(member()?),
+        "absent" => EventKind::Absent(member()?),
+        "typing" => EventKind::Typing {
+            member: member()?,
+            active: map
+                .get("active")
+                .and_then(Value::as_bool)
+                .ok_or(Undecodable("active"))?,
+        },
+        "query" => EventKind::Query,
+        _ => return Err(Undecodable("event")),
+    };
+    Ok(Decoded::Event(ReceivedEvent {
+        from: origin,
+        event: ChatEvent {
+            chat: ChatId::new(agent, kind),
+            kind: kind_of_event,
+        },
+    }))
+}
+
 fn string<'a>(map: &'a Map<String, Value>, key: &'static str) -> Result<&'a str, Undecodable> {
     map.get(key).and_then(Value::as_str).ok_or(Undecodable(key))
 }
@@ -117,6 +199,37 @@ mod tests {
             assert_eq!(origin, "node-a");
             assert_eq!(back, m);
         }
+    }
+
+    #[test]
+    fn events_round_trip_and_messages_still_decode() {
+        let member = PresenceMember {
+            id: "5d1e".into(),
+            role: MemberRole::Supervisor,
+        };
+        for kind in [
+            EventKind::Present(member.clone()),
+            EventKind::Absent(member.clone()),
+            EventKind::Typing {
+                member,
+                active: false,
+            },
+            EventKind::Query,
+        ] {
+            let event = ChatEvent { chat: chat(), kind };
+            match decode_any(encode_event("node-b", &event).as_bytes()).unwrap() {
+                Decoded::Event(back) => {
+                    assert_eq!(back.from, "node-b");
+                    assert_eq!(back.event, event);
+                }
+                Decoded::Message(..) => panic!("an event decoded as a message"),
+            }
+        }
+        let m = Message::user(chat(), Sender::Agent, "x".into());
+        assert!(matches!(
+            decode_any(encode("a", &m).as_bytes()),
+            Ok(Decoded::Message(..))
+        ));
     }
 
     #[test]

@@ -557,6 +557,62 @@ mod tests {
         assert_eq!(frames, ["1:question", "chunk:answer", "2:answer", "end"]);
     }
 
+    #[tokio::test]
+    async fn cancel_ends_the_running_turn_with_what_came_and_a_waiting_one_is_never_asked() {
+        let mut store = numbering_store(false);
+        store.expect_recent().returning(|_, _| Ok(Vec::new()));
+        let mut copilot = MockCopilot::new();
+        // Only the first question is asked: a chunk, then nothing until the turn is cancelled.
+        copilot.expect_ask().times(1).returning(|_| {
+            let chunk = Ok(CopilotChunk {
+                action: None,
+                output: Some("part".into()),
+            });
+            let chunks: ChunkStream = Box::pin(
+                futures_util::stream::iter([chunk]).chain(futures_util::stream::pending()),
+            );
+            Ok(chunks)
+        });
+        let tracker = TaskTracker::new();
+        let chats = Chats::new(
+            Config::default(),
+            Ports::new(Arc::new(store)).with_copilot(Arc::new(copilot)),
+            TextEncoder,
+            tracker.clone(),
+            CancellationToken::new(),
+        );
+        let copilot_chat = chat(ConnectionType::Copilot);
+        let (sub, mut rx) = subscriber(1);
+        chats.join(&copilot_chat, sub).await;
+        chats.replayed(&copilot_chat, 0);
+        let first = Message::user(copilot_chat.clone(), Sender::Agent, "q1".into());
+        let first_id = first.id;
+        chats.accept(first).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "1:q1");
+        assert_eq!(rx.recv().await.unwrap(), "chunk:part");
+        let second = Message::user(copilot_chat.clone(), Sender::Agent, "q2".into());
+        let second_id = second.id;
+        chats.accept(second).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "2:q2");
+        assert_eq!(chats.cancel(&copilot_chat, second_id), Ok(()));
+        assert_eq!(chats.cancel(&copilot_chat, first_id), Ok(()));
+        tracker.close();
+        tracker.wait().await;
+        let mut rest = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            rest.push(frame);
+        }
+        assert_eq!(rest, ["3:part\n\n[Answer stopped.]", "end", "end"]);
+        assert_eq!(
+            chats.cancel(&copilot_chat, first_id),
+            Err(CancelRefusal::NoSuchTurn)
+        );
+        assert_eq!(
+            chats.cancel(&chat(ConnectionType::Supervisor), first_id),
+            Err(CancelRefusal::NotACopilotChat)
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_copilot_turn_waits_while_another_server_holds_the_chats_lease() {
         let mut lock = jiva_core::MockTurnLock::new();

@@ -12,6 +12,10 @@
 //! (a message published while a server was disconnected from the broker is not delivered to it
 //! later; the chat's order lets a receiver notice the gap, and the store has the message), and
 //! [`Bus::publish`] never waits for the broker (a bus that cannot keep up drops, and counts).
+//!
+//! A bus also carries ephemeral events of the followed chats ([`Bus::publish_event`],
+//! [`Bus::events`]): who is present, who is typing. They are never stored, and a server that
+//! misses one learns the state again from the periodic [`EventKind::Present`] announcements.
 
 use std::error::Error as StdError;
 use std::pin::Pin;
@@ -24,6 +28,101 @@ use crate::message::Message;
 
 /// The messages other servers published to followed chats, in the order received.
 pub type Incoming = Pin<Box<dyn Stream<Item = Message> + Send>>;
+
+/// The ephemeral events other servers published to followed chats (see [`Bus::events`]).
+pub type Events = Pin<Box<dyn Stream<Item = ReceivedEvent> + Send>>;
+
+/// Someone in a chat, as presence shows them: one per identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PresenceMember {
+    /// The identity's id (an agent id), or a per-socket id when it has no identity.
+    pub id: String,
+    /// Its role.
+    pub role: MemberRole,
+}
+
+/// The role of a [`PresenceMember`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemberRole {
+    /// A contact-centre agent.
+    Agent,
+    /// A supervisor.
+    Supervisor,
+    /// A socket without an identity (authentication off).
+    Anonymous,
+}
+
+impl MemberRole {
+    /// `agent`, `supervisor` or `anonymous`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Supervisor => "supervisor",
+            Self::Anonymous => "anonymous",
+        }
+    }
+
+    /// Parses [`MemberRole::as_str`]'s spelling.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "agent" => Some(Self::Agent),
+            "supervisor" => Some(Self::Supervisor),
+            "anonymous" => Some(Self::Anonymous),
+            _ => None,
+        }
+    }
+}
+
+/// What an ephemeral event of a chat says. Never stored; not ordered with the chat's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// The member has a socket of the chat on the publishing server (sent when its first one
+    /// opens, in answer to [`EventKind::Query`], and again periodically while it stays).
+    Present(PresenceMember),
+    /// The member's last socket of the chat on the publishing server closed.
+    Absent(PresenceMember),
+    /// The member is typing (`active`) or stopped.
+    Typing {
+        /// Who.
+        member: PresenceMember,
+        /// True while typing.
+        active: bool,
+    },
+    /// The publishing server asks the others who of theirs is present in the chat.
+    Query,
+}
+
+/// An ephemeral event of a chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatEvent {
+    /// The chat.
+    pub chat: ChatId,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// An event another server published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedEvent {
+    /// The publishing server's bus id (stable for the life of its process).
+    pub from: String,
+    /// The event.
+    pub event: ChatEvent,
+}
+
+/// A stream that ends at once: the events of a bus that carries none.
+struct NoEvents;
+
+impl Stream for NoEvents {
+    type Item = ReceivedEvent;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ReceivedEvent>> {
+        std::task::Poll::Ready(None)
+    }
+}
 
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,4 +158,17 @@ pub trait Bus: Send + Sync {
 
     /// Whether the bus is connected to its broker now (for readiness and metrics).
     fn connected(&self) -> bool;
+
+    /// Hands an ephemeral event (presence, typing) to the other servers following its chat.
+    /// Never waits; best effort, like [`Bus::publish`]. The default (a single server) sends
+    /// nowhere.
+    fn publish_event(&self, event: &ChatEvent) {
+        let _ = event;
+    }
+
+    /// The stream of events other servers published to followed chats; one stream per bus.
+    /// The default (a single server) ends at once.
+    fn events(&self) -> Result<Events, BusError> {
+        Ok(Box::pin(NoEvents))
+    }
 }

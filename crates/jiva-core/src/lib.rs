@@ -43,7 +43,10 @@ pub mod turn_lock;
 pub use auth::{
     AuthError, Authenticator, Denied, Identity, NoAuth, UserRole, authorize, sender_for,
 };
-pub use bus::{Bus, BusError, Incoming};
+pub use bus::{
+    Bus, BusError, ChatEvent, EventKind, Events, Incoming, MemberRole, PresenceMember,
+    ReceivedEvent,
+};
 pub use chat::{AgentId, ChatId, ConnectionType, InvalidAgentId, UnknownConnectionType};
 pub use copilot::{
     AnswerAssembler, ChunkStream, Copilot, CopilotChunk, CopilotError, CopilotRequest,

@@ -30,7 +30,7 @@ const REPLAYED_KEPT: usize = 4096;
 const WRITE_BATCH: usize = 64;
 
 /// Why the reader stopped, and so how the writer closes.
-enum Ending {
+pub(crate) enum Ending {
     /// The connection dropped (or the writer ended first): nothing more to say.
     Quiet,
     /// The client sent a close frame: answer it (RFC 6455 §5.5.1; the WebSocket layer queued
@@ -59,6 +59,9 @@ pub(crate) async fn run(
     async move {
         metrics::gauge!("jiva_sockets_open").increment(1.0);
         tracing::debug!("socket opened");
+        // Counted in the chat's presence (protocol v1) while open.
+        let member = crate::v1::member(identity.as_ref(), conn);
+        let _present = state.presence.enter(&chat, member, None);
         let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
         let slow = CancellationToken::new();
         // The writer joins the chat's room once it has caught up with the stored history, and
@@ -134,30 +137,15 @@ async fn read_loop(
     let mut bucket = state.limiter.message_bucket();
     let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
     loop {
-        let next = tokio::select! {
-            next = stream.next() => next,
-            () = state.shutdown.cancelled() => return Ending::Shutdown,
-            () = done.cancelled() => return Ending::Quiet,
-            alive = liveness.tick() => {
-                if !alive {
-                    return Ending::Idle;
-                }
-                ping.notify_one();
-                continue;
-            }
-        };
-        liveness.seen();
-        if matches!(next, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_)))) {
-            match bucket.take() {
-                Verdict::Accept => {}
-                Verdict::Refuse => {
+        let next =
+            match next_message(state, &mut stream, done, ping, &mut liveness, &mut bucket).await {
+                Next::Message(next) => next,
+                Next::OverRate => {
                     reply(frames::error(limits::Refusal::MessageRate.reason()));
                     continue;
                 }
-                Verdict::Drop => continue,
-                Verdict::Close => return Ending::Policy,
-            }
-        }
+                Next::End(ending) => return ending,
+            };
         match next {
             None => return Ending::Quiet,
             Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
@@ -199,24 +187,71 @@ async fn read_loop(
                 reply(frames::error("binary frames are not supported"))
             }
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-            Some(Err(e)) => {
-                let too_big = std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
-                    .is_some_and(|e| {
-                        matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_))
-                    });
-                if too_big {
-                    tracing::info!("frame larger than the limit; closing the socket");
-                    return Ending::TooBig;
-                }
-                tracing::debug!(error = %e, "socket read failed");
-                return Ending::Quiet;
-            }
+            Some(Err(e)) => return read_failed(&e),
         }
     }
 }
 
-type Sink = SplitSink<WebSocket, WsMessage>;
+/// What the reader got next.
+pub(crate) enum Next {
+    /// A frame (or the end of the stream, or a read error), past the idle and rate checks.
+    Message(Option<Result<WsMessage, axum::Error>>),
+    /// A data frame over the message rate: answer it with an error, and read on.
+    OverRate,
+    /// Stop reading.
+    End(Ending),
+}
+
+/// Reads the next frame of a socket, pinging it (through the writer) while it is idle and
+/// applying the message rate to data frames; shared by v0 and v1 readers.
+pub(crate) async fn next_message(
+    state: &State,
+    stream: &mut SplitStream<WebSocket>,
+    done: &CancellationToken,
+    ping: &Notify,
+    liveness: &mut limits::Liveness,
+    bucket: &mut limits::MessageBucket,
+) -> Next {
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = state.shutdown.cancelled() => return Next::End(Ending::Shutdown),
+            () = done.cancelled() => return Next::End(Ending::Quiet),
+            alive = liveness.tick() => {
+                if !alive {
+                    return Next::End(Ending::Idle);
+                }
+                ping.notify_one();
+                continue;
+            }
+        };
+        liveness.seen();
+        if matches!(next, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_)))) {
+            match bucket.take() {
+                Verdict::Accept => {}
+                Verdict::Refuse => return Next::OverRate,
+                Verdict::Drop => continue,
+                Verdict::Close => return Next::End(Ending::Policy),
+            }
+        }
+        return Next::Message(next);
+    }
+}
+
+/// How a read error ends the socket: 1009 for a frame over the size limit, quietly otherwise.
+pub(crate) fn read_failed(e: &axum::Error) -> Ending {
+    let too_big = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
+    if too_big {
+        tracing::info!("frame larger than the limit; closing the socket");
+        return Ending::TooBig;
+    }
+    tracing::debug!(error = %e, "socket read failed");
+    Ending::Quiet
+}
+
+pub(crate) type Sink = SplitSink<WebSocket, WsMessage>;
 
 #[allow(clippy::too_many_arguments)]
 async fn write_loop(
@@ -232,17 +267,52 @@ async fn write_loop(
     ping: Arc<Notify>,
     expires_at: Option<Timestamp>,
 ) {
-    let close_timeout = state.config.close_timeout;
+    let conn = subscriber.conn;
+    let mut joined = false;
+    let serve = serve_frames(
+        &state,
+        &chat,
+        &mut sink,
+        &mut rx,
+        (subscriber, joined_token),
+        &mut joined,
+        &ping,
+    );
+    let (outcome, client_closed) =
+        until_closed(&state, &slow, &mut ending, expires_at, serve).await;
+    if joined {
+        state.chats.leave(&chat, conn).await;
+    }
+    done.cancel();
+    close_socket(
+        &state,
+        &mut sink,
+        &mut rx,
+        outcome,
+        client_closed,
+        &|frame| Some(frame.text.clone()),
+    )
+    .await;
+}
+
+/// Runs a socket's writer (`serve`) until it ends or something closes the socket: the reader's
+/// ending, a slow queue, shutdown or the token's expiry. Returns the close frame to send
+/// (`None`: none) and whether the client closed first.
+pub(crate) async fn until_closed(
+    state: &State,
+    slow: &CancellationToken,
+    ending: &mut oneshot::Receiver<Ending>,
+    expires_at: Option<Timestamp>,
+    serve: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> (Option<CloseFrame>, bool) {
     let close = |code: u16, reason: &'static str| CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     };
     let mut client_closed = false;
-    let conn = subscriber.conn;
-    let mut joined = false;
     let outcome = tokio::select! {
         biased;
-        end = &mut ending => match end {
+        end = ending => match end {
             Ok(Ending::ClientClosed) => {
                 client_closed = true;
                 None
@@ -259,7 +329,7 @@ async fn write_loop(
             metrics::counter!("jiva_token_expired_closes_total").increment(1);
             Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
         }
-        result = serve_frames(&state, &chat, &mut sink, &mut rx, (subscriber, joined_token), &mut joined, &ping) => {
+        result = serve => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "socket write failed");
             }
@@ -273,10 +343,20 @@ async fn write_loop(
             .is_cancelled()
             .then(|| close(CLOSE_GOING_AWAY, "server shutting down"))
     });
-    if joined {
-        state.chats.leave(&chat, conn).await;
-    }
-    done.cancel();
+    (outcome, client_closed)
+}
+
+/// Closes a socket whose writer ended: answers the client's close, or sends `outcome` (after
+/// the frames already queued, when a rate limit closes it, each written as `text` makes it).
+pub(crate) async fn close_socket(
+    state: &State,
+    sink: &mut Sink,
+    rx: &mut mpsc::Receiver<Frame>,
+    outcome: Option<CloseFrame>,
+    client_closed: bool,
+    text: &(dyn Fn(&Frame) -> Option<Utf8Bytes> + Sync),
+) {
+    let close_timeout = state.config.close_timeout;
     if client_closed && outcome.is_none() {
         // Sends the close frame the WebSocket layer queued in answer to the client's.
         let _ = timeout(close_timeout, sink.close()).await;
@@ -285,7 +365,7 @@ async fn write_loop(
         if frame.code == CLOSE_POLICY {
             // The frames answered before the limit closed the socket (the echoes and the
             // rate-limit error) are still delivered.
-            let _ = timeout(close_timeout, write_queued(&mut sink, &mut rx)).await;
+            let _ = timeout(close_timeout, write_queued(sink, rx, text)).await;
         }
         let too_big = frame.code == CLOSE_TOO_BIG;
         let _ = timeout(close_timeout, sink.send(WsMessage::Close(Some(frame)))).await;
@@ -302,9 +382,15 @@ async fn write_loop(
 }
 
 /// Writes the frames already queued, without waiting for more.
-async fn write_queued(sink: &mut Sink, rx: &mut mpsc::Receiver<Frame>) -> Result<(), axum::Error> {
+async fn write_queued(
+    sink: &mut Sink,
+    rx: &mut mpsc::Receiver<Frame>,
+    text: &(dyn Fn(&Frame) -> Option<Utf8Bytes> + Sync),
+) -> Result<(), axum::Error> {
     while let Ok(frame) = rx.try_recv() {
-        sink.feed(WsMessage::Text(frame.text)).await?;
+        if let Some(text) = text(&frame) {
+            sink.feed(WsMessage::Text(text)).await?;
+        }
     }
     sink.flush().await
 }

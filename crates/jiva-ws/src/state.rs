@@ -78,6 +78,8 @@ pub(crate) struct State {
     pub limiter: Limiter,
     /// Renders `/metrics`; set once by the embedding program (see `Transport::with_metrics`).
     pub metrics: OnceLock<MetricsRender>,
+    /// Who is in each chat (protocol v1's presence and typing).
+    pub presence: crate::v1::Presence,
 }
 
 /// Renders the process's metrics in Prometheus text format.
@@ -88,6 +90,7 @@ impl State {
         let limiter = Limiter::new(config.limits.clone());
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
+        let presence = crate::v1::Presence::new(Arc::clone(&services.ports.bus));
         let chats = Chats::new(
             config.chat(),
             services.ports,
@@ -104,6 +107,7 @@ impl State {
             next_conn: AtomicU64::new(1),
             limiter,
             metrics: OnceLock::new(),
+            presence,
         }
     }
 

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use jiva_chat::{CancelRefusal, Rejection, Subscriber};
 use jiva_core::{ChatId, Identity, Message, MessageId, Sender, Seq, Timestamp, sender_for};
@@ -14,37 +14,25 @@ use jiva_protocol::{
     ServerFrame, UserSender, Welcome,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{catchup, encode};
+use crate::conn::{Ending, Next, Sink, close_socket, next_message, read_failed, until_closed};
 use crate::frames::Frame;
-use crate::limits::{self, Verdict};
+use crate::limits;
 use crate::state::State;
-use crate::{
-    CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED,
-    CLOSE_TOO_BIG, auth,
-};
 
 /// Frames written per flush.
 const WRITE_BATCH: usize = 64;
-
-/// Why the reader stopped, and so how the writer closes (as `conn`'s).
-enum Ending {
-    Quiet,
-    ClientClosed,
-    TooBig,
-    Shutdown,
-    Policy,
-    Idle,
-}
 
 /// What a socket's reader and writer both know.
 struct Socket<'a> {
     state: &'a Arc<State>,
     chat: &'a ChatId,
     identity: Option<&'a Identity>,
+    /// The caller in presence.
+    me: &'a Member,
 }
 
 /// Runs one v1 socket of `chat` until it closes; `since` is the resume point, if any.
@@ -69,6 +57,12 @@ pub(crate) async fn run(
             slow: slow.clone(),
         };
         let me = super::member(identity.as_ref(), conn);
+        let listener = super::Listener {
+            conn,
+            tx: tx.clone(),
+            slow: slow.clone(),
+        };
+        let (_present, members) = state.presence.enter(&chat, me.clone(), Some(listener));
         let (sink, stream) = socket.split();
         let (end_tx, end_rx) = oneshot::channel();
         let done = CancellationToken::new();
@@ -78,7 +72,7 @@ pub(crate) async fn run(
             write_loop(
                 Arc::clone(&state),
                 chat.clone(),
-                me,
+                (me.clone(), members),
                 since,
                 sink,
                 rx,
@@ -93,6 +87,7 @@ pub(crate) async fn run(
             state: &state,
             chat: &chat,
             identity: identity.as_ref(),
+            me: &me,
         };
         let ending = read_loop(&socket, stream, &tx, &slow, &done, &ping, &joined).await;
         let _ = end_tx.send(ending);
@@ -123,23 +118,10 @@ async fn read_loop(
     let mut bucket = state.limiter.message_bucket();
     let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
     loop {
-        let next = tokio::select! {
-            next = stream.next() => next,
-            () = state.shutdown.cancelled() => return Ending::Shutdown,
-            () = done.cancelled() => return Ending::Quiet,
-            alive = liveness.tick() => {
-                if !alive {
-                    return Ending::Idle;
-                }
-                ping.notify_one();
-                continue;
-            }
-        };
-        liveness.seen();
-        if matches!(next, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_)))) {
-            match bucket.take() {
-                Verdict::Accept => {}
-                Verdict::Refuse => {
+        let next =
+            match next_message(state, &mut stream, done, ping, &mut liveness, &mut bucket).await {
+                Next::Message(next) => next,
+                Next::OverRate => {
                     reply(encode::error(
                         ErrorCode::RateLimited,
                         limits::Refusal::MessageRate.reason(),
@@ -147,10 +129,8 @@ async fn read_loop(
                     ));
                     continue;
                 }
-                Verdict::Drop => continue,
-                Verdict::Close => return Ending::Policy,
-            }
-        }
+                Next::End(ending) => return ending,
+            };
         match next {
             None => return Ending::Quiet,
             Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
@@ -195,8 +175,10 @@ async fn read_loop(
                             reply(encode::error(refused.0, refused.1, c.r#ref.as_deref()));
                         }
                     }
-                    // Typing is relayed by presence, which this server does not carry yet.
-                    ClientFrame::Typing(_) => {}
+                    // Never answered; relayed (or dropped over the rate) by presence.
+                    ClientFrame::Typing(t) => {
+                        state.presence.typing(socket.chat, socket.me, t.active);
+                    }
                 }
             }
             Some(Ok(WsMessage::Binary(_))) => reply(encode::error(
@@ -205,19 +187,7 @@ async fn read_loop(
                 None,
             )),
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-            Some(Err(e)) => {
-                let too_big = std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
-                    .is_some_and(|e| {
-                        matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_))
-                    });
-                if too_big {
-                    tracing::info!("frame larger than the limit; closing the socket");
-                    return Ending::TooBig;
-                }
-                tracing::debug!(error = %e, "socket read failed");
-                return Ending::Quiet;
-            }
+            Some(Err(e)) => return read_failed(&e),
         }
     }
 }
@@ -336,13 +306,11 @@ async fn page(socket: &Socket<'_>, request: PageRequest) -> Frame {
     }
 }
 
-type Sink = SplitSink<WebSocket, WsMessage>;
-
 #[allow(clippy::too_many_arguments)]
 async fn write_loop(
     state: Arc<State>,
     chat: ChatId,
-    me: Member,
+    me: (Member, Vec<Member>),
     since: Option<Seq>,
     mut sink: Sink,
     mut rx: mpsc::Receiver<Frame>,
@@ -355,77 +323,29 @@ async fn write_loop(
     ping: Arc<Notify>,
     expires_at: Option<Timestamp>,
 ) {
-    let close_timeout = state.config.close_timeout;
-    let close = |code: u16, reason: &'static str| CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
-    let mut client_closed = false;
     let conn = subscriber.0.conn;
     let mut joined = false;
     let mut replayed = catchup::Replayed::default();
-    let outcome = tokio::select! {
-        biased;
-        end = &mut ending => match end {
-            Ok(Ending::ClientClosed) => {
-                client_closed = true;
-                None
-            }
-            Ok(Ending::TooBig) => Some(close(CLOSE_TOO_BIG, "frame too large")),
-            Ok(Ending::Shutdown) => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
-            Ok(Ending::Policy) => Some(close(CLOSE_POLICY, "rate limit exceeded")),
-            Ok(Ending::Idle) => Some(close(CLOSE_IDLE, "idle timeout")),
-            Ok(Ending::Quiet) | Err(_) => None,
-        },
-        () = slow.cancelled() => Some(close(CLOSE_SLOW_CONSUMER, "slow consumer")),
-        () = state.shutdown.cancelled() => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
-        () = auth::expiry(expires_at) => {
-            metrics::counter!("jiva_token_expired_closes_total").increment(1);
-            Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
-        }
-        result = serve(&state, &chat, me, since, &mut sink, &mut rx, subscriber, &mut joined, &mut replayed, &ping) => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "socket write failed");
-            }
-            None
-        }
-    };
-    let outcome = outcome.or_else(|| {
-        state
-            .shutdown
-            .is_cancelled()
-            .then(|| close(CLOSE_GOING_AWAY, "server shutting down"))
-    });
+    let serve = serve(
+        &state,
+        &chat,
+        me,
+        since,
+        &mut sink,
+        &mut rx,
+        subscriber,
+        &mut joined,
+        &mut replayed,
+        &ping,
+    );
+    let (outcome, client_closed) =
+        until_closed(&state, &slow, &mut ending, expires_at, serve).await;
     if joined {
         state.chats.leave(&chat, conn).await;
     }
     done.cancel();
-    if client_closed && outcome.is_none() {
-        let _ = timeout(close_timeout, sink.close()).await;
-    }
-    if let Some(frame) = outcome {
-        if frame.code == CLOSE_POLICY {
-            // The answers queued before the limit closed the socket are still delivered.
-            let queued = async {
-                while let Ok(frame) = rx.try_recv() {
-                    if let Some(text) = catchup::live_text(&frame, &replayed) {
-                        sink.feed(WsMessage::Text(text)).await?;
-                    }
-                }
-                sink.flush().await
-            };
-            let _ = timeout(close_timeout, queued).await;
-        }
-        let too_big = frame.code == CLOSE_TOO_BIG;
-        let _ = timeout(close_timeout, sink.send(WsMessage::Close(Some(frame)))).await;
-        if too_big {
-            // As in `conn`: linger so that the client reads 1009 before the reset.
-            tokio::select! {
-                () = tokio::time::sleep(close_timeout) => {}
-                () = state.shutdown.cancelled() => {}
-            }
-        }
-    }
+    let text = |frame: &Frame| catchup::live_text(frame, &replayed);
+    close_socket(&state, &mut sink, &mut rx, outcome, client_closed, &text).await;
 }
 
 /// Welcome, catch-up, then live frames until the queue closes.
@@ -433,7 +353,7 @@ async fn write_loop(
 async fn serve(
     state: &State,
     chat: &ChatId,
-    me: Member,
+    (me, members): (Member, Vec<Member>),
     since: Option<Seq>,
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Frame>,
@@ -455,9 +375,11 @@ async fn serve(
         },
     });
     sink.feed(WsMessage::Text(encode::text(&welcome))).await?;
-    let presence = ServerFrame::Presence(jiva_protocol::Presence { members: vec![me] });
+    let presence = ServerFrame::Presence(jiva_protocol::Presence { members });
     sink.feed(WsMessage::Text(encode::text(&presence))).await?;
     *replayed = Box::pin(catchup::run(state, chat, sink, since, subscriber, joined)).await?;
+    // Following the chat on the bus now: the other servers' members answer.
+    state.presence.query(chat);
     loop {
         let frame = tokio::select! {
             frame = rx.recv() => match frame {

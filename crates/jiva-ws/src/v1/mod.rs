@@ -9,11 +9,13 @@
 //!
 //! Layout: `conn` (the socket's reader and writer), `catchup` (the latest page or the resume,
 //! then joining the room with no gap and no duplicate), `encode` (core types and room frames to
-//! v1 frames).
+//! v1 frames), `presence` (who is in each chat and who is typing, across servers over the
+//! bus's ephemeral events).
 
 mod catchup;
 mod conn;
 mod encode;
+mod presence;
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use jiva_core::{Identity, MessageId, Seq};
 use jiva_protocol::{ErrorCode, Member, Role, SINCE_PARAM, SUBPROTOCOL, TurnOutcome};
 
 pub(crate) use conn::run;
+pub(crate) use presence::{Listener, Presence};
 
 use crate::frames::Frame;
 

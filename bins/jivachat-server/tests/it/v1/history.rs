@@ -15,7 +15,16 @@ fn open_limits(config: &mut Config) {
 /// A server whose supervisor chat of [`AGENT`] already holds `n` messages `m-1` … `m-n`
 /// (numbered 1 … n), written to the store before it starts.
 async fn server_with_history(n: usize, tweak: fn(&mut Config)) -> (TestServer, tempfile::TempDir) {
-    let (backing, dir) = Backing::fresh(StoreKind::Sqlite).await;
+    server_on_with_history(StoreKind::Sqlite, n, tweak).await
+}
+
+/// [`server_with_history`] on a store of `kind`.
+async fn server_on_with_history(
+    kind: StoreKind,
+    n: usize,
+    tweak: fn(&mut Config),
+) -> (TestServer, tempfile::TempDir) {
+    let (backing, dir) = Backing::fresh(kind).await;
     {
         let mut config = Config::with_data_dir(dir.path());
         tweak(&mut config);
@@ -185,3 +194,31 @@ async fn a_page_limit_is_capped_and_before_must_be_positive() {
     );
     server.stop().await;
 }
+
+/// The latest page, a resume and paging on each store (DynamoDB serves `page` and resume
+/// through the port's default, which walks the history).
+async fn latest_resume_and_pages_in_chat_order(kind: StoreKind) {
+    let (server, _dir) = server_on_with_history(kind, 130, open_limits).await;
+    let url = server.chat_url(AGENT, "supervisor");
+    let (mut v1, before, _) = V1::open(&url).await;
+    let latest = of_type(&before, "latest")[0].clone();
+    assert_eq!(seqs(&latest["messages"]), (81..=130).collect::<Vec<_>>());
+    v1.send(json!({"type":"page","before":81,"limit":60})).await;
+    let page = v1.expect("page").await;
+    assert_eq!(seqs(&page["messages"]), (21..=80).collect::<Vec<_>>());
+    assert_eq!(page["has_older"], true);
+    v1.send(json!({"type":"page","before":21,"limit":60})).await;
+    let page = v1.expect("page").await;
+    assert_eq!(seqs(&page["messages"]), (1..=20).collect::<Vec<_>>());
+    assert_eq!(page["has_older"], false);
+    let (_v1, before, live) = V1::open(&format!("{url}&since=120")).await;
+    let replayed: Vec<u64> = of_type(&before, "message")
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed, (121..=130).collect::<Vec<_>>());
+    assert_eq!(live, Some(130));
+    server.stop().await;
+}
+
+crate::on_both_stores!(latest_resume_and_pages_in_chat_order);

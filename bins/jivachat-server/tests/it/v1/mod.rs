@@ -3,6 +3,7 @@
 
 mod copilot;
 mod history;
+mod presence;
 mod send;
 mod session;
 

@@ -1,0 +1,402 @@
+//! Presence and typing (protocol v1): who is in each chat, one entry per identity, on every
+//! server; and typing indicators, never stored, at most one per identity and chat per
+//! [`TYPING_INTERVAL`].
+//!
+//! Every socket (v0 and v1) is counted while it is open ([`Presence::enter`]); v1 sockets also
+//! listen (they receive `presence_join`, `presence_leave` and `typing`). Across servers, over
+//! the bus's ephemeral events: a server announces a member when its first socket of the chat
+//! opens there (`Present`), when asked (`Query`, sent by a v1 socket once it joined its chat),
+//! and every [`REFRESH`]; and when its last one closes (`Absent`). A member another server
+//! announced and has not refreshed for [`EXPIRE`] is dropped (a server that died).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use jiva_core::{Bus, ChatEvent, ChatId, EventKind, MemberRole, PresenceMember, ReceivedEvent};
+use jiva_protocol::{Member, PresenceChange, Role, ServerFrame, Typing};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::encode;
+use crate::frames::Frame;
+
+/// How often a server announces its members again.
+pub(crate) const REFRESH: Duration = Duration::from_secs(10);
+
+/// How long a member announced by another server stays without a refresh.
+pub(crate) const EXPIRE: Duration = Duration::from_secs(30);
+
+/// At most one typing frame per identity and chat in this time.
+pub(crate) const TYPING_INTERVAL: Duration =
+    Duration::from_millis(jiva_protocol::TYPING_INTERVAL_MS as u64);
+
+/// A v1 socket that hears presence and typing.
+pub(crate) struct Listener {
+    pub conn: u64,
+    pub tx: mpsc::Sender<Frame>,
+    pub slow: CancellationToken,
+}
+
+#[derive(Default)]
+struct ChatPresence {
+    /// Sockets per member here.
+    local: HashMap<Member, usize>,
+    /// Members other servers announced, by server, with when they last did.
+    remote: HashMap<String, HashMap<Member, Instant>>,
+    /// v1 sockets here.
+    listeners: Vec<(Member, Listener)>,
+    /// When each member's last typing frame was relayed.
+    typing: HashMap<Member, Instant>,
+}
+
+impl ChatPresence {
+    fn has(&self, member: &Member) -> bool {
+        self.local.contains_key(member) || self.remote.values().any(|r| r.contains_key(member))
+    }
+
+    /// Everyone, sorted by role, then id.
+    fn members(&self) -> Vec<Member> {
+        let mut all: Vec<Member> = self
+            .local
+            .keys()
+            .chain(self.remote.values().flat_map(HashMap::keys))
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| (a.role, &a.id).cmp(&(b.role, &b.id)));
+        all.dedup();
+        all
+    }
+
+    /// Queues `frame` on every listener but `except`'s sockets; a full queue marks it slow.
+    fn tell(&mut self, frame: &ServerFrame, except: Option<&Member>) {
+        if self.listeners.is_empty() {
+            return;
+        }
+        let frame = encode::own(frame);
+        self.listeners.retain(|(member, listener)| {
+            if except == Some(member) {
+                return true;
+            }
+            match listener.tx.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    listener.slow.cancel();
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+}
+
+struct Inner {
+    bus: Arc<dyn Bus>,
+    chats: Mutex<HashMap<ChatId, ChatPresence>>,
+}
+
+/// The presence of every chat with a socket here.
+pub(crate) struct Presence {
+    inner: Arc<Inner>,
+    _stop: DropGuard,
+}
+
+/// A socket counted in its chat's presence until dropped.
+pub(crate) struct Entered {
+    inner: Arc<Inner>,
+    chat: ChatId,
+    member: Member,
+    conn: Option<u64>,
+}
+
+fn to_core(member: &Member) -> PresenceMember {
+    PresenceMember {
+        id: member.id.clone(),
+        role: match member.role {
+            Role::Agent => MemberRole::Agent,
+            Role::Supervisor => MemberRole::Supervisor,
+            Role::Anonymous => MemberRole::Anonymous,
+        },
+    }
+}
+
+fn from_core(member: &PresenceMember) -> Member {
+    Member {
+        id: member.id.clone(),
+        role: match member.role {
+            MemberRole::Agent => Role::Agent,
+            MemberRole::Supervisor => Role::Supervisor,
+            MemberRole::Anonymous => Role::Anonymous,
+        },
+    }
+}
+
+fn joined(member: &Member) -> ServerFrame {
+    ServerFrame::PresenceJoin(PresenceChange {
+        member: member.clone(),
+    })
+}
+
+fn left(member: &Member) -> ServerFrame {
+    ServerFrame::PresenceLeave(PresenceChange {
+        member: member.clone(),
+    })
+}
+
+impl Presence {
+    /// Presence over `bus`; receives other servers' events and refreshes this server's on
+    /// tasks of the current tokio runtime (none outside one: then presence is this server's).
+    pub fn new(bus: Arc<dyn Bus>) -> Self {
+        let inner = Arc::new(Inner {
+            bus,
+            chats: Mutex::new(HashMap::new()),
+        });
+        let stop = CancellationToken::new();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            match inner.bus.events() {
+                Ok(events) => {
+                    runtime.spawn(receive(Arc::downgrade(&inner), events, stop.clone()));
+                }
+                Err(e) => tracing::warn!(error = %e, "the bus's events are unavailable"),
+            }
+            runtime.spawn(refresh(Arc::downgrade(&inner), stop.clone()));
+        }
+        Self {
+            inner,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    /// Counts a socket of `member` in `chat` (and, for a v1 socket, makes it a listener);
+    /// returns the guard and everyone in the chat now.
+    pub fn enter(
+        &self,
+        chat: &ChatId,
+        member: Member,
+        listener: Option<Listener>,
+    ) -> (Entered, Vec<Member>) {
+        let conn = listener.as_ref().map(|l| l.conn);
+        let mut chats = self.inner.lock();
+        let entry = chats.entry(chat.clone()).or_default();
+        let known = entry.has(&member);
+        let count = entry.local.entry(member.clone()).or_insert(0);
+        *count += 1;
+        let first_here = *count == 1;
+        if !known {
+            entry.tell(&joined(&member), Some(&member));
+        }
+        if let Some(listener) = listener {
+            entry.listeners.push((member.clone(), listener));
+        }
+        // Only a listener is told who is there.
+        let members = match conn {
+            Some(_) => entry.members(),
+            None => Vec::new(),
+        };
+        if first_here {
+            self.inner
+                .publish(chat, EventKind::Present(to_core(&member)));
+        }
+        drop(chats);
+        metrics::gauge!("jiva_v1_presence_members").increment(if first_here { 1.0 } else { 0.0 });
+        (
+            Entered {
+                inner: Arc::clone(&self.inner),
+                chat: chat.clone(),
+                member,
+                conn,
+            },
+            members,
+        )
+    }
+
+    /// Asks the other servers who of theirs is in `chat` (after this server follows it).
+    pub fn query(&self, chat: &ChatId) {
+        self.inner.publish(chat, EventKind::Query);
+    }
+
+    /// Relays that `member` is typing (or stopped) to the chat's other listeners here and on
+    /// other servers; false when it came too soon after the last one (dropped).
+    pub fn typing(&self, chat: &ChatId, member: &Member, active: bool) -> bool {
+        let mut chats = self.inner.lock();
+        let Some(entry) = chats.get_mut(chat) else {
+            return false;
+        };
+        let now = Instant::now();
+        if entry
+            .typing
+            .get(member)
+            .is_some_and(|last| now.duration_since(*last) < TYPING_INTERVAL)
+        {
+            metrics::counter!("jiva_v1_typing_dropped_total").increment(1);
+            return false;
+        }
+        entry.typing.insert(member.clone(), now);
+        entry.tell(
+            &ServerFrame::Typing(Typing {
+                member: member.clone(),
+                active,
+            }),
+            Some(member),
+        );
+        self.inner.publish(
+            chat,
+            EventKind::Typing {
+                member: to_core(member),
+                active,
+            },
+        );
+        true
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChatId, ChatPresence>> {
+        self.chats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, chat: &ChatId, kind: EventKind) {
+        self.bus.publish_event(&ChatEvent {
+            chat: chat.clone(),
+            kind,
+        });
+    }
+
+    fn leave(&self, chat: &ChatId, member: &Member, conn: Option<u64>) {
+        let mut chats = self.lock();
+        let Some(entry) = chats.get_mut(chat) else {
+            return;
+        };
+        if let Some(conn) = conn {
+            entry.listeners.retain(|(_, l)| l.conn != conn);
+        }
+        let mut last_here = false;
+        if let Some(count) = entry.local.get_mut(member) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                entry.local.remove(member);
+                entry.typing.remove(member);
+                last_here = true;
+            }
+        }
+        if last_here && !entry.has(member) {
+            entry.tell(&left(member), None);
+        }
+        if entry.local.is_empty() && entry.listeners.is_empty() {
+            chats.remove(chat);
+        }
+        if last_here {
+            self.publish(chat, EventKind::Absent(to_core(member)));
+            metrics::gauge!("jiva_v1_presence_members").decrement(1.0);
+        }
+    }
+
+    fn received(&self, event: ReceivedEvent) {
+        let ReceivedEvent { from, event } = event;
+        let mut chats = self.lock();
+        let Some(entry) = chats.get_mut(&event.chat) else {
+            return;
+        };
+        match event.kind {
+            EventKind::Query => {
+                for member in entry.local.keys() {
+                    self.publish(&event.chat, EventKind::Present(to_core(member)));
+                }
+            }
+            EventKind::Present(member) => {
+                let member = from_core(&member);
+                let known = entry.has(&member);
+                entry
+                    .remote
+                    .entry(from)
+                    .or_default()
+                    .insert(member.clone(), Instant::now());
+                if !known {
+                    entry.tell(&joined(&member), None);
+                }
+            }
+            EventKind::Absent(member) => {
+                let member = from_core(&member);
+                if let Some(theirs) = entry.remote.get_mut(&from) {
+                    theirs.remove(&member);
+                    if theirs.is_empty() {
+                        entry.remote.remove(&from);
+                    }
+                }
+                if !entry.has(&member) {
+                    entry.tell(&left(&member), None);
+                }
+            }
+            EventKind::Typing { member, active } => {
+                let member = from_core(&member);
+                let frame = ServerFrame::Typing(Typing {
+                    member: member.clone(),
+                    active,
+                });
+                entry.tell(&frame, Some(&member));
+            }
+        }
+    }
+
+    /// Announces this server's members again and drops other servers' stale ones.
+    fn refresh(&self) {
+        let now = Instant::now();
+        let mut chats = self.lock();
+        for (chat, entry) in chats.iter_mut() {
+            for member in entry.local.keys() {
+                self.publish(chat, EventKind::Present(to_core(member)));
+            }
+            let mut gone = Vec::new();
+            entry.remote.retain(|_, theirs| {
+                theirs.retain(|member, seen| {
+                    let fresh = now.duration_since(*seen) < EXPIRE;
+                    if !fresh {
+                        gone.push(member.clone());
+                    }
+                    fresh
+                });
+                !theirs.is_empty()
+            });
+            for member in gone {
+                if !entry.has(&member) {
+                    entry.tell(&left(&member), None);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.inner.leave(&self.chat, &self.member, self.conn);
+    }
+}
+
+async fn receive(inner: Weak<Inner>, mut events: jiva_core::Events, stop: CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            next = events.next() => next,
+            () = stop.cancelled() => return,
+        };
+        let (Some(event), Some(inner)) = (next, inner.upgrade()) else {
+            return;
+        };
+        inner.received(event);
+    }
+}
+
+async fn refresh(inner: Weak<Inner>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + REFRESH, REFRESH);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        inner.refresh();
+    }
+}
