@@ -96,6 +96,38 @@ describe('supervisor chat page', () => {
     await page.context().close();
   });
 
+  test('a page shows who is in the chat and who is typing', async () => {
+    const agent = newAgent();
+    const a = await openChat(browser, server, { agent, as: 'agent' });
+    await a.waitForFunction(() => /^1 here: .*\(you\)$/.test(document.querySelector('#presence').textContent), null, {
+      timeout: PATIENCE_MS,
+    });
+    const b = await openChat(browser, server, { agent, as: 'supervisor' });
+    for (const page of [a, b]) {
+      await page.waitForFunction(() => document.querySelector('#presence').textContent.startsWith('2 here: '), null, {
+        timeout: PATIENCE_MS,
+      });
+    }
+    await b.fill('#text', 'writing a rep');
+    await a.waitForFunction(() => document.querySelector('#typing').textContent.endsWith(' is typing…'), null, {
+      timeout: PATIENCE_MS,
+    });
+    assert.equal(await b.textContent('#typing'), '', 'one does not see oneself typing');
+    // The indicator goes: the sender's `active: false` (unless the server's one-a-second limit
+    // dropped it), else its 5 s expiry.
+    await b.press('#text', 'Enter');
+    await waitShown(a, 1);
+    await a.waitForFunction(() => document.querySelector('#typing').textContent === '', null, {
+      timeout: PATIENCE_MS,
+    });
+    await b.context().close();
+    await a.waitForFunction(() => document.querySelector('#presence').textContent.startsWith('1 here: '), null, {
+      timeout: PATIENCE_MS,
+    });
+    assert.deepEqual(a.problems, []);
+    await a.context().close();
+  });
+
   test('keepalives are sent as v1 pings, answered by pong and never shown', async () => {
     const agent = newAgent();
     const context = await browser.newContext(DESKTOP);

@@ -204,3 +204,51 @@ async fn v1_client_cancels_a_streaming_copilot_answer() {
     client.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_client_sees_presence_and_typing() {
+    let server = Restartable::start(defaults).await;
+    let (a, mut a_events) = server.connect(AGENT, Protocol::V1).await;
+    let me = next_matching(&mut a_events, |e| match e {
+        Event::V1(ServerFrame::Welcome(w)) => Some(w.you),
+        _ => None,
+    })
+    .await;
+    let members = next_matching(&mut a_events, |e| match e {
+        Event::V1(ServerFrame::Presence(p)) => Some(p.members),
+        _ => None,
+    })
+    .await;
+    assert_eq!(members, std::slice::from_ref(&me));
+
+    let (b, mut b_events) = server.connect(AGENT, Protocol::V1).await;
+    let them = next_matching(&mut b_events, |e| match e {
+        Event::V1(ServerFrame::Welcome(w)) => Some(w.you),
+        _ => None,
+    })
+    .await;
+    let joined = next_matching(&mut a_events, |e| match e {
+        Event::V1(ServerFrame::PresenceJoin(j)) => Some(j.member),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined, them);
+    live(&mut b_events).await;
+
+    b.typing(true).await.unwrap();
+    let typing = next_matching(&mut a_events, |e| match e {
+        Event::V1(ServerFrame::Typing(t)) => Some(t),
+        _ => None,
+    })
+    .await;
+    assert_eq!((typing.member, typing.active), (them.clone(), true));
+
+    b.close().await;
+    let left = next_matching(&mut a_events, |e| match e {
+        Event::V1(ServerFrame::PresenceLeave(l)) => Some(l.member),
+        _ => None,
+    })
+    .await;
+    assert_eq!(left, them);
+    a.close().await;
+}
