@@ -70,7 +70,8 @@ pub enum TokenPlacement {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// The server's WebSocket URL, `ws://host:port/` (any path; no query: the client adds it).
+    /// The server's WebSocket URL, `ws://host:port/` (any path; no query: the client adds it;
+    /// no `wss://` yet).
     pub url: String,
     /// The agent whose chat this is (`agentID`).
     pub agent_id: String,
@@ -118,8 +119,10 @@ impl Config {
     /// Every problem of the configuration, one message each.
     pub fn validate(&self) -> Result<(), ClientError> {
         let mut problems = Vec::new();
-        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
-            problems.push("url must start with ws:// or wss://".to_owned());
+        if self.url.starts_with("wss://") {
+            problems.push("url: wss:// is not supported yet (this client has no TLS)".to_owned());
+        } else if !self.url.starts_with("ws://") {
+            problems.push("url must start with ws://".to_owned());
         }
         if self.url.contains('?') || self.url.contains('#') {
             problems.push("url must have no query or fragment".to_owned());
@@ -206,6 +209,8 @@ mod tests {
             panic!("not a config error")
         };
         assert_eq!(text.split("; ").count(), 4, "{text}");
+        let tls = Config::new("wss://h:1/", AGENT, ChatKind::Supervisor).validate();
+        assert!(matches!(tls, Err(ClientError::InvalidConfig(t)) if t.contains("wss://")));
         assert!(
             Config::new("ws://h:1/chat", AGENT, ChatKind::Supervisor)
                 .validate()
