@@ -6,7 +6,8 @@
 //! listen (they receive `presence_join`, `presence_leave` and `typing`). Across servers, over
 //! the bus's ephemeral events: a server announces a member when its first socket of the chat
 //! opens there (`Present`), when asked (`Query`, sent by a v1 socket once it joined its chat),
-//! and every [`REFRESH`]; and when its last one closes (`Absent`). A member another server
+//! and every [`REFRESH`] while someone may listen (a v1 socket here, or members of other
+//! servers in the chat); and when its last one closes (`Absent`). A member another server
 //! announced and has not refreshed for [`EXPIRE`] is dropped (a server that died).
 
 use std::collections::HashMap;
@@ -345,8 +346,13 @@ impl Inner {
         let now = Instant::now();
         let mut chats = self.lock();
         for (chat, entry) in chats.iter_mut() {
-            for member in entry.local.keys() {
-                self.publish(chat, EventKind::Present(to_core(member)));
+            // Only where someone listens (a v1 socket here, or another server with members in
+            // the chat, whose own v1 sockets may listen): a chat of v0 sockets alone costs the
+            // bus nothing between joins and leaves.
+            if !entry.listeners.is_empty() || !entry.remote.is_empty() {
+                for member in entry.local.keys() {
+                    self.publish(chat, EventKind::Present(to_core(member)));
+                }
             }
             let mut gone = Vec::new();
             entry.remote.retain(|_, theirs| {
@@ -398,5 +404,111 @@ async fn refresh(inner: Weak<Inner>, stop: CancellationToken) {
             return;
         };
         inner.refresh();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use jiva_core::{AgentId, BusError, ConnectionType, Incoming, Message};
+    use serde_json::Value;
+
+    /// A bus that records the events published and hands out those the test sends.
+    struct TestBus {
+        published: Mutex<Vec<ChatEvent>>,
+        events: Mutex<Option<mpsc::Receiver<ReceivedEvent>>>,
+    }
+
+    #[async_trait]
+    impl Bus for TestBus {
+        fn publish(&self, _: &Message) {}
+        async fn follow(&self, _: &ChatId) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn unfollow(&self, _: &ChatId) -> Result<(), BusError> {
+            Ok(())
+        }
+        fn incoming(&self) -> Result<Incoming, BusError> {
+            Err(BusError::AlreadyTaken)
+        }
+        fn connected(&self) -> bool {
+            true
+        }
+        fn publish_event(&self, event: &ChatEvent) {
+            self.published.lock().unwrap().push(event.clone());
+        }
+        fn events(&self) -> Result<jiva_core::Events, BusError> {
+            let rx = self.events.lock().unwrap().take().unwrap();
+            Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
+                rx.recv().await.map(|e| (e, rx))
+            })))
+        }
+    }
+
+    fn chat() -> ChatId {
+        ChatId::new(AgentId::parse("a-1").unwrap(), ConnectionType::Supervisor)
+    }
+
+    fn member(id: &str, role: Role) -> Member {
+        Member {
+            id: id.into(),
+            role,
+        }
+    }
+
+    fn frame(rx: &mut mpsc::Receiver<Frame>) -> Value {
+        serde_json::from_str(&rx.try_recv().unwrap().text).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_servers_member_is_forgotten_when_it_stops_announcing_and_ours_are_refreshed() {
+        let (events_tx, events_rx) = mpsc::channel(8);
+        let bus = Arc::new(TestBus {
+            published: Mutex::new(Vec::new()),
+            events: Mutex::new(Some(events_rx)),
+        });
+        let presence = Presence::new(Arc::clone(&bus) as Arc<dyn Bus>);
+        let (tx, mut rx) = mpsc::channel(16);
+        let me = member("a-1", Role::Agent);
+        let listener = Listener {
+            conn: 1,
+            tx,
+            slow: CancellationToken::new(),
+        };
+        let (_entered, members) = presence.enter(&chat(), me.clone(), Some(listener));
+        assert_eq!(members, std::slice::from_ref(&me));
+        let other = member("s-9", Role::Supervisor);
+        events_tx
+            .send(ReceivedEvent {
+                from: "node-b".into(),
+                event: ChatEvent {
+                    chat: chat(),
+                    kind: EventKind::Present(to_core(&other)),
+                },
+            })
+            .await
+            .unwrap();
+        // The event is handled on the presence's own task.
+        while rx.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let join = frame(&mut rx);
+        assert_eq!(join["type"], "presence_join");
+        assert_eq!(join["member"]["id"], "s-9");
+        // Node B says nothing more: after EXPIRE (checked at each REFRESH) its member is gone.
+        tokio::time::sleep(EXPIRE + REFRESH).await;
+        let leave = frame(&mut rx);
+        assert_eq!(leave["type"], "presence_leave");
+        assert_eq!(leave["member"]["id"], "s-9");
+        // Ours was announced at entry and again at each refresh.
+        let announced = bus
+            .published
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == EventKind::Present(to_core(&me)))
+            .count();
+        assert!(announced >= 3, "{announced}");
     }
 }
