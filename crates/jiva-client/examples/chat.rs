@@ -2,8 +2,8 @@
 //! interrupted (Ctrl-C closes the connection cleanly).
 //!
 //! ```text
-//! cargo run -p jivachat-server &          # a server on 127.0.0.1:8080 (auth off)
-//! cargo run -p jiva-client --example chat -- ws://127.0.0.1:8080/ \
+//! cargo run -p jivachat-server &          # a server on 127.0.0.1:3030 (auth off)
+//! cargo run -p jiva-client --example chat -- ws://127.0.0.1:3030/ \
 //!     0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21 supervisor "hello from Rust" [v0|v1] [token]
 //! ```
 #![allow(clippy::print_stdout)]

@@ -36,7 +36,7 @@
 //! # async fn demo() -> Result<(), jiva_client::ClientError> {
 //! use jiva_client::{ChatKind, Client, Config, Event};
 //!
-//! let config = Config::new("ws://127.0.0.1:8080/", "0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21", ChatKind::Supervisor);
+//! let config = Config::new("ws://127.0.0.1:3030/", "0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21", ChatKind::Supervisor);
 //! let (client, mut events) = Client::connect(config).await?;
 //! let ack = client.send("hello").await?.await?;
 //! println!("stored as {} (seq {})", ack.message_id, ack.seq);
