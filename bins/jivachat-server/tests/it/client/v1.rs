@@ -25,6 +25,15 @@ async fn latest(events: &mut Events) -> jiva_client::protocol::Latest {
     .await
 }
 
+/// The caller as presence shows it (from `welcome`).
+async fn you(events: &mut Events) -> jiva_client::protocol::Member {
+    next_matching(events, |e| match e {
+        Event::V1(ServerFrame::Welcome(w)) => Some(w.you),
+        _ => None,
+    })
+    .await
+}
+
 async fn next_text(events: &mut Events) -> (u64, String) {
     next_matching(events, |e| match e {
         Event::V1(ServerFrame::Message(m)) => Some((m.seq.unwrap(), m.text)),
@@ -209,11 +218,7 @@ async fn v1_client_cancels_a_streaming_copilot_answer() {
 async fn v1_client_sees_presence_and_typing() {
     let server = Restartable::start(defaults).await;
     let (a, mut a_events) = server.connect(AGENT, Protocol::V1).await;
-    let me = next_matching(&mut a_events, |e| match e {
-        Event::V1(ServerFrame::Welcome(w)) => Some(w.you),
-        _ => None,
-    })
-    .await;
+    let me = you(&mut a_events).await;
     let members = next_matching(&mut a_events, |e| match e {
         Event::V1(ServerFrame::Presence(p)) => Some(p.members),
         _ => None,
@@ -222,11 +227,7 @@ async fn v1_client_sees_presence_and_typing() {
     assert_eq!(members, std::slice::from_ref(&me));
 
     let (b, mut b_events) = server.connect(AGENT, Protocol::V1).await;
-    let them = next_matching(&mut b_events, |e| match e {
-        Event::V1(ServerFrame::Welcome(w)) => Some(w.you),
-        _ => None,
-    })
-    .await;
+    let them = you(&mut b_events).await;
     let joined = next_matching(&mut a_events, |e| match e {
         Event::V1(ServerFrame::PresenceJoin(j)) => Some(j.member),
         _ => None,
