@@ -9,6 +9,7 @@ import {
   newAgent,
   openChat,
   say,
+  shown,
   startFreshServer,
   startServer,
   tempDir,
@@ -95,7 +96,39 @@ describe('supervisor chat page', () => {
     await page.context().close();
   });
 
-  test('keepalives are sent, and neither answered nor shown', async () => {
+  test('a page shows who is in the chat and who is typing', async () => {
+    const agent = newAgent();
+    const a = await openChat(browser, server, { agent, as: 'agent' });
+    await a.waitForFunction(() => /^1 here: .*\(you\)$/.test(document.querySelector('#presence').textContent), null, {
+      timeout: PATIENCE_MS,
+    });
+    const b = await openChat(browser, server, { agent, as: 'supervisor' });
+    for (const page of [a, b]) {
+      await page.waitForFunction(() => document.querySelector('#presence').textContent.startsWith('2 here: '), null, {
+        timeout: PATIENCE_MS,
+      });
+    }
+    await b.fill('#text', 'writing a rep');
+    await a.waitForFunction(() => document.querySelector('#typing').textContent.endsWith(' is typing…'), null, {
+      timeout: PATIENCE_MS,
+    });
+    assert.equal(await b.textContent('#typing'), '', 'one does not see oneself typing');
+    // The indicator goes: the sender's `active: false` (unless the server's one-a-second limit
+    // dropped it), else its 5 s expiry.
+    await b.press('#text', 'Enter');
+    await waitShown(a, 1);
+    await a.waitForFunction(() => document.querySelector('#typing').textContent === '', null, {
+      timeout: PATIENCE_MS,
+    });
+    await b.context().close();
+    await a.waitForFunction(() => document.querySelector('#presence').textContent.startsWith('1 here: '), null, {
+      timeout: PATIENCE_MS,
+    });
+    assert.deepEqual(a.problems, []);
+    await a.context().close();
+  });
+
+  test('keepalives are sent as v1 pings, answered by pong and never shown', async () => {
     const agent = newAgent();
     const context = await browser.newContext(DESKTOP);
     const sent = [];
@@ -103,46 +136,65 @@ describe('supervisor chat page', () => {
     context.on('page', (p) =>
       p.on('websocket', (ws) => {
         ws.on('framesent', (f) => sent.push(f.payload));
-        ws.on('framereceived', (f) => received.push(f.payload));
+        ws.on('framereceived', (f) => received.push(JSON.parse(f.payload)));
       }),
     );
     const page = await openChat(browser, server, { agent, keepalive: 1, context });
+    const pings = () => sent.filter((p) => JSON.parse(p).type === 'ping').length;
     await page.waitForFunction(() => true); // let the socket's handlers attach
     const deadline = Date.now() + PATIENCE_MS;
-    while (sent.filter((p) => p === '{"ping":"pong"}').length < 2 && Date.now() < deadline) {
+    while (pings() < 2 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
     }
-    assert.ok(sent.filter((p) => p === '{"ping":"pong"}').length >= 2, `sent: ${JSON.stringify(sent)}`);
+    assert.ok(pings() >= 2, `sent: ${JSON.stringify(sent)}`);
     await say(page, 'after the keepalives');
     const [message] = await waitShown(page, 1);
     assert.equal(message.text, 'after the keepalives');
-    assert.equal(received.length, 1, `only the echo came back: ${JSON.stringify(received)}`);
+    assert.ok(received.some((f) => f.type === 'pong'), 'pings are answered');
+    assert.equal(await page.locator('#messages li.msg').count(), 1, 'only the message is shown');
     assert.equal(await page.locator('#messages li.error').count(), 0);
     await context.close();
   });
 });
 
 describe('reconnecting', () => {
-  test('after a server restart the page reconnects and shows each message once', async () => {
+  test('after a server restart the page resumes, sends what was typed meanwhile once, and shows each message once', async () => {
     const dataDir = tempDir('jiva-browser-restart-');
     let server = await startServer({ dataDir });
     const browser = await launchBrowser();
     try {
       const agent = newAgent();
-      const page = await openChat(browser, server, { agent });
+      const context = await browser.newContext(DESKTOP);
+      const sockets = [];
+      context.on('page', (p) => p.on('websocket', (ws) => sockets.push(ws.url())));
+      const page = await openChat(browser, server, { agent, context });
       await say(page, 'before the restart');
       await waitShown(page, 1);
+      await page.waitForSelector('#messages li[data-state="sent"]', { timeout: PATIENCE_MS });
 
       await server.stop();
       await page.waitForSelector('#status[data-state="waiting"]', { timeout: PATIENCE_MS });
-      assert.equal(await page.isDisabled('#send'), true, 'no sending while disconnected');
+      // Typed while disconnected: shown at once as pending, not stored yet.
+      await say(page, 'typed while disconnected');
+      await page.waitForSelector('#messages li[data-state="pending"]', { timeout: PATIENCE_MS });
+      assert.equal((await shown(page)).length, 1, 'the pending message is not shown as stored');
 
       server = await startServer({ dataDir, port: server.port });
       await waitOpen(page);
-      await say(page, 'after the restart');
       const messages = await waitShown(page, 2);
-      assert.deepEqual(messages.map((m) => m.text), ['before the restart', 'after the restart']);
-      assert.equal(new Set(messages.map((m) => m.id)).size, 2, 'the replayed message is not shown twice');
+      assert.deepEqual(messages.map((m) => m.text), ['before the restart', 'typed while disconnected']);
+      await page.waitForSelector('#messages li[data-state="pending"]', {
+        state: 'detached',
+        timeout: PATIENCE_MS,
+      });
+      assert.equal(await page.locator('#messages li[data-state="sent"]').count(), 2);
+      await say(page, 'after the restart');
+      const all = await waitShown(page, 3);
+      assert.equal(new Set(all.map((m) => m.id)).size, 3, 'nothing is shown twice');
+      assert.ok(
+        sockets.at(-1).includes('&since='),
+        `the reconnection resumes after the last message: ${sockets.join(' ')}`,
+      );
       assert.deepEqual(page.problems.filter((p) => !p.includes('WebSocket')), []);
     } finally {
       await browser.close();

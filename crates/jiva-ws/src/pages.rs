@@ -2,8 +2,8 @@
 //! `/metrics`.
 //!
 //! The page is three static files under `src/page/`, embedded at compile time: no build step,
-//! no template. It speaks the same WebSocket protocol as the deployed client, to the host that
-//! served it.
+//! no template. It speaks protocol v1 (`docs/PROTOCOL-v1.md`, subprotocol `jivachat.v1`) to the
+//! host that served it.
 
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ mod support;
 mod auth;
 mod catch_up;
 mod chat;
+mod client;
 mod cluster;
 mod copilot;
 mod copilot_relay;

@@ -1,10 +1,20 @@
 // JivaChat's built-in chat page. Plain JavaScript, no build step, no dependencies.
 //
-// It speaks the deployed client's protocol (shared/PROTOCOL.md): one socket per open chat at
-// ws(s)://<this host>/?agentID=..&secondaryID=.., keepalives every 30 s, messages sorted by their
-// timestamp (secs/nanos) and de-duplicated by message_id, so the history that the server replays
-// after a reconnect does not show twice. Copilot frames without a message_id grow a "typing"
-// bubble until {"action":"end"} arrives. Message text is only ever set with textContent.
+// It speaks protocol v1 (docs/PROTOCOL-v1.md, subprotocol "jivachat.v1"): one socket per open
+// chat at ws(s)://<this host>/?agentID=..&secondaryID=.., a {"type":"ping"} keepalive every 30 s.
+// - Resume: the page keeps the highest sequence number shown and reconnects with &since=<it>, so
+//   the server sends exactly what came after (nothing twice, nothing missed); a `reload` frame
+//   clears the view and the `latest` page after it fills it again. Messages are ordered by `seq`
+//   and de-duplicated by message_id.
+// - Sending: each message gets a client id and shows at once as pending; the server's `ack`
+//   marks it sent. A message typed while disconnected stays pending and is sent (with the same
+//   client id: the server stores it once) when the socket is back.
+// - History: the newest 50 come first (`latest`); scrolling to the top asks the `page` before the
+//   oldest shown.
+// - Presence and typing: who is in the chat (header), "… is typing" under the messages.
+// - Copilot: `chunk` frames grow a bubble for their question, with a Stop button (`cancel`);
+//   `turn_end` closes it; the stored answer arrives as a message.
+// Message text is only ever set with textContent.
 //
 // When the server asks for a token (GET /auth-mode says {"token":"required"}), a token field is
 // shown; the token is kept in sessionStorage (never in the URL fragment) and sent as ?token= on
@@ -20,6 +30,13 @@
   const TOOL_STATUS = 'Processing Results\n';
   const AGENT_ID = /^[A-Za-z0-9._~-]{1,200}$/;
   const TOKEN_KEY = 'jiva.token';
+  const SUBPROTOCOL = 'jivachat.v1';
+  /** Messages asked per `page` request (the server caps it at 100). */
+  const PAGE_LIMIT = 50;
+  /** A `typing` is sent at most this often while the user types (the server relays one a second). */
+  const TYPING_EVERY_MS = 1000;
+  /** An indicator not renewed for this long is hidden. */
+  const TYPING_TTL_MS = 5000;
   /** Close code of a socket whose token expired (jiva_ws::CLOSE_TOKEN_EXPIRED). */
   const CLOSE_TOKEN_EXPIRED = 4001;
 
@@ -42,6 +59,8 @@
     composer: $('composer'),
     text: $('text'),
     send: $('send'),
+    presence: $('presence'),
+    typing: $('typing'),
   };
 
   /** A random (v4) UUID, also outside secure contexts where crypto.randomUUID is missing. */
@@ -59,21 +78,8 @@
     ui.status.textContent = text;
   }
 
-  /** [secs, nanos] of a wire timestamp; missing parts count as 0. */
-  function stampOf(frame) {
-    const t = frame && typeof frame.timestamp === 'object' && frame.timestamp ? frame.timestamp : {};
-    const secs = Number.isFinite(t.secs_since_epoch) ? t.secs_since_epoch : 0;
-    const nanos = Number.isFinite(t.nanos_since_epoch) ? t.nanos_since_epoch : 0;
-    return [secs, nanos];
-  }
-
-  function nowStamp() {
-    const ms = Date.now();
-    return [Math.floor(ms / 1000), (ms % 1000) * 1e6];
-  }
-
   function compareKeys(a, b) {
-    return a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
+    return a[0] - b[0] || a[1] - b[1];
   }
 
   function formatTime([secs, nanos]) {
@@ -83,7 +89,17 @@
     return sameDay ? time : `${d.toLocaleDateString()} ${time}`;
   }
 
-  /** One open chat: its socket, its keepalive, its reconnects and what it shows. */
+  /** A new client id for a `send`: 1–64 bytes of [A-Za-z0-9._:-]. */
+  function newClientId() {
+    return `p-${randomUuid()}`;
+  }
+
+  /** The short form of a member id shown in the header. */
+  function short(id) {
+    return String(id).slice(0, 8);
+  }
+
+  /** One open chat: its socket, keepalive, reconnects, resume point and what it shows. */
   class ChatView {
     constructor({ agent, kind, as, keepaliveMs, token }) {
       this.agent = agent;
@@ -96,14 +112,32 @@
       this.attempt = 0;
       this.retryTimer = null;
       this.keepaliveTimer = null;
-      this.seq = 0;
-      /** Sorted by key: { key: [secs, nanos, seq], node, sender? } */
+      /** The highest seq shown: the `since` of the next socket (null: none yet). */
+      this.lastSeq = null;
+      /** Stored messages in chat order: { key: [seq or -1, order], node, sender? }. */
       this.items = [];
+      this.order = 0;
       /** message_id -> item, to drop replayed copies. */
       this.byId = new Map();
-      this.typing = null;
+      /** client_id -> { node, text, frame, matched } of sends not acknowledged yet, oldest first. */
+      this.pending = new Map();
+      /** Whether older messages exist, and the `page` request in flight. */
+      this.hasOlder = false;
+      this.paging = null;
+      /** question_id -> the copilot bubble growing for it. */
+      this.turns = new Map();
+      /** member key -> { member } present now; member key -> hide timer of a typing indicator. */
+      this.members = new Map();
+      this.typists = new Map();
+      this.me = null;
+      this.lastTypingSent = 0;
+      this.everOpen = false;
       ui.list.replaceChildren();
+      ui.presence.textContent = '';
+      ui.typing.textContent = '';
       this.updateEmpty();
+      this.onScroll = () => this.maybePage();
+      ui.chat.addEventListener('scroll', this.onScroll);
       this.connect();
     }
 
@@ -116,7 +150,8 @@
 
     url() {
       const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-      return `${scheme}://${location.host}${this.query()}`;
+      const since = this.lastSeq === null ? '' : `&since=${this.lastSeq}`;
+      return `${scheme}://${location.host}${this.query()}${since}`;
     }
 
     /**
@@ -163,7 +198,7 @@
       ui.refused.hidden = true;
       let ws;
       try {
-        ws = new WebSocket(this.url());
+        ws = new WebSocket(this.url(), [SUBPROTOCOL]);
       } catch (e) {
         this.scheduleReconnect(`cannot connect: ${e.message}`);
         return;
@@ -171,10 +206,23 @@
       this.ws = ws;
       ws.onopen = () => {
         if (this.ws !== ws) return;
+        if (ws.protocol !== SUBPROTOCOL) {
+          // A server without v1: this page cannot speak to it.
+          this.ws = null;
+          ws.close(1000);
+          this.stopped = true;
+          setStatus('refused', 'this server does not speak jivachat.v1');
+          return;
+        }
         this.attempt = 0;
+        this.everOpen = true;
         setStatus('open', `connected · ${this.agent.slice(0, 8)} · ${this.kind}`);
         this.setComposer(true);
         this.keepaliveTimer = setInterval(() => this.keepalive(), this.keepaliveMs);
+        // Sends not acknowledged yet go again, with their client ids: stored once whatever.
+        for (const p of this.pending.values()) {
+          if (!p.failed) ws.send(p.frame);
+        }
       };
       ws.onmessage = (event) => {
         if (this.ws !== ws) return;
@@ -191,10 +239,14 @@
         this.ws = null;
         clearInterval(this.keepaliveTimer);
         this.keepaliveTimer = null;
-        this.setComposer(false);
-        // A stream cut by the close never gets its "end": drop the half answer. The stored part,
-        // if any, comes back with the history.
-        this.clearTyping();
+        // Typing to a closed socket queues as pending: the composer stays usable once open.
+        this.setComposer(this.everOpen);
+        // A stream cut by the close never gets its `turn_end`: drop the half answers. The stored
+        // part, if any, comes with the resume.
+        this.clearTurns();
+        this.paging = null;
+        this.members.clear();
+        this.renderPresence();
         const why =
           event.code === CLOSE_TOKEN_EXPIRED
             ? 'token expired'
@@ -218,6 +270,8 @@
       this.stopped = true;
       clearTimeout(this.retryTimer);
       clearInterval(this.keepaliveTimer);
+      ui.chat.removeEventListener('scroll', this.onScroll);
+      for (const timer of this.typists.values()) clearTimeout(timer);
       const ws = this.ws;
       this.ws = null;
       if (ws) ws.close(1000);
@@ -225,19 +279,43 @@
       setStatus('idle', 'not connected');
     }
 
-    keepalive() {
-      const ws = this.ws;
-      if (!ws || ws.readyState !== WebSocket.OPEN) return;
-      ws.send(JSON.stringify(this.kind === 'copilot' ? { action: 'ping' } : { ping: 'pong' }));
-    }
-
-    send(text) {
+    /** Writes `frame` if the socket is open; false otherwise. */
+    write(frame) {
       const ws = this.ws;
       if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-      // The copilot widget always sends "test-copilot"; the server ignores chat_id anyway.
-      const chatId = this.kind === 'copilot' ? 'test-copilot' : `${this.agent}-${this.kind}`;
-      ws.send(JSON.stringify({ chat_id: chatId, sender: this.as, message: text }));
+      ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
       return true;
+    }
+
+    keepalive() {
+      this.write({ type: 'ping' });
+    }
+
+    /** Shows `text` as pending at once and sends it (now, or when the socket is back). */
+    send(text) {
+      const clientId = newClientId();
+      const frame = JSON.stringify({ type: 'send', ref: clientId, client_id: clientId, sender: this.as, text });
+      const node = this.messageNode({ sender: this.as, text, mine: true, copilot: false });
+      node.dataset.state = 'pending';
+      node.dataset.clientId = clientId;
+      node.querySelector('.meta').textContent = `${this.as} · sending…`;
+      this.pending.set(clientId, { node, text, frame, matched: null, failed: false });
+      ui.list.insertBefore(node, this.firstTurnNode());
+      this.updateEmpty();
+      this.scrollToEnd();
+      this.write(frame);
+      if (this.lastTypingSent) {
+        this.lastTypingSent = 0;
+        this.write({ type: 'typing', active: false });
+      }
+      return true;
+    }
+
+    /** The user typed: tell the chat, at most once a second. */
+    typed() {
+      const now = Date.now();
+      if (now - this.lastTypingSent < TYPING_EVERY_MS) return;
+      if (this.write({ type: 'typing', active: true })) this.lastTypingSent = now;
     }
 
     setSender(as) {
@@ -253,49 +331,232 @@
       ui.send.disabled = !enabled;
     }
 
+    advance(seq) {
+      if (Number.isInteger(seq) && (this.lastSeq === null || seq > this.lastSeq)) this.lastSeq = seq;
+    }
+
     onFrame(frame) {
-      if (Object.hasOwn(frame, 'error')) {
-        this.addNotice(String(frame.error));
-      } else if (typeof frame.message_id === 'string') {
-        this.addStored(frame);
-      } else if (Object.hasOwn(frame, 'action') || Object.hasOwn(frame, 'output')) {
-        if (frame.action === 'end') {
-          this.clearTyping();
-        } else {
-          this.growTyping(frame);
-        }
+      switch (frame.type) {
+        case 'welcome':
+          this.me = frame.you || null;
+          break;
+        case 'latest':
+          this.addMessages(frame.messages);
+          this.hasOlder = frame.has_older === true;
+          break;
+        case 'message':
+          this.addMessages([frame]);
+          break;
+        case 'live':
+          this.advance(frame.seq);
+          this.maybePage();
+          break;
+        case 'reload':
+          this.clearView();
+          break;
+        case 'ack':
+          this.acked(frame);
+          break;
+        case 'page':
+          this.paged(frame);
+          break;
+        case 'chunk':
+          this.growTurn(frame);
+          break;
+        case 'turn_end':
+          this.endTurn(frame.question_id);
+          break;
+        case 'presence':
+          this.members.clear();
+          for (const m of Array.isArray(frame.members) ? frame.members : []) this.join(m);
+          this.renderPresence();
+          break;
+        case 'presence_join':
+          this.join(frame.member);
+          this.renderPresence();
+          break;
+        case 'presence_leave':
+          if (frame.member) this.members.delete(`${frame.member.role}:${frame.member.id}`);
+          this.showTyping(frame.member, false);
+          this.renderPresence();
+          break;
+        case 'typing':
+          this.showTyping(frame.member, frame.active !== false);
+          break;
+        case 'error':
+          this.failed(frame);
+          break;
+        default:
+          break;
       }
     }
 
-    addStored(frame) {
-      if (this.byId.has(frame.message_id)) return;
-      const copilot = frame.action === 'Combined' || frame.sender === 'Copilot';
-      const text = copilot ? frame.output : frame.message;
-      const sender = typeof frame.sender === 'string' ? frame.sender : copilot ? 'Copilot' : '?';
-      const [secs, nanos] = stampOf(frame);
+    /** A `reload`: the server cannot fill the gap; the `latest` that follows starts again. */
+    clearView() {
+      for (const item of this.items) item.node.remove();
+      this.items = [];
+      this.byId.clear();
+      this.lastSeq = null;
+      this.hasOlder = false;
+      this.updateEmpty();
+    }
+
+    /** Stored messages (from `latest`, `message` or `page`), each shown once at its place. */
+    addMessages(messages, keepScroll = false) {
+      if (!Array.isArray(messages)) return;
+      const c = ui.chat;
+      const fromBottom = c.scrollHeight - c.scrollTop;
+      const follow = !keepScroll && this.nearBottom();
+      for (const m of messages) {
+        if (!m || typeof m.message_id !== 'string') continue;
+        if (!keepScroll) this.advance(m.seq);
+        if (this.byId.has(m.message_id)) continue;
+        this.addStored(m);
+      }
+      if (keepScroll) c.scrollTop = c.scrollHeight - fromBottom;
+      else if (follow) this.scrollToEnd();
+    }
+
+    messageNode({ sender, text, mine, copilot, ts }) {
       const node = document.createElement('li');
       node.className = 'msg';
       node.classList.add(copilot ? 'copilot' : `from-${sender === 'supervisor' ? 'supervisor' : 'agent'}`);
-      if (!copilot && sender === this.as) node.classList.add('mine');
-      node.dataset.id = frame.message_id;
+      if (mine) node.classList.add('mine');
       node.dataset.sender = sender;
       const bubble = document.createElement('div');
       bubble.className = 'bubble';
       bubble.textContent = typeof text === 'string' ? text : '';
       const meta = document.createElement('div');
       meta.className = 'meta';
-      meta.textContent = `${sender} · ${formatTime([secs, nanos])}`;
+      meta.textContent = ts === undefined ? sender : `${sender} · ${formatTime(ts)}`;
       node.append(bubble, meta);
-      const item = { key: [secs, nanos, this.seq++], node, sender: copilot ? undefined : sender };
-      this.byId.set(frame.message_id, item);
-      if (copilot) this.clearTyping();
-      this.insert(item, !copilot && sender === this.as);
+      return node;
+    }
+
+    addStored(m) {
+      const copilot = m.kind === 'copilot_answer' || m.sender === 'copilot';
+      const sender = copilot ? 'Copilot' : String(m.sender);
+      const mine = !copilot && sender === this.as;
+      const ms = Number.isFinite(m.ts) ? m.ts : 0;
+      const node = this.messageNode({
+        sender,
+        text: m.text,
+        mine,
+        copilot,
+        ts: [Math.floor(ms / 1000), (ms % 1000) * 1e6],
+      });
+      node.dataset.id = m.message_id;
+      if (Number.isInteger(m.seq)) node.dataset.seq = String(m.seq);
+      if (mine) node.dataset.state = 'sent';
+      const seq = Number.isInteger(m.seq) ? m.seq : -1;
+      const item = { key: [seq, this.order++], node, sender: copilot ? undefined : sender };
+      this.byId.set(m.message_id, item);
+      // Our own message shown live before its ack: its pending copy steps aside.
+      if (mine) {
+        for (const p of this.pending.values()) {
+          if (!p.matched && !p.failed && p.text === m.text) {
+            p.matched = m.message_id;
+            p.node.hidden = true;
+            break;
+          }
+        }
+      }
+      this.insert(item);
+    }
+
+    acked(ack) {
+      const p = this.pending.get(ack.client_id);
+      if (!p) return;
+      this.pending.delete(ack.client_id);
+      p.node.remove();
+      // (A text match with someone else's message hid nothing that is not shown as stored.)
+      const item = this.byId.get(ack.message_id);
+      if (item) {
+        item.node.dataset.state = 'sent';
+      } else {
+        // Stored but not shown live (the rare store that wrote but failed to answer): show it.
+        this.addStored({
+          seq: ack.seq,
+          message_id: ack.message_id,
+          sender: this.as,
+          kind: 'text',
+          text: p.text,
+          ts: Date.now(),
+        });
+      }
+      this.updateEmpty();
+    }
+
+    failed(frame) {
+      const reason = typeof frame.reason === 'string' ? frame.reason : String(frame.code);
+      const p = typeof frame.ref === 'string' ? this.pending.get(frame.ref) : undefined;
+      if (p) {
+        p.failed = true;
+        p.node.hidden = false;
+        p.node.dataset.state = 'failed';
+        p.node.querySelector('.meta').textContent = `${this.as} · not sent: ${reason}`;
+        this.pending.delete(frame.ref);
+        return;
+      }
+      if (this.paging && frame.ref === this.paging) this.paging = null;
+      this.addNotice(reason);
+      if (typeof frame.question_id === 'string') this.endTurn(frame.question_id);
+    }
+
+    /** Near the top with older messages to fetch: ask the page before the oldest shown. */
+    maybePage() {
+      if (!this.hasOlder || this.paging || ui.chat.scrollTop > 40) return;
+      const oldest = this.items.find((i) => i.key[0] >= 0);
+      if (!oldest) return;
+      const ref = `page-${this.order++}`;
+      if (this.write({ type: 'page', ref, before: oldest.key[0], limit: PAGE_LIMIT })) this.paging = ref;
+    }
+
+    paged(page) {
+      if (page.ref !== this.paging) return;
+      this.paging = null;
+      this.hasOlder = page.has_older === true;
+      this.addMessages(page.messages, true);
+      // Still at the top (a short page, a tall window): keep going.
+      this.maybePage();
+    }
+
+    join(member) {
+      if (member && typeof member.id === 'string') this.members.set(`${member.role}:${member.id}`, member);
+    }
+
+    renderPresence() {
+      const members = [...this.members.values()];
+      if (members.length === 0) {
+        ui.presence.textContent = '';
+        return;
+      }
+      const names = members.map((m) => {
+        const you = this.me && this.me.id === m.id && this.me.role === m.role ? ' (you)' : '';
+        return `${m.role} ${short(m.id)}${you}`;
+      });
+      ui.presence.textContent = `${members.length} here: ${names.join(', ')}`;
+    }
+
+    showTyping(member, active) {
+      if (!member || typeof member.id !== 'string') return;
+      const key = `${member.role}:${member.id}`;
+      clearTimeout(this.typists.get(key));
+      this.typists.delete(key);
+      if (active) {
+        this.typists.set(
+          key,
+          setTimeout(() => this.showTyping(member, false), TYPING_TTL_MS),
+        );
+      }
+      const who = [...this.typists.keys()].map((k) => {
+        const [role, id] = k.split(/:(.*)/s);
+        return `${role} ${short(id)}`;
+      });
+      ui.typing.textContent = who.length === 0 ? '' : `${who.join(', ')} ${who.length === 1 ? 'is' : 'are'} typing…`;
     }
 
     addNotice(reason) {
-      const last = this.items.length ? this.items[this.items.length - 1].key : [0, 0];
-      const now = nowStamp();
-      const stamp = compareKeys([...now, 0], [...last.slice(0, 2), 0]) > 0 ? now : last.slice(0, 2);
       const node = document.createElement('li');
       node.className = 'msg error';
       node.setAttribute('role', 'alert');
@@ -303,14 +564,20 @@
       bubble.className = 'bubble';
       bubble.textContent = `⚠ ${reason}`;
       node.append(bubble);
-      this.insert({ key: [...stamp, this.seq++], node }, true);
+      ui.list.insertBefore(node, this.firstTurnNode());
+      this.updateEmpty();
+      this.scrollToEnd();
     }
 
-    growTyping(frame) {
-      if (!this.typing) {
+    growTurn(frame) {
+      const question = frame.question_id;
+      if (typeof question !== 'string') return;
+      let turn = this.turns.get(question);
+      if (!turn) {
         const node = document.createElement('li');
         node.className = 'msg copilot typing';
         node.setAttribute('aria-busy', 'true');
+        node.dataset.question = question;
         const tool = document.createElement('div');
         tool.className = 'tool';
         tool.hidden = true;
@@ -318,37 +585,65 @@
         bubble.className = 'bubble';
         const meta = document.createElement('div');
         meta.className = 'meta';
-        meta.textContent = 'Copilot is answering…';
+        const label = document.createElement('span');
+        label.textContent = 'Copilot is answering… ';
+        const stop = document.createElement('button');
+        stop.type = 'button';
+        stop.className = 'secondary stop';
+        stop.textContent = 'Stop';
+        stop.addEventListener('click', () => {
+          if (this.write({ type: 'cancel', ref: `cancel-${this.order++}`, question_id: question })) {
+            stop.disabled = true;
+            label.textContent = 'Stopping… ';
+          }
+        });
+        meta.append(label, stop);
         node.append(tool, bubble, meta);
-        this.typing = { node, tool, bubble, text: '' };
+        turn = { node, tool, bubble, text: '' };
+        this.turns.set(question, turn);
       }
       const follow = this.nearBottom();
       const { output } = frame;
       if (output === TOOL_STATUS) {
-        this.typing.tool.hidden = false;
-        this.typing.tool.textContent = output.trim();
+        turn.tool.hidden = false;
+        turn.tool.textContent = output.trim();
       } else if (typeof output === 'string') {
-        this.typing.text += output;
-        this.typing.bubble.textContent = this.typing.text;
+        turn.text += output;
+        turn.bubble.textContent = turn.text;
       }
-      ui.list.append(this.typing.node);
+      ui.list.append(turn.node);
       this.updateEmpty();
       if (follow) this.scrollToEnd();
     }
 
-    clearTyping() {
-      if (!this.typing) return;
-      this.typing.node.remove();
-      this.typing = null;
+    endTurn(question) {
+      const turn = this.turns.get(question);
+      if (!turn) return;
+      turn.node.remove();
+      this.turns.delete(question);
       this.updateEmpty();
     }
 
-    /** Inserts `item` at its place by key; the typing bubble stays last. */
-    insert(item, forceScroll) {
-      const follow = forceScroll || this.nearBottom();
+    clearTurns() {
+      for (const question of [...this.turns.keys()]) this.endTurn(question);
+    }
+
+    /** The first node that stays below the stored messages: a pending send or a copilot bubble. */
+    firstTurnNode() {
+      const turn = this.turns.values().next();
+      return turn.done ? null : turn.value.node;
+    }
+
+    /** Inserts a stored `item` at its place by key, above pending sends and copilot bubbles. */
+    insert(item) {
+      const follow = this.nearBottom();
       let i = this.items.length;
       while (i > 0 && compareKeys(this.items[i - 1].key, item.key) > 0) i -= 1;
-      const before = i < this.items.length ? this.items[i].node : this.typing ? this.typing.node : null;
+      let before = i < this.items.length ? this.items[i].node : null;
+      if (!before) {
+        const firstPending = this.pending.values().next();
+        before = firstPending.done ? this.firstTurnNode() : firstPending.value.node;
+      }
       this.items.splice(i, 0, item);
       ui.list.insertBefore(item.node, before);
       this.updateEmpty();
@@ -470,6 +765,7 @@
     }
   });
   ui.text.addEventListener('input', () => {
+    if (view && ui.text.value !== '') view.typed();
     ui.text.style.height = '';
     ui.text.style.height = `${ui.text.scrollHeight + 2}px`;
   });
