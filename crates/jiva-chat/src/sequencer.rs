@@ -27,7 +27,10 @@
 //!
 //! Where a room starts: a new room does not know the chat's last number. The first socket's
 //! replay tells it ([`Sequencer::baseline`]); until then frames are held, and if no baseline
-//! comes within `wait` (the replay failed) the room starts at its oldest held frame.
+//! comes within [`MAX_WAIT`] (the replay failed) the room starts at its oldest held frame. (It
+//! once gave up after `wait`: under load a first replay from the store took longer than that,
+//! the room started at a later frame, and the earlier ones reached its sockets late, out of
+//! order.)
 //!
 //! The fast path (the frame expected next) delivers in the caller's task, with no allocation
 //! and no task hop. Timing is the caller's: every held frame gets a receiver that resolves when
@@ -247,7 +250,10 @@ impl<F> Sequencer<F> {
 
     /// How long the oldest held frame waits before [`Sequencer::expire`] acts on it.
     fn patience(&self, wait: Duration) -> Duration {
-        if self.in_flight == 0 {
+        // A room without a baseline waits for its first socket's replay, which a loaded store
+        // may take longer than `wait` to answer: starting at a held frame early would show the
+        // frames before it late, out of order.
+        if self.in_flight == 0 && self.next.is_some() {
             wait
         } else {
             MAX_WAIT.max(wait)
@@ -580,11 +586,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn without_a_baseline_a_room_starts_at_its_oldest_held_frame_after_the_wait() {
+    async fn without_a_baseline_a_room_waits_the_longest_wait_then_starts_at_its_oldest_held_frame()
+    {
         let mut order = Sequencer::<String>::default();
         let mut out = Vec::new();
         push_all(&[8, 7], &mut order, &mut out);
+        // A slow first replay: the gap wait alone does not give up on the baseline.
         tokio::time::advance(WAIT).await;
+        expire_unfilled(&mut order, &mut out);
+        assert!(
+            out.is_empty(),
+            "started without a baseline after {WAIT:?}: {out:?}"
+        );
+        order.baseline(5, &mut |f| out.push(f));
+        push_all(&[6], &mut order, &mut out);
+        assert_eq!(numbers(&out), vec![6, 7, 8]);
+
+        let mut order = Sequencer::<String>::default();
+        let mut out = Vec::new();
+        push_all(&[8, 7], &mut order, &mut out);
+        tokio::time::advance(MAX_WAIT).await;
         expire_unfilled(&mut order, &mut out);
         assert_eq!(numbers(&out), vec![7, 8]);
         push_all(&[9], &mut order, &mut out);
