@@ -49,8 +49,8 @@ struct ChatPresence {
     remote: HashMap<String, HashMap<Member, Instant>>,
     /// v1 sockets here.
     listeners: Vec<(Member, Listener)>,
-    /// When each member's last typing frame was relayed.
-    typing: HashMap<Member, Instant>,
+    /// When each member's last typing frame was relayed, and whether it said "typing".
+    typing: HashMap<Member, (Instant, bool)>,
 }
 
 impl ChatPresence {
@@ -226,15 +226,15 @@ impl Presence {
             return false;
         };
         let now = Instant::now();
-        if entry
-            .typing
-            .get(member)
-            .is_some_and(|last| now.duration_since(*last) < TYPING_INTERVAL)
-        {
+        let last = entry.typing.get(member).copied();
+        // A stop that clears an indicator shown is always relayed (else it would linger until
+        // it expires); so at most one "typing" and one stop go out per interval.
+        let clears_shown = !active && last.is_some_and(|(_, shown)| shown);
+        if !clears_shown && last.is_some_and(|(at, _)| now.duration_since(at) < TYPING_INTERVAL) {
             metrics::counter!("jiva_v1_typing_dropped_total").increment(1);
             return false;
         }
-        entry.typing.insert(member.clone(), now);
+        entry.typing.insert(member.clone(), (now, active));
         entry.tell(
             &ServerFrame::Typing(Typing {
                 member: member.clone(),
@@ -459,6 +459,38 @@ mod tests {
 
     fn frame(rx: &mut mpsc::Receiver<Frame>) -> Value {
         serde_json::from_str(&rx.try_recv().unwrap().text).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_clears_the_indicator_at_once_but_typing_stays_limited() {
+        let bus = Arc::new(TestBus {
+            published: Mutex::new(Vec::new()),
+            events: Mutex::new(Some(mpsc::channel(1).1)),
+        });
+        let presence = Presence::new(Arc::clone(&bus) as Arc<dyn Bus>);
+        let (tx, mut rx) = mpsc::channel(16);
+        let me = member("a-1", Role::Agent);
+        let other = member("s-9", Role::Supervisor);
+        let listener = Listener {
+            conn: 1,
+            tx,
+            slow: CancellationToken::new(),
+        };
+        let (_listening, _) = presence.enter(&chat(), me, Some(listener));
+        let (_typist, _) = presence.enter(&chat(), other.clone(), None);
+        while rx.try_recv().is_ok() {}
+        let relayed: Vec<bool> = [true, false, true, false, false]
+            .into_iter()
+            .map(|active| presence.typing(&chat(), &other, active))
+            .collect();
+        // "typing", then its stop at once; a second "typing" within the interval is dropped,
+        // and so are stops of an indicator already cleared.
+        assert_eq!(relayed, [true, true, false, false, false]);
+        assert_eq!(frame(&mut rx)["active"], true);
+        assert_eq!(frame(&mut rx)["active"], false);
+        assert!(rx.try_recv().is_err());
+        tokio::time::advance(TYPING_INTERVAL).await;
+        assert!(presence.typing(&chat(), &other, true));
     }
 
     #[tokio::test(start_paused = true)]
