@@ -432,6 +432,22 @@ async fn serve_frames(
 ) -> Result<(), axum::Error> {
     // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
     let replayed = Box::pin(replay(state, chat, sink, subscriber, joined)).await?;
+    // A live frame of a message the replay already showed is dropped.
+    write_live(sink, rx, ping, |frame| {
+        (!frame.seq.is_some_and(|seq| replayed.contains(&seq))).then_some(frame.text)
+    })
+    .await
+}
+
+/// Writes live frames from `rx` until the queue closes, in batches of at most [`WRITE_BATCH`]
+/// per flush, with a ping whenever `ping` fires; `text` gives a frame's text, or `None` to
+/// drop it (v0 and v1 sockets differ only there).
+pub(crate) async fn write_live(
+    sink: &mut Sink,
+    rx: &mut mpsc::Receiver<Frame>,
+    ping: &Notify,
+    mut text: impl FnMut(Frame) -> Option<Utf8Bytes>,
+) -> Result<(), axum::Error> {
     // Made once and again only after it fired, not on every wake-up: a new `Notified` joins
     // the `Notify`'s list of waiters and leaves it when dropped.
     let mut pinged = std::pin::pin!(ping.notified());
@@ -452,9 +468,8 @@ async fn serve_frames(
         let mut batch = 0;
         let mut next = Some(frame);
         while let Some(frame) = next {
-            // A live frame of a message the replay already showed is dropped.
-            if !frame.seq.is_some_and(|seq| replayed.contains(&seq)) {
-                sink.feed(WsMessage::Text(frame.text)).await?;
+            if let Some(text) = text(frame) {
+                sink.feed(WsMessage::Text(text)).await?;
                 batch += 1;
             }
             next = if batch < WRITE_BATCH {

@@ -18,13 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{catchup, encode};
-use crate::conn::{Ending, Next, Sink, close_socket, next_message, read_failed, until_closed};
+use crate::conn::{
+    Ending, Next, Sink, close_socket, next_message, read_failed, until_closed, write_live,
+};
 use crate::frames::Frame;
 use crate::limits;
 use crate::state::State;
-
-/// Frames written per flush.
-const WRITE_BATCH: usize = 64;
 
 /// What a socket's reader and writer both know.
 struct Socket<'a> {
@@ -393,31 +392,6 @@ async fn serve(
     *replayed = Box::pin(catchup::run(state, chat, sink, since, subscriber, joined)).await?;
     // Following the chat on the bus now: the other servers' members answer.
     state.presence.query(chat);
-    loop {
-        let frame = tokio::select! {
-            frame = rx.recv() => match frame {
-                Some(frame) => frame,
-                None => break,
-            },
-            () = ping.notified() => {
-                sink.send(WsMessage::Ping(Default::default())).await?;
-                continue;
-            }
-        };
-        let mut batch = 0;
-        let mut next = Some(frame);
-        while let Some(frame) = next {
-            if let Some(text) = catchup::live_text(&frame, replayed) {
-                sink.feed(WsMessage::Text(text)).await?;
-                batch += 1;
-            }
-            next = if batch < WRITE_BATCH {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        sink.flush().await?;
-    }
-    Ok(())
+    let replayed = &*replayed;
+    write_live(sink, rx, ping, |frame| catchup::live_text(&frame, replayed)).await
 }
