@@ -9,9 +9,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Extension;
 use axum::Router;
 use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -35,7 +36,10 @@ where
 {
     let stop = transport.shutdown_token();
     let header_timeout = transport.request_header_timeout();
-    let router = transport.router();
+    // One router for every connection; each request gets its peer address as an extension
+    // (a per-connection `Router::layer` would rebuild every route, the fallback and the path
+    // matcher on every accept).
+    let router = TowerToHyperService::new(transport.router());
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
@@ -52,9 +56,7 @@ where
             () = &mut shutdown => break,
             () = stop.cancelled() => break,
         };
-        let app = router
-            .clone()
-            .layer(Extension(ConnectInfo::<SocketAddr>(peer)));
+        let app = router.clone();
         let stop = stop.clone();
         let tls = tls.clone();
         connections.spawn(async move {
@@ -89,7 +91,7 @@ where
 /// Serves HTTP/1.1 (with upgrades) on one connection until it ends or shutdown finishes it.
 async fn serve_http<S>(
     stream: S,
-    app: Router,
+    app: TowerToHyperService<Router>,
     stop: CancellationToken,
     header_timeout: Duration,
     peer: SocketAddr,
@@ -99,8 +101,14 @@ async fn serve_http<S>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new());
     builder.header_read_timeout((!header_timeout.is_zero()).then_some(header_timeout));
+    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(peer));
+        hyper::service::Service::call(&app, request)
+    });
     let connection = builder
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+        .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
     let served = tokio::select! {
