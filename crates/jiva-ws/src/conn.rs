@@ -171,32 +171,20 @@ async fn read_loop(
                 match frames::parse_inbound(&text) {
                     Ok(Inbound::Keepalive) => {}
                     Ok(Inbound::Chat { sender, text }) => {
-                        let sender = match sender_for(identity, chat, sender) {
-                            Ok(sender) => sender,
-                            Err(denied) => {
-                                metrics::counter!("jiva_auth_refusals_total", "reason" => denied.code()).increment(1);
-                                reply(frames::error(&denied.to_string()));
-                                continue;
-                            }
-                        };
-                        let message = Message::user(chat.clone(), sender, text);
-                        if let Some(refusal) = limits::copilot_refusal(state, &message) {
-                            refusal.frames().into_iter().for_each(reply);
-                            continue;
-                        }
-                        // The socket must be in its room before its message (and the copilot
-                        // turn it starts) is shown, or it would miss the turn's frames.
-                        if !joined.is_cancelled() {
-                            tokio::select! {
-                                () = joined.cancelled() => {}
-                                () = &mut done => return Ending::Quiet,
-                                () = &mut shutdown => return Ending::Shutdown,
-                            }
-                        }
                         // Boxed: an idle socket's task then holds only what waiting for the
-                        // next frame needs, not room for a whole store round-trip.
-                        if let Err(rejection) = Box::pin(state.chats.accept(message)).await {
-                            reply(frames::error(rejection.reason()));
+                        // next frame needs, not room for the message and a store round-trip.
+                        let handled = Box::pin(chat_message(
+                            state,
+                            chat,
+                            identity,
+                            (sender, text),
+                            &reply,
+                            joined,
+                            (&mut done, &mut shutdown),
+                        ))
+                        .await;
+                        if let Some(ending) = handled {
+                            return ending;
                         }
                     }
                     Err(reason) => reply(frames::error(reason)),
@@ -209,6 +197,49 @@ async fn read_loop(
             Some(Err(e)) => return read_failed(&e),
         }
     }
+}
+
+/// A chat message from the client: checked against the caller's identity and the copilot
+/// limits, then accepted once the socket is in its room. `Some` when the socket must end while
+/// waiting for that.
+async fn chat_message(
+    state: &State,
+    chat: &ChatId,
+    identity: Option<&Identity>,
+    (sender, text): (jiva_core::Sender, String),
+    reply: &impl Fn(Frame),
+    joined: &CancellationToken,
+    (done, shutdown): (
+        &mut Pin<&mut WaitForCancellationFuture<'_>>,
+        &mut Pin<&mut WaitForCancellationFuture<'_>>,
+    ),
+) -> Option<Ending> {
+    let sender = match sender_for(identity, chat, sender) {
+        Ok(sender) => sender,
+        Err(denied) => {
+            metrics::counter!("jiva_auth_refusals_total", "reason" => denied.code()).increment(1);
+            reply(frames::error(&denied.to_string()));
+            return None;
+        }
+    };
+    let message = Message::user(chat.clone(), sender, text);
+    if let Some(refusal) = limits::copilot_refusal(state, &message) {
+        refusal.frames().into_iter().for_each(reply);
+        return None;
+    }
+    // The socket must be in its room before its message (and the copilot turn it starts) is
+    // shown, or it would miss the turn's frames.
+    if !joined.is_cancelled() {
+        tokio::select! {
+            () = joined.cancelled() => {}
+            () = done.as_mut() => return Some(Ending::Quiet),
+            () = shutdown.as_mut() => return Some(Ending::Shutdown),
+        }
+    }
+    if let Err(rejection) = state.chats.accept(message).await {
+        reply(frames::error(rejection.reason()));
+    }
+    None
 }
 
 /// What the reader got next.

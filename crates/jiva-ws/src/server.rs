@@ -216,7 +216,10 @@ async fn upgrades_first(
         .max_frame_size(config.max_frame_bytes)
         .on_upgrade(move |socket| async move {
             match v1 {
-                Some(since) => crate::v1::run(task_state, chat, identity, socket, since).await,
+                // Boxed: a v0 socket's task does not hold room for v1's future.
+                Some(since) => {
+                    Box::pin(crate::v1::run(task_state, chat, identity, socket, since)).await
+                }
                 None => conn::run(task_state, chat, identity, socket).await,
             }
             drop(permit);
