@@ -17,6 +17,10 @@
 #   PORT (3140) the server's port   COPILOT_PORT (3141) the stand-in copilot's port
 #   WORKERS (16)  MESSAGES (20) per chat  PAUSE_MS (100) between messages  INTERVAL (5) s
 #   WARMUP (60) s before the summary's "after warm-up" sample   PROFILE (debug) or release
+#   SERVER (target/PROFILE/jivachat-server): a copy of a server build to soak, e.g. one per
+#   variant so that several soaks can run while the tree changes; SKIP_BUILD=1 builds nothing
+#   (the bench is then target/PROFILE/jivachat-bench as it is). The server inherits the
+#   environment, so e.g. MALLOC_ARENA_MAX=2 scripts/soak.sh 8m soaks it with that setting.
 # The clients all come from 127.0.0.1, so the per-IP socket and handshake limits are off; the
 # per-socket and per-agent limits keep their defaults.
 set -euo pipefail
@@ -44,13 +48,16 @@ PROFILE=${PROFILE:-debug}
 mkdir -p "$RESULTS"
 work=$(mktemp -d "${TMPDIR:-/tmp}/jivachat-soak.XXXXXX")
 
-if [ "$PROFILE" = release ]; then
+if [ -n "${SKIP_BUILD:-}" ]; then
+    :
+elif [ "$PROFILE" = release ]; then
     cargo build --release -p jivachat-server -p jivachat-bench >&2
 else
     cargo build -p jivachat-server -p jivachat-bench >&2
 fi
 # Copies, so that a build during a long run cannot replace the binaries under it.
-cp "target/$PROFILE/jivachat-server" "target/$PROFILE/jivachat-bench" "$work/"
+cp "${SERVER:-target/$PROFILE/jivachat-server}" "$work/jivachat-server"
+cp "target/$PROFILE/jivachat-bench" "$work/"
 SERVER=$work/jivachat-server
 BENCH=$work/jivachat-bench
 

@@ -203,8 +203,10 @@ PRAGMA user_version = 1;
 ";
 
 /// Chats whose next number the writer remembers; past this the memory is cleared (each chat's
-/// counter is then read back from the index on its next append).
-const CACHED_COUNTERS: usize = 100_000;
+/// counter is then read back from the index on its next append). Each one keeps its chat id,
+/// about 150 bytes of heap: 10,000 hold about 1.5 MB. At 100,000 the map was most of the
+/// server's heap growth in a 30-minute soak (docs/RELIABILITY.md, "Soak", Run 3).
+const CACHED_COUNTERS: usize = 10_000;
 
 const KIND_TEXT: i64 = 0;
 const KIND_COPILOT: i64 = 1;
