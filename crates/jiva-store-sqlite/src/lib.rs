@@ -35,12 +35,19 @@
 //! Sequence numbers: the writer gives each message its chat's next number (`chat_seq`) inside
 //! the batch's transaction, from a per-chat counter it keeps in memory (read from the index on
 //! first use). The counters of a batch are applied only once its transaction has committed, so a
-//! failed commit takes no number. A database from before sequence numbers is migrated on open
-//! (`PRAGMA user_version` 0 to 1): existing messages are numbered per chat in their
-//! `(timestamp, id)` order, in one transaction.
+//! failed commit takes no number.
+//!
+//! Layout (schema version 2): the `messages` table is clustered by `(agent_id, secondary_id,
+//! chat_seq)` (`WITHOUT ROWID`), so a chat's history is one contiguous range of the table, and
+//! the message id (its 16 bytes) has a unique index of its own (appends are idempotent by id).
+//! An older database is migrated on open, in one transaction (`PRAGMA user_version`): from
+//! before sequence numbers (0), existing messages are first numbered per chat in their
+//! `(timestamp, id)` order; from version 1 (a rowid table with a text id and two indexes) the
+//! rows are copied into the clustered table. A migrated database cannot be opened by a server
+//! from before version 2.
 //!
 //! Invariants: messages are read back in `chat_seq` order; a chat's history is read through the
-//! unique `(agent_id, secondary_id, chat_seq)` index only, never by scanning other chats.
+//! table's `(agent_id, secondary_id, chat_seq)` key only, never by scanning other chats.
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -56,6 +63,7 @@ use jiva_core::{
     Appended, Body, ChatId, Cursor, HistoryPage, Message, MessageId, MessageStore, OlderPage,
     Sender, Seq, StoreError, Timestamp,
 };
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -178,16 +186,25 @@ CREATE TABLE IF NOT EXISTS probes (
     id INTEGER PRIMARY KEY,
     at INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS messages (
-    seq          INTEGER PRIMARY KEY,
-    message_id   TEXT NOT NULL UNIQUE,
+";
+
+/// The messages table of the current schema (version 2): clustered by chat and number, so a
+/// chat's history is one range of the table (no look-up per row), and an append writes two
+/// B-trees (the table and the id index) instead of three. `message_id` is the UUID's 16 bytes
+/// (a row migrated from an id that was not a UUID keeps its text).
+const MESSAGES: &str = "
+CREATE TABLE messages (
     agent_id     TEXT NOT NULL,
     secondary_id TEXT NOT NULL,
+    chat_seq     INTEGER NOT NULL,
+    message_id   BLOB NOT NULL,
     sender       TEXT NOT NULL,
     ts           INTEGER NOT NULL,
     kind         INTEGER NOT NULL,
-    body         TEXT NOT NULL
-);
+    body         TEXT NOT NULL,
+    PRIMARY KEY (agent_id, secondary_id, chat_seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX messages_by_id ON messages (message_id);
 ";
 
 /// Schema version 1: per-chat sequence numbers. Existing messages are numbered per chat in their
@@ -199,8 +216,22 @@ FROM (SELECT seq, ROW_NUMBER() OVER (PARTITION BY agent_id, secondary_id ORDER B
 WHERE messages.seq = numbered.seq;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_chat_seq ON messages (agent_id, secondary_id, chat_seq);
 DROP INDEX IF EXISTS messages_by_chat;
-PRAGMA user_version = 1;
 ";
+
+/// Schema version 2 (see [`MESSAGES`]): the version 1 table (a rowid table with a text
+/// `message_id` and two indexes) is copied into the clustered one, in key order, and replaced.
+const MIGRATE_TO_2: &str = "
+INSERT INTO messages (agent_id, secondary_id, chat_seq, message_id, sender, ts, kind, body)
+SELECT agent_id, secondary_id, chat_seq,
+       CASE WHEN length(unhex(replace(message_id, '-', ''))) = 16
+            THEN unhex(replace(message_id, '-', '')) ELSE message_id END,
+       sender, ts, kind, body
+FROM messages_v1 ORDER BY agent_id, secondary_id, chat_seq;
+DROP TABLE messages_v1;
+";
+
+/// The schema version [`migrate`] brings a database to (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 2;
 
 /// Chats whose next number the writer remembers; past this the memory is cleared (each chat's
 /// counter is then read back from the index on its next append). Each one keeps its chat id,
@@ -332,26 +363,43 @@ impl SqliteStore {
     }
 }
 
-/// Brings a database to the current schema version, in one transaction.
+/// Brings a database to the current schema version ([`SCHEMA_VERSION`]), in one transaction: a
+/// new database gets the current schema; an older one is migrated step by step.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version >= 1 {
+    if version >= SCHEMA_VERSION {
         return Ok(());
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let has_column = tx
-        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'chat_seq'")?
+    let has_messages = tx
+        .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'messages'")?
         .exists([])?;
-    if !has_column {
-        tx.execute_batch("ALTER TABLE messages ADD COLUMN chat_seq INTEGER")?;
+    if !has_messages {
+        tx.execute_batch(MESSAGES)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        return tx.commit();
     }
     let rows: i64 = tx.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
-    tx.execute_batch(MIGRATE_TO_1)?;
+    if version < 1 {
+        let has_column = tx
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'chat_seq'")?
+            .exists([])?;
+        if !has_column {
+            tx.execute_batch("ALTER TABLE messages ADD COLUMN chat_seq INTEGER")?;
+        }
+        tx.execute_batch(MIGRATE_TO_1)?;
+    }
+    tx.execute_batch("ALTER TABLE messages RENAME TO messages_v1")?;
+    tx.execute_batch(MESSAGES)?;
+    tx.execute_batch(MIGRATE_TO_2)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     if rows > 0 {
         tracing::info!(
             messages = rows,
-            "numbered existing messages per chat (schema version 1)"
+            from = version,
+            to = SCHEMA_VERSION,
+            "migrated the messages table"
         );
     }
     Ok(())
@@ -622,7 +670,8 @@ fn write_batch(
                             Body::Text(t) => (KIND_TEXT, t.as_str()),
                             Body::CopilotAnswer(t) => (KIND_COPILOT, t.as_str()),
                         };
-                        let id = m.id.to_string();
+                        let uuid = m.id.as_uuid();
+                        let id = uuid.as_bytes().as_slice();
                         let changed = msg_stmt.execute(params![
                             id,
                             m.chat.agent().as_str(),
@@ -698,17 +747,34 @@ const COLUMNS: &str = "message_id, sender, ts, kind, body, chat_seq";
 
 fn row_to_message(chat: &ChatId, row: &rusqlite::Row<'_>) -> Result<Message, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("messages row: {what}"));
-    let id: String = row.get(0).map_err(|_| corrupt("message_id"))?;
-    let sender: String = row.get(1).map_err(|_| corrupt("sender"))?;
+    let id = match row.get_ref(0).map_err(|_| corrupt("message_id"))? {
+        // The current form: the UUID's 16 bytes.
+        ValueRef::Blob(bytes) => uuid::Uuid::from_slice(bytes)
+            .map(MessageId::from_uuid)
+            .map_err(|_| corrupt("message_id is not a UUID"))?,
+        // Kept as text by the migration to version 2 (it was not a UUID then either).
+        ValueRef::Text(text) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|text| MessageId::parse(text).ok())
+            .ok_or_else(|| corrupt("message_id is not a UUID"))?,
+        _ => return Err(corrupt("message_id")),
+    };
+    let sender = match row.get_ref(1).map_err(|_| corrupt("sender"))? {
+        ValueRef::Text(text) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|text| Sender::parse(text).ok())
+            .ok_or_else(|| corrupt("unknown sender"))?,
+        _ => return Err(corrupt("sender")),
+    };
     let ts: i64 = row.get(2).map_err(|_| corrupt("ts"))?;
     let kind: i64 = row.get(3).map_err(|_| corrupt("kind"))?;
     let body: String = row.get(4).map_err(|_| corrupt("body"))?;
     let seq: i64 = row.get(5).map_err(|_| corrupt("chat_seq"))?;
     let seq = u64::try_from(seq).map_err(|_| corrupt("chat_seq is negative"))?;
     Ok(Message {
-        id: MessageId::parse(&id).map_err(|_| corrupt("message_id is not a UUID"))?,
+        id,
         chat: chat.clone(),
-        sender: Sender::parse(&sender).map_err(|_| corrupt("unknown sender"))?,
+        sender,
         timestamp: Timestamp::from_millis(ts),
         body: if kind == KIND_COPILOT {
             Body::CopilotAnswer(body)

@@ -433,3 +433,113 @@ async fn concurrent_history_reads_never_open_more_reader_connections_than_the_bo
     assert!(stats.most_open <= 2, "{stats:?}");
     assert!(stats.open <= 2, "{stats:?}");
 }
+
+/// The schema of version 1 (per-chat numbers in a rowid table, the id as text, two indexes).
+const SCHEMA_V1: &str = "
+CREATE TABLE chats (agent_id TEXT NOT NULL, secondary_id TEXT NOT NULL,
+    PRIMARY KEY (agent_id, secondary_id)) WITHOUT ROWID;
+CREATE TABLE probes (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE messages (seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL UNIQUE,
+    agent_id TEXT NOT NULL, secondary_id TEXT NOT NULL, sender TEXT NOT NULL,
+    ts INTEGER NOT NULL, kind INTEGER NOT NULL, body TEXT NOT NULL, chat_seq INTEGER);
+CREATE UNIQUE INDEX messages_by_chat_seq ON messages (agent_id, secondary_id, chat_seq);
+PRAGMA user_version = 1;
+";
+
+#[tokio::test]
+async fn a_version_1_database_keeps_its_messages_numbers_and_ids_after_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jivachat.db");
+    let mine = chat("a-1", ConnectionType::Supervisor);
+    let other = chat("a-1", ConnectionType::Copilot);
+    let mut expected_mine = Vec::new();
+    let mut expected_other = Vec::new();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        // Interleaved chats, rows inserted out of number order, both kinds of body.
+        let rows = [
+            (
+                &mine,
+                2,
+                Message::user(mine.clone(), Sender::Agent, "b".into()),
+            ),
+            (
+                &other,
+                1,
+                Message::user(other.clone(), Sender::Agent, "q".into()),
+            ),
+            (
+                &mine,
+                1,
+                Message::user(mine.clone(), Sender::Supervisor, "a".into()),
+            ),
+            (
+                &other,
+                2,
+                Message::copilot_answer(other.clone(), "answer".into()),
+            ),
+            (
+                &mine,
+                3,
+                Message::user(mine.clone(), Sender::Agent, "c 🙂".into()),
+            ),
+        ];
+        for (c, n, m) in rows {
+            let (kind, body) = match &m.body {
+                Body::Text(t) => (0, t.clone()),
+                Body::CopilotAnswer(t) => (1, t.clone()),
+            };
+            conn.execute(
+                "INSERT INTO messages (message_id, agent_id, secondary_id, sender, ts, kind, body, chat_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                rusqlite::params![
+                    m.id.to_string(),
+                    c.agent().as_str(),
+                    c.kind().as_str(),
+                    m.sender.as_str(),
+                    m.timestamp.as_millis(),
+                    kind,
+                    body,
+                    n
+                ],
+            )
+            .unwrap();
+            let m = numbered(&m, n);
+            if c == &mine {
+                expected_mine.push(m);
+            } else {
+                expected_other.push(m);
+            }
+        }
+    }
+    expected_mine.sort_by_key(|m| m.seq);
+    expected_other.sort_by_key(|m| m.seq);
+    let store = SqliteStore::open(Config::new(&path)).unwrap();
+    assert_eq!(
+        store.history(&mine, None, 10).await.unwrap().messages,
+        expected_mine
+    );
+    assert_eq!(
+        store.history(&other, None, 10).await.unwrap().messages,
+        expected_other
+    );
+    // A migrated message's id is still known: its resend takes no number.
+    assert_eq!(
+        store.append(&expected_mine[1]).await.unwrap(),
+        Appended::AlreadyStored(Seq::new(2))
+    );
+    let new = Message::user(mine.clone(), Sender::Agent, "new".into());
+    let new = append(&store, &new, 4).await;
+    drop(store);
+    // Opening again migrates nothing twice.
+    let store = SqliteStore::open(Config::new(&path)).unwrap();
+    let page = store.history(&mine, None, 10).await.unwrap().messages;
+    assert_eq!(page.len(), 4);
+    assert_eq!(page[3], new);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}
