@@ -78,4 +78,14 @@ impl TurnLock for RedisBus {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    async fn held(&self, chat: &ChatId) -> Result<bool, TurnLockError> {
+        let mut manager = self.manager().map_err(unavailable)?;
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(key(chat))
+            .query_async(&mut manager)
+            .await
+            .map_err(unavailable)?;
+        Ok(exists == 1)
+    }
 }

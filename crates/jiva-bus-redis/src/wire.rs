@@ -93,7 +93,9 @@ pub(crate) fn decode(payload: &[u8]) -> Result<(String, Message), Undecodable> {
 /// Encodes an ephemeral event published by bus `origin`:
 /// `{"v":1,"origin":…,"agent":…,"kind":…,"event":"present"|"absent"|"typing"|"query",
 /// "member":"<id>","role":"agent"|"supervisor"|"anonymous","active":true}` (`member` and `role`
-/// but for `query`, `active` for `typing` only).
+/// but for `query`, `active` for `typing` only); the cancel relay's events:
+/// `"event":"cancel","question":"<id>","request":"…"`, `"event":"cancel_taken","request":"…"`,
+/// `"event":"turn_cancelled","question":"<id>","answer":"<id>"` (`answer` when one is stored).
 pub(crate) fn encode_event(origin: &str, event: &ChatEvent) -> String {
     let mut object = json!({
         "v": VERSION,
@@ -110,6 +112,22 @@ pub(crate) fn encode_event(origin: &str, event: &ChatEvent) -> String {
                 ("typing", Some(member))
             }
             EventKind::Query => ("query", None),
+            EventKind::CancelAsk { question, request } => {
+                map.insert("question".into(), Value::from(question.to_string()));
+                map.insert("request".into(), Value::from(request.as_str()));
+                ("cancel", None)
+            }
+            EventKind::CancelTaken { request } => {
+                map.insert("request".into(), Value::from(request.as_str()));
+                ("cancel_taken", None)
+            }
+            EventKind::TurnCancelled { question, answer } => {
+                map.insert("question".into(), Value::from(question.to_string()));
+                if let Some(answer) = answer {
+                    map.insert("answer".into(), Value::from(answer.to_string()));
+                }
+                ("turn_cancelled", None)
+            }
         };
         map.insert("event".into(), Value::from(name));
         if let Some(member) = member {
@@ -160,6 +178,20 @@ pub(crate) fn decode_any(payload: &[u8]) -> Result<Decoded, Undecodable> {
                 .ok_or(Undecodable("active"))?,
         },
         "query" => EventKind::Query,
+        "cancel" => EventKind::CancelAsk {
+            question: id(map, "question")?,
+            request: string(map, "request")?.to_owned(),
+        },
+        "cancel_taken" => EventKind::CancelTaken {
+            request: string(map, "request")?.to_owned(),
+        },
+        "turn_cancelled" => EventKind::TurnCancelled {
+            question: id(map, "question")?,
+            answer: match map.get("answer") {
+                None => None,
+                Some(_) => Some(id(map, "answer")?),
+            },
+        },
         _ => return Err(Undecodable("event")),
     };
     Ok(Decoded::Event(ReceivedEvent {
@@ -169,6 +201,10 @@ pub(crate) fn decode_any(payload: &[u8]) -> Result<Decoded, Undecodable> {
             kind: kind_of_event,
         },
     }))
+}
+
+fn id(map: &Map<String, Value>, key: &'static str) -> Result<MessageId, Undecodable> {
+    MessageId::parse(string(map, key)?).map_err(|_| Undecodable(key))
 }
 
 fn string<'a>(map: &'a Map<String, Value>, key: &'static str) -> Result<&'a str, Undecodable> {
@@ -215,6 +251,21 @@ mod tests {
                 active: false,
             },
             EventKind::Query,
+            EventKind::CancelAsk {
+                question: MessageId::new_v7(),
+                request: "r-1".into(),
+            },
+            EventKind::CancelTaken {
+                request: "r-1".into(),
+            },
+            EventKind::TurnCancelled {
+                question: MessageId::new_v7(),
+                answer: Some(MessageId::new_v7()),
+            },
+            EventKind::TurnCancelled {
+                question: MessageId::new_v7(),
+                answer: None,
+            },
         ] {
             let event = ChatEvent { chat: chat(), kind };
             match decode_any(encode_event("node-b", &event).as_bytes()).unwrap() {

@@ -12,7 +12,8 @@ use jiva_core::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ports::{CancelRefusal, Config, Encoder, Ports, Rejection};
+use crate::ports::{CancelRefusal, Config, Encoder, Ports, Rejection, TurnEnding};
+use crate::relay::{CancelRelay, RemoteEnd};
 use crate::rooms::{AfterFill, Rooms, Subscriber};
 use crate::sequencer::{GAP_WAIT, Gap};
 use crate::turns::Turns;
@@ -29,6 +30,8 @@ pub(crate) struct Core<E: Encoder> {
     pub shutdown: CancellationToken,
     /// See [`Core::meters`].
     pub meters: OnceLock<Meters>,
+    /// Cancels of turns running on other servers, and theirs of turns running here.
+    pub relay: Arc<CancelRelay>,
 }
 
 /// The metrics recorded for every message, registered once instead of looked up in the
@@ -188,6 +191,7 @@ impl<E: Encoder> Chats<E> {
             Some(_) => Rooms::with_filler(filler),
             None => Rooms::default(),
         };
+        let relay = Arc::new(CancelRelay::new(Arc::clone(&ports.bus)));
         let core = Arc::new(Core {
             config,
             ports,
@@ -196,8 +200,14 @@ impl<E: Encoder> Chats<E> {
             tracker,
             shutdown,
             meters: OnceLock::new(),
+            relay,
         });
         let stop = CancellationToken::new();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (tx, ended) = tokio::sync::mpsc::unbounded_channel();
+            core.relay.on_ended(tx);
+            runtime.spawn(end_remote_turns(Arc::downgrade(&core), ended, stop.clone()));
+        }
         if let Some(runtime) = runtime {
             runtime.spawn(fill_gaps(Arc::downgrade(&core), gaps, stop.clone()));
         }
@@ -382,6 +392,59 @@ impl<E: Encoder> Chats<E> {
         } else {
             Err(CancelRefusal::NoSuchTurn)
         }
+    }
+
+    /// [`Chats::cancel`], and when the turn is not here but the chat's turn lease is held (a
+    /// turn runs on another server of the cluster), asks the other servers through the bus:
+    /// `Ok` once the server running or queueing it confirmed (see [`CancelRelay`]). That server
+    /// ends the turn on its sockets and, when it has ended, this one ends it on its own.
+    pub async fn cancel_anywhere(
+        &self,
+        chat: &ChatId,
+        question: MessageId,
+    ) -> Result<(), CancelRefusal> {
+        match self.cancel(chat, question) {
+            Err(CancelRefusal::NoSuchTurn) => {}
+            done => return done,
+        }
+        match self.core.ports.turn_lock.held(chat).await {
+            Ok(true) => {}
+            Ok(false) => return Err(CancelRefusal::NoSuchTurn),
+            Err(e) => {
+                tracing::warn!(chat = %chat, error = %e, "cannot tell whether a turn runs elsewhere");
+                return Err(CancelRefusal::NoSuchTurn);
+            }
+        }
+        match self.core.relay.ask(chat, question).await {
+            true => Ok(()),
+            false => Err(CancelRefusal::NoSuchTurn),
+        }
+    }
+
+    /// The relay of cancels between servers: the transport hands it the bus's events.
+    pub fn cancel_relay(&self) -> Arc<CancelRelay> {
+        Arc::clone(&self.core.relay)
+    }
+}
+
+/// Ends, on this server's sockets, turns that another server cancelled for a client here.
+async fn end_remote_turns<E: Encoder>(
+    core: std::sync::Weak<Core<E>>,
+    mut ended: tokio::sync::mpsc::UnboundedReceiver<(ChatId, RemoteEnd)>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            next = ended.recv() => next,
+            () = stop.cancelled() => return,
+        };
+        let (Some((chat, end)), Some(core)) = (next, core.upgrade()) else {
+            return;
+        };
+        let frame = core
+            .encoder
+            .turn_end(end.question, TurnEnding::Cancelled, end.answer);
+        core.broadcast(&chat, &frame);
     }
 }
 

@@ -12,6 +12,8 @@
 //! - `rooms`: the subscribers of each chat here, and fan-out to them ([`Subscriber`]).
 //! - `sequencer`: the per-chat reorder step: stored frames leave in the chat's sequence order.
 //! - `turns`: copilot turns, one at a time per chat, each in its own task.
+//! - `relay`: [`CancelRelay`], cancels of turns that run on another server (over the bus's
+//!   events), and the other servers' cancels of turns that run here.
 //!
 //! What it deliberately is not: a transport. It knows no socket, HTTP, JSON or wire frame: the
 //! transport's [`Encoder`] makes frames of what it shows, and a [`Subscriber`] is a bounded queue
@@ -41,6 +43,7 @@
 pub mod bench;
 mod chats;
 mod ports;
+mod relay;
 mod rooms;
 mod sequencer;
 mod turns;
@@ -49,6 +52,7 @@ pub use chats::Chats;
 pub use ports::{
     CancelRefusal, Config, Encoder, Ports, Rejection, SingleNode, TurnEnding, TurnError,
 };
+pub use relay::{CancelRelay, REMOTE_CANCEL_WAIT, RemoteEnd};
 pub use rooms::Subscriber;
 pub use sequencer::{GAP_WAIT, MAX_WAIT};
 

@@ -40,8 +40,7 @@ struct Entry {
 
 type Entries = Arc<Mutex<HashMap<ChatId, Entry>>>;
 
-/// The stored questions whose turn is waiting or running, and how to cancel each.
-type Cancels = Arc<Mutex<HashMap<MessageId, (ChatId, CancellationToken)>>>;
+use crate::relay::{Cancels, cancel_in};
 
 /// The copilot turn queues of all chats.
 pub(crate) struct Turns<E: Encoder> {
@@ -62,23 +61,16 @@ pub(crate) struct Ticket<E: Encoder> {
 impl<E: Encoder> Turns<E> {
     pub fn new(core: Arc<Core<E>>) -> Self {
         Self {
+            cancels: core.relay.cancels(),
             core,
             entries: Entries::default(),
-            cancels: Cancels::default(),
         }
     }
 
     /// Cancels the turn answering `question` in `chat`, waiting or running on this server;
     /// false when there is none.
     pub fn cancel(&self, chat: &ChatId, question: MessageId) -> bool {
-        let cancels = self.cancels.lock().unwrap_or_else(PoisonError::into_inner);
-        match cancels.get(&question) {
-            Some((of, token)) if of == chat => {
-                token.cancel();
-                true
-            }
-            _ => false,
-        }
+        cancel_in(&self.cancels, chat, question)
     }
 
     /// Admits one more turn for `chat`, or `None` when its queue is full.
@@ -287,6 +279,9 @@ async fn run_turn<E: Encoder>(
         }
     }
     core.broadcast(chat, &core.encoder.turn_end(question.id, ending, answer_id));
+    if ending == TurnEnding::Cancelled {
+        core.relay.turn_ended(chat, question.id, answer_id);
+    }
     if let Ok(lease) = lease {
         lease.release().await;
     }
@@ -448,14 +443,17 @@ mod tests {
         let mut store = MockMessageStore::new();
         store.expect_recent().returning(|_, _| Ok(Vec::new()));
         let tracker = TaskTracker::new();
+        let ports = Ports::new(Arc::new(store));
+        let relay = Arc::new(crate::relay::CancelRelay::new(Arc::clone(&ports.bus)));
         let core = Arc::new(Core {
             config: Config::default(),
-            ports: Ports::new(Arc::new(store)),
+            ports,
             encoder: TextEncoder,
             rooms: Default::default(),
             tracker: tracker.clone(),
             shutdown: CancellationToken::new(),
             meters: Default::default(),
+            relay,
         });
         let turns = Turns::new(core);
         let entries = || turns.entries.lock().unwrap().len();

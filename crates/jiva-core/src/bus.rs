@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use futures_core::Stream;
 
 use crate::chat::ChatId;
-use crate::message::Message;
+use crate::message::{Message, MessageId};
 
 /// The messages other servers published to followed chats, in the order received.
 pub type Incoming = Pin<Box<dyn Stream<Item = Message> + Send>>;
@@ -90,6 +90,28 @@ pub enum EventKind {
     },
     /// The publishing server asks the others who of theirs is present in the chat.
     Query,
+    /// A client on the publishing server cancelled the copilot turn answering `question`, which
+    /// does not run or wait there: the server where it does cancels it and answers
+    /// [`EventKind::CancelTaken`] with the same `request`.
+    CancelAsk {
+        /// The question whose turn is to stop.
+        question: MessageId,
+        /// Names this ask (unique per ask), for the answer.
+        request: String,
+    },
+    /// The publishing server cancelled the turn of the [`EventKind::CancelAsk`] `request`.
+    CancelTaken {
+        /// The ask's name.
+        request: String,
+    },
+    /// A turn the publishing server cancelled for another server ended: the other servers end
+    /// it on their sockets too (they did not see its chunks, but a client there stopped it).
+    TurnCancelled {
+        /// The question it answered.
+        question: MessageId,
+        /// The stored (partial) answer, when anything came.
+        answer: Option<MessageId>,
+    },
 }
 
 /// An ephemeral event of a chat.

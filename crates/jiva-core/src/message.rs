@@ -37,6 +37,13 @@ impl MessageId {
         Self(Uuid::new_v5(&CLIENT_NAMESPACE, name.as_bytes()))
     }
 
+    /// Whether this id was derived from a client's name for its message
+    /// ([`MessageId::for_client`], a UUID v5): the same message may come again, from any
+    /// server, at any time, so a store must recognise it whatever it remembers.
+    pub fn is_for_client(&self) -> bool {
+        self.0.get_version_num() == 5
+    }
+
     /// Wraps an existing UUID.
     pub fn from_uuid(uuid: Uuid) -> Self {
         Self(uuid)

@@ -67,4 +67,11 @@ pub trait TurnLock: Send + Sync {
 
     /// Releases the lease `token` holds on `chat`; nothing happens if it does not hold it.
     async fn release(&self, chat: &ChatId, token: &LeaseToken) -> Result<(), TurnLockError>;
+
+    /// Whether anyone holds `chat`'s lease now (a turn runs on some server). The default, for
+    /// a single server whose leases are not shared: never.
+    async fn held(&self, chat: &ChatId) -> Result<bool, TurnLockError> {
+        let _ = chat;
+        Ok(false)
+    }
 }

@@ -74,6 +74,17 @@ impl Counters {
         Some(Seq::new(next))
     }
 
+    /// Gives back `seq`, taken for `chat` and not written, when no number was taken after it,
+    /// so that the chat's next append uses it (no unused number is left).
+    pub fn put_back(&self, chat: &str, seq: Seq) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.chats.get_mut(chat) {
+            if entry.next == Some(seq.get().saturating_add(1)) {
+                entry.next = Some(seq.get());
+            }
+        }
+    }
+
     /// The number this store appended `id` with, if it still remembers.
     pub fn appended(&self, id: MessageId) -> Option<Seq> {
         self.lock().appended.get(&id).copied()
@@ -127,6 +138,23 @@ mod tests {
         assert_eq!(c.take("a"), Some(Seq::new(3)));
         c.saw("a", 10);
         assert_eq!(c.take("a"), Some(Seq::new(11)));
+    }
+
+    #[test]
+    fn a_number_given_back_is_taken_again_unless_a_later_one_was_taken() {
+        let c = Counters::default();
+        c.saw("a", 0);
+        let one = c.take("a").unwrap();
+        c.put_back("a", one);
+        assert_eq!(c.take("a"), Some(one));
+        let two = c.take("a").unwrap();
+        let three = c.take("a").unwrap();
+        c.put_back("a", two);
+        assert_eq!(
+            c.take("a"),
+            Some(three.next()),
+            "3 was taken after 2: 2 stays unused"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! The attribute names and types here are a contract with other tools that read the same tables:
 //! never rename one. The attributes this crate adds beyond §5 are [`SEQ`] (every new message) and
-//! [`SORT_KEY`] (native key design only); on `Chats`, [`LAST_SEQ`] (legacy key design only).
+//! [`SORT_KEY`] (native key design only); on `Chats`, [`LAST_SEQ`] (legacy key design only). The
+//! native design also writes idempotency claims, items that are not messages, in partitions of
+//! their own ([`CLAIM_PREFIX`]).
 
 use std::collections::HashMap;
 
@@ -45,6 +47,11 @@ pub const LAST_SEQ: &str = "LastSeq";
 pub const RECENT: &str = "Recent";
 /// The prefix of the sort keys of numbered messages (native key design).
 pub const SEQ_PREFIX: &str = "seq#";
+/// The prefix of the `ChatID` of an idempotency claim (native key design): the claim of message
+/// `id` in chat `c` is the item (`ChatID` `"claim#{c}"`, `SortKey` `"{id}"`, [`SEQ`]), written
+/// in one transaction with the message. `#` is never in a chat id, so no chat's partition holds
+/// a claim and no read of a chat can meet one.
+pub const CLAIM_PREFIX: &str = "claim#";
 /// The value of [`ACTION`] this crate writes.
 pub const COMBINED: &str = "Combined";
 
@@ -114,6 +121,24 @@ pub(crate) fn message_item(message: &Message, seq: Seq, with_sort_key: bool) -> 
     if with_sort_key {
         item.insert(SORT_KEY.to_owned(), AttributeValue::S(seq_sort_key(seq)));
     }
+    item
+}
+
+/// The key of the idempotency claim of message `id` in `chat` (see [`CLAIM_PREFIX`]).
+pub(crate) fn claim_key(chat: &ChatId, id: MessageId) -> Item {
+    HashMap::from([
+        (
+            CHAT_ID.to_owned(),
+            AttributeValue::S(format!("{CLAIM_PREFIX}{}", chat.canonical())),
+        ),
+        (SORT_KEY.to_owned(), AttributeValue::S(id.to_string())),
+    ])
+}
+
+/// The idempotency claim of `message`, stored with number `seq`.
+pub(crate) fn claim_item(message: &Message, seq: Seq) -> Item {
+    let mut item = claim_key(&message.chat, message.id);
+    item.insert(SEQ.to_owned(), AttributeValue::N(seq.get().to_string()));
     item
 }
 

@@ -6,7 +6,8 @@
 //! Layout:
 //! - `by_seq`: the legacy layout's replay in sequence order (two phases, phase cursors).
 //! - `config`: [`Config`] (table names, endpoint, region, legacy index, retries, time-outs).
-//! - `store`: [`DynamoStore`] and its [`MessageStore`](jiva_core::MessageStore) implementation.
+//! - `store`: [`DynamoStore`] and its [`MessageStore`](jiva_core::MessageStore) implementation;
+//!   `store::claim`, the idempotency claims of client-named messages (native layout).
 //! - `tables`: [`DynamoStore::create_tables`] and [`TableSetup`].
 //! - `item`: items to and from core types, by hand; the attribute names of PROTOCOL.md §5.
 //! - `counters`: each chat's next sequence number, remembered between appends.
@@ -49,7 +50,11 @@
 //!   a `BatchGetItem` of that chat's newest messages by id).
 //! - `append` is a conditional put that never overwrites; a retried append returns the number
 //!   the message was stored with (in the native layout, while the message is among its chat's
-//!   [`RECENT_WINDOW`] newest).
+//!   [`RECENT_WINDOW`] newest; always for a message whose id a client named
+//!   ([`MessageId::is_for_client`](jiva_core::MessageId::is_for_client)), which is written in
+//!   one transaction with a claim of its id, an item under [`CLAIM_PREFIX`]).
+//! - No read of a chat returns a claim: claims live in partitions of their own
+//!   (`"claim#{chat}"`), and a chat id never contains `#`.
 //! - An item that cannot be read as a message (missing or mistyped attribute, an id that is not
 //!   a UUID, an unknown sender) is skipped with a `tracing::warn!` naming its `MessageID`, so
 //!   one bad legacy item cannot make a whole chat unreadable; a page may then hold fewer
@@ -75,8 +80,8 @@ pub mod testing;
 pub use by_seq::EARLIER_SERVER_OVERLAP;
 pub use config::Config;
 pub use item::{
-    ACTION, AGENT_ID, CHAT_ID, COMBINED, LAST_SEQ, MESSAGE, MESSAGE_ID, OUTPUT, SECONDARY_ID,
-    SENDER, SEQ, SEQ_PREFIX, SORT_KEY, TIMESTAMP,
+    ACTION, AGENT_ID, CHAT_ID, CLAIM_PREFIX, COMBINED, LAST_SEQ, MESSAGE, MESSAGE_ID, OUTPUT,
+    SECONDARY_ID, SENDER, SEQ, SEQ_PREFIX, SORT_KEY, TIMESTAMP,
 };
 pub use store::{DynamoStore, MAX_PAGE, RECENT_IDS, RECENT_WINDOW};
 pub use tables::TableSetup;

@@ -25,14 +25,16 @@ use crate::item::{
     SORT_KEY, TIMESTAMP,
 };
 
+mod claim;
 mod seek;
 
 /// The most messages one history page returns, whatever the caller asks for.
 pub const MAX_PAGE: usize = 1000;
 
 /// How many of a chat's newest numbered messages an append reads when it must find the chat's
-/// last number (or whether its message is already stored). A retried append is recognised as a
-/// duplicate while its first attempt is among these.
+/// last number (or whether its message is already stored). A retried append of a server-made id
+/// is recognised as a duplicate while its first attempt is among these (a client-named id, by
+/// its claim, always).
 pub const RECENT_WINDOW: usize = 64;
 
 /// How many of a chat's newest message ids a legacy-layout append keeps on the chat's `Chats`
@@ -55,6 +57,8 @@ enum Claim {
     Written,
     /// Another item holds the number: its `MessageID` when the server returned it.
     Held(Option<String>),
+    /// The message's id is claimed: it is stored, with this number (`claim`).
+    Stored(Seq),
 }
 
 /// The pause before the `conflicts`-th retry of an append: a random duration (full jitter)
@@ -217,7 +221,9 @@ impl DynamoStore {
     /// another writer holds the number, the put's failed condition returns the holder (so a
     /// holder that is this very message, written by an SDK retry, is recognised exactly); the
     /// store then tries the next number after a short jittered pause (reading the chat's newest
-    /// number every few conflicts), until [`Config::append_deadline`] has passed.
+    /// number every few conflicts), until [`Config::append_deadline`] has passed. A message
+    /// whose id a client named is written with a claim of its id in one transaction instead
+    /// (`claim`): a resend, however old, finds the claim and its number.
     async fn append_native(&self, message: &Message) -> Result<Appended, StoreError> {
         if let Some(seq) = self.counters.appended(message.id) {
             return Ok(Appended::AlreadyStored(seq));
@@ -242,10 +248,13 @@ impl DynamoStore {
                 }
                 continue;
             };
-            let claim = match self
-                .claim(item::message_item(message, seq, true), CHAT_ID)
-                .await
-            {
+            let written = if message.id.is_for_client() {
+                self.claim_with_id(message, seq).await
+            } else {
+                self.claim(item::message_item(message, seq, true), CHAT_ID)
+                    .await
+            };
+            let claim = match written {
                 Ok(claim) => claim,
                 Err(err) => {
                     self.counters.doubt(&chat, message.id);
@@ -256,6 +265,12 @@ impl DynamoStore {
                 Claim::Written => {
                     self.counters.settled(message.id, seq);
                     return Ok(Appended::Stored(seq));
+                }
+                // A resend of a client-named message: stored before, at `stored`.
+                Claim::Stored(stored) => {
+                    self.counters.put_back(&chat, seq);
+                    self.counters.settled(message.id, stored);
+                    return Ok(Appended::AlreadyStored(stored));
                 }
                 // This message's own earlier attempt (an SDK retry after a lost answer) wrote
                 // it at this number, within this append: it is stored there, once.

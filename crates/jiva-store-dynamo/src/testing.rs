@@ -42,7 +42,7 @@ use aws_sdk_dynamodb::operation::{
     create_table::CreateTableInput, delete_item::DeleteItemInput,
     describe_table::DescribeTableInput, get_item::GetItemInput, put_item::PutItemInput,
     query::QueryInput, query::QueryOutput, scan::ScanInput, scan::ScanOutput,
-    update_item::UpdateItemInput,
+    transact_write_items::TransactWriteItemsInput, update_item::UpdateItemInput,
 };
 use jiva_core::StoreError;
 
@@ -253,7 +253,8 @@ impl Drop for LocalDynamo {
 /// One request a client sent, as seen by [`RequestLog`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// The operation: `Query`, `Scan`, `PutItem`, `GetItem`, `BatchWriteItem`, ... (`Other`
+    /// The operation: `Query`, `Scan`, `PutItem`, `GetItem`, `BatchWriteItem`,
+    /// `TransactWriteItems`, ... (`Other`
     /// for operations this log does not name).
     pub operation: &'static str,
     /// The table, for single-table operations.
@@ -372,6 +373,8 @@ impl Intercept for RequestLog {
             request("BatchWriteItem", None)
         } else if input.downcast_ref::<BatchGetItemInput>().is_some() {
             request("BatchGetItem", None)
+        } else if input.downcast_ref::<TransactWriteItemsInput>().is_some() {
+            request("TransactWriteItems", None)
         } else if let Some(d) = input.downcast_ref::<DescribeTableInput>() {
             request("DescribeTable", d.table_name())
         } else if let Some(c) = input.downcast_ref::<CreateTableInput>() {

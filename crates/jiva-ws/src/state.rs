@@ -100,6 +100,7 @@ impl State {
             tracker.clone(),
             shutdown.clone(),
         );
+        presence.relay_cancels(chats.cancel_relay());
         Self {
             config,
             chats,

@@ -560,3 +560,91 @@ async fn a_node_killed_mid_turn_frees_its_chat_when_the_lease_expires() {
         "B's turn waited for the dead node's lease"
     );
 }
+
+/// Protocol v1's `cancel` sent on a node other than the one running the turn: forwarded over
+/// the bus, it stops the turn where it runs; both nodes' sockets see the turn end `cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_cancel_on_another_node_stops_the_turn_where_it_runs() {
+    use crate::v1::{V1, of_type};
+    use jiva_copilot::testing::{StandIn, Step, chunk, end, head_chunked};
+    let piece = |output: &str| chunk(json!({"action": null, "output": output}).to_string());
+    let redis = LocalRedis::start().await.unwrap();
+    let stand_in = StandIn::start().await.unwrap();
+    let (_hold, held) = tokio::sync::oneshot::channel::<()>();
+    stand_in.push(vec![
+        head_chunked(200, "application/json"),
+        piece("partial "),
+        Step::WaitFor(held),
+        piece("never sent"),
+        end(),
+    ]);
+    stand_in.push(vec![
+        head_chunked(200, "application/json"),
+        piece("second answer"),
+        end(),
+    ]);
+    let env = cluster_env(&redis, &[("COPILOT_ENDPOINT", stand_in.url())]).await;
+    let (a, b) = (start_node(&env), start_node(&env));
+    let url = |addr: SocketAddr| format!("ws://{addr}/?agentID={AGENT}&secondaryID=copilot");
+    let (mut on_a, _, _) = V1::open(&url(a.addr)).await;
+    let (mut on_b, _, _) = V1::open(&url(b.addr)).await;
+
+    // The turn runs on A and streams until the test lets it go on (never).
+    on_a.say("q-1", "agent", "long question").await;
+    let (_, ack) = on_a.until("ack").await;
+    let question = ack["message_id"].clone();
+    let (_, first) = on_a.until("chunk").await;
+    assert_eq!(first["output"], "partial ");
+
+    // A question no node runs, while a turn runs: B asks the others, nobody takes it.
+    let unknown = "0190c5a5-9f1c-7a3e-8b4d-6f7e8a9b0c1d";
+    on_b.send(json!({"type":"cancel","ref":"x0","question_id":unknown}))
+        .await;
+    let (_, e) = on_b.until("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["ref"].as_str()),
+        (Some("no_such_turn"), Some("x0"))
+    );
+
+    // B cancels A's turn.
+    on_b.send(json!({"type":"cancel","ref":"x1","question_id":question}))
+        .await;
+    let (a_before, a_end) = on_a.until("turn_end").await;
+    assert!(of_type(&a_before, "error").is_empty(), "{a_before:?}");
+    let answer = of_type(&a_before, "message")[0].clone();
+    assert_eq!(answer["text"], "partial \n\n[Answer stopped.]");
+    assert_eq!(a_end["outcome"], "cancelled");
+    assert_eq!(a_end["question_id"], question);
+    assert_eq!(a_end["answer_id"], answer["message_id"]);
+    let (mut b_seen, b_end) = on_b.until("turn_end").await;
+    assert!(of_type(&b_seen, "error").is_empty(), "{b_seen:?}");
+    assert_eq!(b_end["outcome"], "cancelled");
+    assert_eq!(b_end["question_id"], question);
+    assert_eq!(b_end["answer_id"], answer["message_id"]);
+    // B's socket is shown the stored partial answer too (over the bus).
+    b_seen.extend(on_b.drain().await);
+    assert!(
+        of_type(&b_seen, "message")
+            .iter()
+            .any(|m| m["message_id"] == answer["message_id"] && m["text"] == answer["text"]),
+        "{b_seen:?}"
+    );
+
+    // The next question works, and the stopped turn cannot be cancelled again.
+    on_a.say("q-2", "agent", "again").await;
+    let (before, turn_end) = on_a.until("turn_end").await;
+    assert_eq!(turn_end["outcome"], "answered");
+    assert!(
+        of_type(&before, "message")
+            .iter()
+            .any(|m| m["text"] == "second answer"),
+        "{before:?}"
+    );
+    on_b.send(json!({"type":"cancel","ref":"x2","question_id":question}))
+        .await;
+    let (_, e) = on_b.until("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["ref"].as_str()),
+        (Some("no_such_turn"), Some("x2"))
+    );
+}

@@ -6,6 +6,8 @@
 #[cfg(test)]
 mod by_seq;
 #[cfg(test)]
+mod claims;
+#[cfg(test)]
 mod errors;
 #[cfg(test)]
 mod history;

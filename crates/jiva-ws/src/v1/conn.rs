@@ -183,7 +183,7 @@ async fn read_loop(
                         reply(encode::own(&ServerFrame::Pong(Pong { r#ref: p.r#ref })))
                     }
                     ClientFrame::Cancel(c) => {
-                        if let Some(refused) = cancel(socket, &c.question_id) {
+                        if let Some(refused) = Box::pin(cancel(socket, &c.question_id)).await {
                             reply(encode::error(refused.0, refused.1, c.r#ref.as_deref()));
                         }
                     }
@@ -263,13 +263,19 @@ async fn accept(socket: &Socket<'_>, send: SendFrame) -> Frame {
     }
 }
 
-/// Cancels the turn answering `question`; the refusal's code and reason when there is none.
-fn cancel(socket: &Socket<'_>, question: &str) -> Option<(ErrorCode, &'static str)> {
+/// Cancels the turn answering `question`, here or (with a cluster's bus) on the server running
+/// it; the refusal's code and reason when there is none.
+async fn cancel(socket: &Socket<'_>, question: &str) -> Option<(ErrorCode, &'static str)> {
     let no_turn = CancelRefusal::NoSuchTurn;
     let Ok(question) = MessageId::parse(question) else {
         return Some((ErrorCode::NoSuchTurn, no_turn.reason()));
     };
-    match socket.state.chats.cancel(socket.chat, question) {
+    match socket
+        .state
+        .chats
+        .cancel_anywhere(socket.chat, question)
+        .await
+    {
         Ok(()) => None,
         Err(CancelRefusal::NotACopilotChat) => Some((
             ErrorCode::NotACopilotChat,

@@ -96,6 +96,8 @@ impl ChatPresence {
 struct Inner {
     bus: Arc<dyn Bus>,
     chats: Mutex<HashMap<ChatId, ChatPresence>>,
+    /// Where the events of the cancel relay go (set once by the server's state).
+    relay: std::sync::OnceLock<Arc<jiva_chat::CancelRelay>>,
 }
 
 /// The presence of every chat with a socket here.
@@ -153,6 +155,7 @@ impl Presence {
         let inner = Arc::new(Inner {
             bus,
             chats: Mutex::new(HashMap::new()),
+            relay: std::sync::OnceLock::new(),
         });
         let stop = CancellationToken::new();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -211,6 +214,11 @@ impl Presence {
             },
             members,
         )
+    }
+
+    /// Hands the bus's cancel events (of the one event stream presence reads) to `relay`.
+    pub fn relay_cancels(&self, relay: Arc<jiva_chat::CancelRelay>) {
+        let _ = self.inner.relay.set(relay);
     }
 
     /// Asks the other servers who of theirs is in `chat` (after this server follows it).
@@ -295,6 +303,15 @@ impl Inner {
     }
 
     fn received(&self, event: ReceivedEvent) {
+        if let EventKind::CancelAsk { .. }
+        | EventKind::CancelTaken { .. }
+        | EventKind::TurnCancelled { .. } = event.event.kind
+        {
+            if let Some(relay) = self.relay.get() {
+                relay.received(&event);
+            }
+            return;
+        }
         let ReceivedEvent { from, event } = event;
         let mut chats = self.lock();
         let Some(entry) = chats.get_mut(&event.chat) else {
@@ -338,6 +355,10 @@ impl Inner {
                 });
                 entry.tell(&frame, Some(&member));
             }
+            // The cancel relay's (handed over above).
+            EventKind::CancelAsk { .. }
+            | EventKind::CancelTaken { .. }
+            | EventKind::TurnCancelled { .. } => {}
         }
     }
 

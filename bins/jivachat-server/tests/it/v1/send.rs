@@ -1,5 +1,6 @@
 //! `send` → `ack`, and idempotency by `client_id`.
 
+use jiva_core::{AgentId, ChatId, ConnectionType, Message, Sender};
 use serde_json::{Value, json};
 
 use super::{V1, of_type};
@@ -122,3 +123,56 @@ async fn resent_after_a_restart_is_stored_once_with_the_same_ack(kind: StoreKind
 }
 
 on_both_stores!(resent_after_a_restart_is_stored_once_with_the_same_ack);
+
+/// A resend reaching a server that did not store the original (a fresh process: nothing in
+/// memory), with more messages after the original than DynamoDB's store reads back when it
+/// first appends to a chat (`RECENT_WINDOW`, 64): still one stored message and the same `ack`.
+async fn resent_to_another_server_past_many_newer_messages_is_stored_once_with_the_same_ack(
+    kind: StoreKind,
+) {
+    let (backing, dir) = Backing::fresh(kind).await;
+    let server = TestServer::start_in(&backing, |_| {}).await;
+    let url = server.chat_url(AGENT, "supervisor");
+    let (mut v1, _, _) = V1::open(&url).await;
+    v1.say("c-0", "agent", "original").await;
+    let (_, first) = v1.until("ack").await;
+    server.stop().await;
+
+    // More than the window after it, written by another store (another server's memory).
+    let newer = jiva_store_dynamo::RECENT_WINDOW + 6;
+    {
+        let store = backing
+            .store(&jivachat_server::Config::with_data_dir(dir.path()))
+            .await;
+        let chat = ChatId::new(AgentId::parse(AGENT).unwrap(), ConnectionType::Supervisor);
+        for i in 0..newer {
+            let message = Message::user(chat.clone(), Sender::Agent, format!("m-{i}"));
+            store.append(&message).await.unwrap();
+        }
+    }
+
+    let server = TestServer::start_in(&backing, |_| {}).await;
+    let url = server.chat_url(AGENT, "supervisor");
+    let (mut v1, _, live) = V1::open(&url).await;
+    assert_eq!(live, Some(newer as u64 + 1));
+    v1.say("c-0", "agent", "original").await;
+    let (between, again) = v1.until("ack").await;
+    assert_eq!(ack_of(&first), ack_of(&again));
+    assert!(of_type(&between, "message").is_empty(), "{between:?}");
+    assert!(of_type(&v1.drain().await, "message").is_empty());
+    v1.send(json!({"type":"page","ref":"all","before":1000,"limit":100}))
+        .await;
+    let page = v1.expect("page").await;
+    let stored: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored.len(), newer + 1, "{stored:?}");
+    assert_eq!(stored.iter().filter(|t| **t == "original").count(), 1);
+    assert_eq!(page["has_older"], false);
+    server.stop().await;
+}
+
+on_both_stores!(resent_to_another_server_past_many_newer_messages_is_stored_once_with_the_same_ack);
