@@ -1,6 +1,7 @@
 //! The Rust client (`jiva-client`) against the real server: connecting, sending, reconnecting
 //! across a server restart on the same port and data.
 
+mod node_kill;
 mod resume_load;
 mod tls;
 mod v0;

@@ -23,14 +23,14 @@ fn many_sockets(config: &mut jivachat_server::Config) {
     config.transport.limits.handshakes_per_ip_per_sec = 1_000_000;
 }
 
-fn agent(chat: usize) -> String {
+pub(super) fn agent(chat: usize) -> String {
     format!("00000000-0000-4000-8000-{chat:012}")
 }
 
 /// Reads a client's events, keeping the message ids it was shown, until the newest number
 /// of its chat (`target`, once known) has been shown. Says once on `shown_one` when the first
 /// message was shown.
-async fn collect(
+pub(super) async fn collect(
     mut events: Events,
     mut target: watch::Receiver<Option<u64>>,
     shown_one: mpsc::Sender<()>,
@@ -70,7 +70,11 @@ async fn collect(
 
 /// What a connection resuming from 0 replays: the chat's whole stored order.
 async fn replay(server: &Restartable, agent: &str) -> Vec<String> {
-    let mut config = server.config(agent, Protocol::V1);
+    replay_with(server.config(agent, Protocol::V1)).await
+}
+
+/// What a connection by `config` resuming from 0 replays: the chat's whole stored order.
+pub(super) async fn replay_with(mut config: jiva_client::Config) -> Vec<String> {
     config.since = Some(0);
     let (client, mut events) = Client::connect(config).await.unwrap();
     let mut ids = Vec::new();
