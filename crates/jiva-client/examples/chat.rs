@@ -6,6 +6,12 @@
 //! cargo run -p jiva-client --example chat -- ws://127.0.0.1:3030/ \
 //!     0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21 supervisor "hello from Rust" [v0|v1] [token]
 //! ```
+//!
+//! Over TLS, name the CA that signed the server's certificate (PEM) in `JIVA_CLIENT_CA`:
+//!
+//! ```text
+//! JIVA_CLIENT_CA=ca.pem cargo run -p jiva-client --example chat -- wss://chat.example:443/ …
+//! ```
 #![allow(clippy::print_stdout)]
 
 use jiva_client::{ChatKind, Client, Config, Event, Protocol, Token};
@@ -28,6 +34,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.protocol = Protocol::V0;
     }
     config.token = arg(5).map(Token::new);
+    if let Ok(ca) = std::env::var("JIVA_CLIENT_CA") {
+        config.tls_roots_pem = vec![std::fs::read_to_string(ca)?];
+    }
     let (client, mut events) = Client::connect(config).await?;
     if let Some(text) = arg(3) {
         match client.protocol_is_v1() {

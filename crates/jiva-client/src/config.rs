@@ -1,5 +1,6 @@
 //! What a client connects to and how.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiva_protocol::UserSender;
@@ -70,9 +71,22 @@ pub enum TokenPlacement {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// The server's WebSocket URL, `ws://host:port/` (any path; no query: the client adds it;
-    /// no `wss://` yet).
+    /// The server's WebSocket URL, `ws://host:port/` or `wss://host:port/` (any path; no
+    /// query: the client adds it). `wss://` needs trust: `tls_roots_pem` or `tls_config`.
     pub url: String,
+    /// Other endpoints of the same service (the other nodes of a cluster, same form as `url`),
+    /// tried in turn when `url` cannot be reached: the first connection tries each once, and
+    /// a reconnection retries the endpoint that was serving, then moves to the next one after
+    /// every failed attempt (wrapping around). Resuming works on any node of a cluster: the
+    /// sequence numbers are the chat's, not the node's. Empty by default.
+    pub fallback_urls: Vec<String>,
+    /// `wss://`: PEM text of the root certificates (each entry may hold several) a server's
+    /// certificate must chain to. These are the only roots: there are no built-in ones (no web
+    /// PKI, no system store). Empty by default.
+    pub tls_roots_pem: Vec<String>,
+    /// `wss://`: a complete rustls configuration, used as it is (its roots, verifier, client
+    /// certificate), instead of `tls_roots_pem` (set one of the two).
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
     /// The agent whose chat this is (`agentID`).
     pub agent_id: String,
     /// Which of the agent's chats.
@@ -102,6 +116,9 @@ impl Config {
     pub fn new(url: impl Into<String>, agent_id: impl Into<String>, chat: ChatKind) -> Self {
         Self {
             url: url.into(),
+            fallback_urls: Vec::new(),
+            tls_roots_pem: Vec::new(),
+            tls_config: None,
             agent_id: agent_id.into(),
             chat,
             protocol: Protocol::V1,
@@ -119,13 +136,28 @@ impl Config {
     /// Every problem of the configuration, one message each.
     pub fn validate(&self) -> Result<(), ClientError> {
         let mut problems = Vec::new();
-        if self.url.starts_with("wss://") {
-            problems.push("url: wss:// is not supported yet (this client has no TLS)".to_owned());
-        } else if !self.url.starts_with("ws://") {
-            problems.push("url must start with ws://".to_owned());
+        let fallbacks = self.fallback_urls.iter().enumerate();
+        let urls = std::iter::once(("url".to_owned(), &self.url))
+            .chain(fallbacks.map(|(i, url)| (format!("fallback_urls[{i}]"), url)));
+        let trusted = self.tls_config.is_some() || !self.tls_roots_pem.is_empty();
+        for (name, url) in urls {
+            if url.starts_with("wss://") {
+                if !trusted {
+                    problems.push(format!(
+                        "{name}: wss:// needs tls_roots_pem or tls_config (there are no built-in roots)"
+                    ));
+                }
+            } else if !url.starts_with("ws://") {
+                problems.push(format!("{name} must start with ws:// or wss://"));
+            }
+            if url.contains('?') || url.contains('#') {
+                problems.push(format!("{name} must have no query or fragment"));
+            }
         }
-        if self.url.contains('?') || self.url.contains('#') {
-            problems.push("url must have no query or fragment".to_owned());
+        if self.tls_config.is_some() && !self.tls_roots_pem.is_empty() {
+            problems.push("set tls_roots_pem or tls_config, not both".to_owned());
+        } else if let Err(pem) = crate::tls::roots_from_pem(&self.tls_roots_pem) {
+            problems.extend(pem);
         }
         let id_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-');
         if self.agent_id.is_empty() || !self.agent_id.chars().all(id_ok) {
@@ -147,12 +179,13 @@ impl Config {
         }
     }
 
-    /// The URL of a connection resuming after `since` (v1; ignored in v0).
-    pub(crate) fn connect_url(&self, since: Option<u64>) -> String {
+    /// The URL of a connection to the endpoint `base` resuming after `since` (v1; ignored in
+    /// v0).
+    pub(crate) fn connect_url(&self, base: &str, since: Option<u64>) -> String {
         // The server takes agentID and secondaryID as written (the deployed client does not
         // encode them; `validate` allows only UUID characters); the token is URL-decoded.
         const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
-        let mut url = self.url.clone();
+        let mut url = base.to_owned();
         if !url.ends_with('/') && url.matches('/').count() == 2 {
             url.push('/');
         }
@@ -182,21 +215,24 @@ mod tests {
     fn the_url_names_the_chat_the_token_and_the_resume_point() {
         let mut c = Config::new("ws://127.0.0.1:9000", AGENT, ChatKind::Copilot);
         assert_eq!(
-            c.connect_url(None),
+            c.connect_url(&c.url, None),
             format!("ws://127.0.0.1:9000/?agentID={AGENT}&secondaryID=copilot")
         );
         c.token = Some(Token::new("a.b+c/d="));
-        assert!(!c.connect_url(None).contains("token"), "header by default");
+        assert!(
+            !c.connect_url(&c.url, None).contains("token"),
+            "header by default"
+        );
         c.token_placement = TokenPlacement::Query;
         assert_eq!(
-            c.connect_url(Some(42)),
+            c.connect_url(&c.url, Some(42)),
             format!(
                 "ws://127.0.0.1:9000/?agentID={AGENT}&secondaryID=copilot&token=a.b%2Bc%2Fd%3D&since=42"
             )
         );
         c.protocol = Protocol::V0;
         assert!(
-            !c.connect_url(Some(42)).contains("since"),
+            !c.connect_url(&c.url, Some(42)).contains("since"),
             "v0 never resumes"
         );
     }
@@ -205,12 +241,21 @@ mod tests {
     fn every_problem_is_reported_at_once() {
         let mut c = Config::new("http://x/?a=1", "not a uuid", ChatKind::Supervisor);
         c.max_pending = 0;
+        c.fallback_urls = vec!["ws://ok:1/".into(), "ftp://y/".into()];
         let ClientError::InvalidConfig(text) = c.validate().unwrap_err() else {
             panic!("not a config error")
         };
-        assert_eq!(text.split("; ").count(), 4, "{text}");
-        let tls = Config::new("wss://h:1/", AGENT, ChatKind::Supervisor).validate();
-        assert!(matches!(tls, Err(ClientError::InvalidConfig(t)) if t.contains("wss://")));
+        assert_eq!(text.split("; ").count(), 5, "{text}");
+        assert!(text.contains("fallback_urls[1] must start"), "{text}");
+        let mut tls = Config::new("wss://h:1/", AGENT, ChatKind::Supervisor);
+        assert!(
+            matches!(tls.validate(), Err(ClientError::InvalidConfig(t)) if t.contains("needs tls_roots_pem")),
+            "no trust, no wss://"
+        );
+        tls.tls_roots_pem = vec!["no certificate here".into()];
+        assert!(
+            matches!(tls.validate(), Err(ClientError::InvalidConfig(t)) if t.contains("tls_roots_pem[0]"))
+        );
         assert!(
             Config::new("ws://h:1/chat", AGENT, ChatKind::Supervisor)
                 .validate()

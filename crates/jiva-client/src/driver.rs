@@ -2,16 +2,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use jiva_protocol::{
-    Ack, Cancel, ClientFrame, Page, PageRequest, SUBPROTOCOL, ServerFrame, TypingRequest,
+    Ack, Cancel, ClientFrame, ErrorCode, Page, PageRequest, SUBPROTOCOL, ServerFrame, TypingRequest,
 };
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -19,13 +19,14 @@ use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, SEC_WEBSOCKET_
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::endpoints::Endpoints;
 use crate::pending::PendingSends;
 use crate::seq::{Seen, SeqTracker};
+use crate::tls::{self, Dialer};
 use crate::{ClientError, Config, Event, Protocol, TokenPlacement, V0Frame};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<tls::Stream>;
 type Sink = SplitSink<Ws, Message>;
 type Stream = SplitStream<Ws>;
 
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicU64,
     pub(crate) resumed: AtomicU64,
     pub(crate) duplicates_dropped: AtomicU64,
+    /// The index of the endpoint of the current (or last) connection.
+    pub(crate) endpoint: AtomicUsize,
 }
 
 impl Shared {
@@ -76,6 +79,7 @@ impl Shared {
             connections: AtomicU64::new(0),
             resumed: AtomicU64::new(0),
             duplicates_dropped: AtomicU64::new(0),
+            endpoint: AtomicUsize::new(0),
         }
     }
 
@@ -87,9 +91,36 @@ impl Shared {
     }
 }
 
-/// Opens one connection (no retry).
-pub(crate) async fn open(config: &Config, since: Option<u64>) -> Result<Ws, ClientError> {
-    let url = config.connect_url(since);
+/// Opens the first connection: each endpoint once, in turn, until one opens. An error that
+/// will not change (a refusal of the request, not of the endpoint) is returned at once; when
+/// every endpoint fails, the last endpoint's error.
+pub(crate) async fn open_first(
+    config: &Config,
+    dialer: &Dialer,
+    endpoints: &mut Endpoints,
+) -> Result<Ws, ClientError> {
+    let mut left = endpoints.len();
+    loop {
+        match open(config, dialer, endpoints.current(), config.since).await {
+            Ok(ws) => return Ok(ws),
+            Err(e) if e.is_transient() && left > 1 => {
+                tracing::debug!(endpoint = endpoints.index(), error = %e, "jiva-client: endpoint unreachable, trying the next");
+                endpoints.failed();
+                left -= 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Opens one connection to the endpoint `base` (no retry).
+pub(crate) async fn open(
+    config: &Config,
+    dialer: &Dialer,
+    base: &str,
+    since: Option<u64>,
+) -> Result<Ws, ClientError> {
+    let url = config.connect_url(base, since);
     let mut request = url
         .as_str()
         .into_client_request()
@@ -106,12 +137,12 @@ pub(crate) async fn open(config: &Config, since: Option<u64>) -> Result<Ws, Clie
         value.set_sensitive(true);
         request.headers_mut().insert(AUTHORIZATION, value);
     }
-    let attempt = tokio::time::timeout(
-        config.connect_timeout,
-        tokio_tungstenite::connect_async(request),
-    )
+    let attempt = tokio::time::timeout(config.connect_timeout, async {
+        let stream = dialer.dial(request.uri()).await?;
+        Ok::<_, ClientError>(tokio_tungstenite::client_async(request, stream).await)
+    })
     .await
-    .map_err(|_| ClientError::Timeout)?;
+    .map_err(|_| ClientError::Timeout)??;
     match attempt {
         Ok((ws, response)) => {
             let chosen = response.headers().get(SEC_WEBSOCKET_PROTOCOL);
@@ -145,6 +176,8 @@ pub(crate) struct Driver {
     shared: Arc<Shared>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
+    dialer: Dialer,
+    endpoints: Endpoints,
     seq: SeqTracker,
     pending: PendingSends<AckWaiter>,
     pages: HashMap<String, oneshot::Sender<Result<Page, ClientError>>>,
@@ -153,11 +186,15 @@ pub(crate) struct Driver {
     next_ref: u64,
     closing: Option<oneshot::Sender<()>>,
     final_error: Option<ClientError>,
+    /// Whether the current connection has caught up (v1 `live`; v0 at once).
+    caught_up: bool,
 }
 
 impl Driver {
     pub(crate) fn new(
         config: Config,
+        dialer: Dialer,
+        endpoints: Endpoints,
         shared: Arc<Shared>,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
@@ -169,6 +206,8 @@ impl Driver {
             shared,
             commands,
             events,
+            dialer,
+            endpoints,
             seq,
             pending,
             pages: HashMap::new(),
@@ -176,6 +215,7 @@ impl Driver {
             next_ref: 0,
             closing: None,
             final_error: None,
+            caught_up: false,
         }
     }
 
@@ -195,10 +235,15 @@ impl Driver {
                     }
                 }
             };
-            attempt = 0;
+            self.caught_up = self.config.protocol == Protocol::V0;
             match self.serve(ws, since).await {
                 Ended::Close => break,
                 Ended::Lost(reason) => {
+                    // A connection dropped before it caught up (the server could not read the
+                    // history) counts as a failed attempt: the next one waits longer.
+                    if self.caught_up {
+                        attempt = 0;
+                    }
                     tracing::debug!(%reason, pending = self.pending.len(), "jiva-client: connection lost");
                     for (_, reply) in self.pages.drain() {
                         let _ = reply.send(Err(ClientError::Disconnected));
@@ -248,10 +293,12 @@ impl Driver {
                     },
                 }
             }
-            match open(&self.config, since).await {
+            match open(&self.config, &self.dialer, self.endpoints.current(), since).await {
                 Ok(ws) => return Some(ws),
                 Err(e) if e.is_transient() => {
-                    tracing::debug!(attempt = *attempt, error = %e, "jiva-client: reconnection failed");
+                    tracing::debug!(attempt = *attempt, endpoint = self.endpoints.index(), error = %e, "jiva-client: reconnection failed");
+                    // The next attempt goes to the next endpoint (the same one when alone).
+                    self.endpoints.failed();
                 }
                 Err(e) => {
                     self.final_error = Some(e);
@@ -342,6 +389,9 @@ impl Driver {
     /// Serves one connection until it drops or the client closes.
     async fn serve(&mut self, ws: Ws, since: Option<u64>) -> Ended {
         self.shared.connections.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .endpoint
+            .store(self.endpoints.index(), Ordering::Relaxed);
         let since = since.filter(|_| self.config.protocol == Protocol::V1);
         if since.is_some() {
             self.shared.resumed.fetch_add(1, Ordering::Relaxed);
@@ -367,7 +417,12 @@ impl Driver {
                         return Ended::Lost(closed_by_server.unwrap_or_else(|| "the connection ended".into()));
                     }
                     Some(Err(e)) => return Ended::Lost(e.to_string()),
-                    Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(reason) = self.on_text(text.as_str()).await {
+                            close_socket(sink, stream).await;
+                            return Ended::Lost(reason);
+                        }
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.map_or(1005, |f| u16::from(f.code));
                         closed_by_server = Some(format!("closed by the server ({code})"));
@@ -439,18 +494,21 @@ impl Driver {
         sink.send(Message::text(frame)).await
     }
 
-    async fn on_text(&mut self, text: &str) {
+    /// Handles one text frame; `Some(reason)` when the connection must be dropped (and
+    /// resumed on a new one).
+    async fn on_text(&mut self, text: &str) -> Option<String> {
         if self.config.protocol == Protocol::V0 {
             self.emit(Event::V0(V0Frame::parse(text))).await;
-            return;
+            return None;
         }
         let frame = match ServerFrame::from_json(text) {
             Ok(frame) => frame,
             Err(e) => {
                 tracing::warn!(error = %e, bytes = text.len(), "jiva-client: unreadable v1 frame");
-                return;
+                return None;
             }
         };
+        let mut drop_connection = None;
         match &frame {
             ServerFrame::Message(m) => {
                 if let Some(seq) = m.seq {
@@ -458,14 +516,17 @@ impl Driver {
                         self.shared
                             .duplicates_dropped
                             .fetch_add(1, Ordering::Relaxed);
-                        return;
+                        return None;
                     }
                 }
             }
             ServerFrame::Latest(l) => self
                 .seq
                 .reached(l.messages.iter().filter_map(|m| m.seq).max()),
-            ServerFrame::Live(l) => self.seq.reached(l.seq),
+            ServerFrame::Live(l) => {
+                self.seq.reached(l.seq);
+                self.caught_up = true;
+            }
             ServerFrame::Reload(_) => self.seq.reset(),
             ServerFrame::Ack(ack) => {
                 if let Some(answered) = self.pending.answer(&ack.client_id) {
@@ -478,6 +539,14 @@ impl Driver {
                 if let Some(reply) = page.r#ref.as_ref().and_then(|r| self.pages.remove(r)) {
                     let _ = reply.send(Ok(page.clone()));
                 }
+            }
+            // The server could not read the catch-up (no `ref`: not a page's answer): what
+            // follows on this connection would leave a hole behind the resume point. Dropped
+            // before reading further, it is resumed from the same point on a new connection.
+            ServerFrame::Error(error)
+                if error.r#ref.is_none() && error.code == ErrorCode::HistoryUnavailable =>
+            {
+                drop_connection = Some("the server could not read the history to catch up".into());
             }
             ServerFrame::Error(error) => {
                 if let Some(r) = &error.r#ref {
@@ -496,6 +565,7 @@ impl Driver {
             .last_seq
             .store(self.seq.last().unwrap_or(NO_SEQ), Ordering::Release);
         self.emit(Event::V1(frame)).await;
+        drop_connection
     }
 
     /// The client is done: every waiter learns it, then the closer.

@@ -21,6 +21,11 @@ pub enum ClientError {
     /// The server could not be reached, or the connection failed.
     #[error("connection failed: {0}")]
     Connection(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The TLS handshake of a `wss://` connection was refused: the server's certificate does
+    /// not chain to the roots given, is not valid for the URL's host name, has expired, or the
+    /// handshake itself failed. Retrying will not change it: the client does not reconnect.
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] rustls::Error),
     /// A connection attempt took longer than `connect_timeout`.
     #[error("connection attempt timed out")]
     Timeout,

@@ -6,7 +6,8 @@
 //! Layout: [`Client::connect`] opens the first connection and hands back a [`Client`] (cheap to
 //! clone; every method sends a command to one background task) and the [`Events`] it reads.
 //! The task (`driver`) owns the socket; `pending` is the table of unacknowledged sends, `seq`
-//! the resume point, `backoff` the reconnection policy, `v0` the v0 frames.
+//! the resume point, `backoff` the reconnection policy, `endpoints` which node to try,
+//! `tls` the `wss://` dial, `v0` the v0 frames.
 //!
 //! What it guarantees on v1:
 //! - **Acknowledged sends.** [`Client::send`] gives every message a client id (or takes yours,
@@ -17,13 +18,28 @@
 //!   `live`; not `ack`, whose message may not have been shown yet) and reconnects with
 //!   `since=` it. A replayed message at or below that number is dropped (counted in
 //!   [`Stats::duplicates_dropped`], which a correct server keeps at 0). A `reload` frame resets
-//!   the point; the `latest` after it starts the view again.
+//!   the point; the `latest` after it starts the view again. When the server says it could not
+//!   read the history to catch up (`error` `history_unavailable` without a `ref`), the client
+//!   drops that connection before reading further (what follows would leave a hole behind
+//!   the resume point) and resumes from the same point on a new one, the attempt counting as
+//!   failed (the backoff grows).
+//! - **Failover.** [`Config::fallback_urls`] lists the other nodes of a cluster: the first
+//!   connection tries them in turn; after a drop the client retries the node that served it,
+//!   then moves to the next one after each failed attempt. Sequence numbers are the chat's,
+//!   so a client of a killed node resumes on another one with nothing lost or shown twice.
 //! - **Reconnection** after any drop (close frame, error, server gone), waiting as [`Backoff`]
 //!   says (exponential, capped, jittered, optionally bounded). A refusal that will not change
-//!   (HTTP 4xx, v1 not spoken) ends the client instead.
+//!   (HTTP 4xx, v1 not spoken, a TLS certificate it cannot trust) ends the client instead.
+//! - **TLS** (`wss://`) with rustls and its `ring` provider, trusting only what the caller
+//!   gives: root certificates in PEM ([`Config::tls_roots_pem`]) or a whole
+//!   [`rustls::ClientConfig`] ([`Config::tls_config`]). There are no built-in roots and no
+//!   "accept any certificate" mode. A certificate that does not chain to the roots or does
+//!   not name the URL's host is [`ClientError::Tls`]: returned by [`Client::connect`], or, on
+//!   a reconnection, the [`Event::Closed`] error that ends the client (it does not retry).
 //!
 //! What it is not: no store, no UI state, no message history beyond the resume point (an
-//! application keeps its own view from the events), no TLS (`ws://` only for now), and on v0
+//! application keeps its own view from the events), no client certificates unless given in a
+//! `tls_config`, and on v0
 //! no acks or resume (v0 replays the whole history on every connection; an application
 //! de-duplicates by `message_id`, as the deployed client does).
 //!
@@ -52,9 +68,11 @@
 mod backoff;
 mod config;
 mod driver;
+mod endpoints;
 mod error;
 mod pending;
 mod seq;
+mod tls;
 mod v0;
 
 use std::future::Future;
@@ -65,6 +83,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub use jiva_protocol::{self as protocol, Ack, Page, ServerFrame, UserSender};
+/// The rustls this crate is built with, for [`Config::tls_config`].
+pub use rustls;
 use tokio::sync::{mpsc, oneshot};
 
 pub use backoff::Backoff;
@@ -197,12 +217,22 @@ impl Client {
     /// and starts the task that keeps it alive. Must run inside a tokio runtime.
     pub async fn connect(config: Config) -> Result<(Self, Events), ClientError> {
         config.validate()?;
-        let first = driver::open(&config, config.since).await?;
+        let dialer = tls::Dialer::new(&config)?;
+        let mut endpoints = endpoints::Endpoints::new(&config.url, &config.fallback_urls);
+        let first = driver::open_first(&config, &dialer, &mut endpoints).await?;
         let shared = Arc::new(Shared::new(config.since));
+        shared.endpoint.store(endpoints.index(), Ordering::Relaxed);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(config.events_capacity);
         let protocol = config.protocol;
-        let driver = Driver::new(config, Arc::clone(&shared), commands_rx, events_tx);
+        let driver = Driver::new(
+            config,
+            dialer,
+            endpoints,
+            Arc::clone(&shared),
+            commands_rx,
+            events_tx,
+        );
         tokio::spawn(driver.run(first));
         Ok((
             Self {
@@ -306,6 +336,12 @@ impl Client {
     /// The resume point: the highest sequence number delivered so far (v1).
     pub fn last_seq(&self) -> Option<u64> {
         self.shared.last_seq()
+    }
+
+    /// Which endpoint the current (or, while disconnected, the last) connection is to: 0 for
+    /// [`Config::url`], `i` for `fallback_urls[i - 1]`.
+    pub fn endpoint(&self) -> usize {
+        self.shared.endpoint.load(Ordering::Relaxed)
     }
 
     /// The client's counters.

@@ -23,7 +23,10 @@ const RESUME_WITHIN: Duration = Duration::from_secs(5);
 
 /// Fresh tables on the shared moto server, and the environment that points a server at them
 /// and at `redis` (plus `extra`).
-async fn cluster_env(redis: &LocalRedis, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) async fn cluster_env(
+    redis: &LocalRedis,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let dynamo = LocalDynamo::shared().unwrap();
     let config = dynamo.config();
     dynamo.store_with(config.clone()).await.unwrap();
@@ -58,7 +61,7 @@ async fn cluster_env(redis: &LocalRedis, extra: &[(&str, &str)]) -> Vec<(String,
     env
 }
 
-fn start_node(env: &[(String, String)]) -> ServerProcess {
+pub(crate) fn start_node(env: &[(String, String)]) -> ServerProcess {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     ServerProcess::start_with(&env)
 }

@@ -15,26 +15,38 @@ use crate::metrics::{ServerProcess, get};
 use crate::support::*;
 
 /// A certificate authority the test clients trust.
-struct TestCa {
+pub(crate) struct TestCa {
     params: CertificateParams,
     key: KeyPair,
     der: CertificateDer<'static>,
+    /// The CA certificate in PEM, for clients that take roots as PEM.
+    pub(crate) pem: String,
 }
 
 impl TestCa {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
             .push(DnType::CommonName, "JivaChat test CA");
         let key = KeyPair::generate().unwrap();
-        let der = params.self_signed(&key).unwrap().der().clone();
-        Self { params, key, der }
+        let cert = params.self_signed(&key).unwrap();
+        let (der, pem) = (cert.der().clone(), cert.pem());
+        Self {
+            params,
+            key,
+            der,
+            pem,
+        }
     }
 
     /// A leaf certificate for `localhost` named `name`: (certificate PEM, key PEM, DER).
-    fn leaf(&self, name: &str, serial: u64) -> (String, String, CertificateDer<'static>) {
+    pub(crate) fn leaf(
+        &self,
+        name: &str,
+        serial: u64,
+    ) -> (String, String, CertificateDer<'static>) {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params.serial_number = Some(serial.into());
         params.distinguished_name.push(DnType::CommonName, name);
@@ -67,7 +79,10 @@ fn replace_file(path: &Path, text: &str) {
 }
 
 /// The certificate and key files of `leaf` in `dir`.
-fn write_pair(dir: &Path, leaf: &(String, String, CertificateDer<'static>)) -> (PathBuf, PathBuf) {
+pub(crate) fn write_pair(
+    dir: &Path,
+    leaf: &(String, String, CertificateDer<'static>),
+) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     replace_file(&key, &leaf.1);
     replace_file(&cert, &leaf.0);

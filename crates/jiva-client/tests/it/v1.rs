@@ -258,3 +258,93 @@ async fn close_is_a_close_handshake_and_ends_the_client() {
     .await;
     assert!(error.is_none());
 }
+
+#[tokio::test]
+async fn the_first_connection_tries_the_fallback_urls_in_turn() {
+    let gone = Peer::bind().await;
+    let unreachable = format!("ws://{}/", gone.addr);
+    drop(gone); // nothing listens there
+    let peer = Peer::bind().await;
+    let mut config = Config::new(
+        unreachable,
+        crate::peer::AGENT,
+        jiva_client::ChatKind::Supervisor,
+    );
+    config.fallback_urls = vec![format!("ws://{}/", peer.addr)];
+    let (client, _events, _ws, _) = connect_with(&peer, config, vec![message(1)]).await;
+    assert_eq!(client.endpoint(), 1, "connected to the fallback");
+}
+
+#[tokio::test]
+async fn a_dropped_client_whose_node_is_gone_resumes_on_the_next_endpoint() {
+    let doomed = Peer::bind().await;
+    let survivor = Peer::bind().await;
+    let mut config = doomed.config();
+    config.fallback_urls = vec![format!("ws://{}/", survivor.addr)];
+    let (client, mut events, mut ws, _) = connect_with(&doomed, config, vec![message(1)]).await;
+    write(&mut ws, ServerFrame::Message(message(2))).await;
+    assert_eq!(next_message_seq(&mut events).await, 2);
+    let ack = client.send("in flight").await.unwrap();
+    let sent = read(&mut ws).await;
+    assert_eq!(client.endpoint(), 0);
+    drop(ws);
+    drop(doomed); // the node is gone: the retry of it fails, the next attempt goes elsewhere
+
+    let (mut ws, upgrade) = survivor.accept().await;
+    assert!(upgrade.uri.ends_with("&since=2"), "{}", upgrade.uri);
+    let again = read(&mut ws).await;
+    assert_eq!(
+        again["client_id"], sent["client_id"],
+        "resent on the new node"
+    );
+    write(&mut ws, ack_for(&again, 3)).await;
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, ack)
+            .await
+            .unwrap()
+            .unwrap()
+            .seq,
+        3
+    );
+    write(&mut ws, ServerFrame::Message(message(3))).await;
+    assert_eq!(next_message_seq(&mut events).await, 3);
+    assert_eq!(client.endpoint(), 1);
+    assert_eq!(client.stats().resumed, 1);
+}
+
+#[tokio::test]
+async fn a_catch_up_the_server_could_not_read_is_resumed_on_a_new_connection() {
+    let peer = Peer::bind().await;
+    let (client, mut events, ws, _) =
+        connect_with(&peer, peer.config(), vec![message(1), message(2)]).await;
+    drop(ws);
+
+    // The resume's catch-up fails: the frames after the error would leave 3 out.
+    let (mut ws, upgrade) = peer.accept().await;
+    assert!(upgrade.uri.ends_with("&since=2"), "{}", upgrade.uri);
+    write(&mut ws, crate::peer::welcome()).await;
+    write(
+        &mut ws,
+        ServerFrame::Error(ErrorFrame::new(
+            ErrorCode::HistoryUnavailable,
+            "history unavailable",
+            None,
+        )),
+    )
+    .await;
+    write(&mut ws, ServerFrame::Message(message(4))).await;
+    drop(ws);
+
+    let (mut ws, upgrade) = peer.accept().await;
+    assert!(
+        upgrade.uri.ends_with("&since=2"),
+        "resumed from the same point: {}",
+        upgrade.uri
+    );
+    write(&mut ws, crate::peer::welcome()).await;
+    write(&mut ws, ServerFrame::Message(message(3))).await;
+    write(&mut ws, ServerFrame::Message(message(4))).await;
+    assert_eq!(next_message_seq(&mut events).await, 3, "nothing skipped");
+    assert_eq!(next_message_seq(&mut events).await, 4);
+    assert_eq!(client.stats().duplicates_dropped, 0);
+}

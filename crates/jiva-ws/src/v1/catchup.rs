@@ -36,9 +36,19 @@ pub(super) struct Replayed {
     pub last: Option<Seq>,
     /// The newest numbers sent (their live copies are dropped).
     pub seqs: BTreeSet<Seq>,
+    /// The resume point asked for: the client has every number up to it, so their live
+    /// copies are dropped too (a frame the room shows late, e.g. a gap filled after another
+    /// node died, would otherwise reach a resumed client twice).
+    pub since: Option<Seq>,
 }
 
 impl Replayed {
+    /// Whether the client already has `seq` (sent by the catch-up, or at or below its resume
+    /// point): its live copy is not sent.
+    fn has(&self, seq: Seq) -> bool {
+        self.seqs.contains(&seq) || self.since.is_some_and(|since| seq <= since)
+    }
+
     fn saw(&mut self, seq: Option<Seq>) {
         let Some(seq) = seq else { return };
         self.seqs.insert(seq);
@@ -108,7 +118,10 @@ pub(super) async fn run(
     if available {
         match start {
             Start::Fresh => available = latest(state, chat, sink, &mut replayed).await?,
-            Start::Resume(since) => replayed.last = Some(since),
+            Start::Resume(since) => {
+                replayed.last = Some(since);
+                replayed.since = Some(since);
+            }
         }
     }
     if available {
@@ -266,8 +279,30 @@ async fn pass(
 /// A frame's text for this socket, or `None` when it must not be written (a live copy of a
 /// replayed message, or a frame v1 does not show).
 pub(super) fn live_text(frame: &Frame, replayed: &Replayed) -> Option<Utf8Bytes> {
-    if frame.seq.is_some_and(|seq| replayed.seqs.contains(&seq)) {
+    if frame.seq.is_some_and(|seq| replayed.has(seq)) {
         return None;
     }
     encode::from_room(frame)
+}
+
+#[cfg(test)]
+mod replayed_tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_client_has_every_number_up_to_its_resume_point() {
+        let mut replayed = Replayed {
+            since: Some(Seq::new(5)),
+            ..Replayed::default()
+        };
+        replayed.saw(Some(Seq::new(7)));
+        for (seq, has) in [(3, true), (5, true), (6, false), (7, true), (8, false)] {
+            assert_eq!(replayed.has(Seq::new(seq)), has, "{seq}");
+        }
+        let fresh = Replayed::default();
+        assert!(
+            !fresh.has(Seq::new(1)),
+            "a fresh connection has nothing yet"
+        );
+    }
 }

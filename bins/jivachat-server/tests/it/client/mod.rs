@@ -1,7 +1,9 @@
 //! The Rust client (`jiva-client`) against the real server: connecting, sending, reconnecting
 //! across a server restart on the same port and data.
 
+mod node_kill;
 mod resume_load;
+mod tls;
 mod v0;
 mod v1;
 
@@ -21,12 +23,22 @@ pub struct Restartable {
     backing: Backing,
     _dir: tempfile::TempDir,
     tweak: fn(&mut jivachat_server::Config),
+    /// Native TLS: the certificate and key files (read again at every start).
+    tls: Option<jiva_ws::TlsFiles>,
     running: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
 }
 
 impl Restartable {
     /// A server on a fresh embedded store, on a free loopback port.
     pub async fn start(tweak: fn(&mut jivachat_server::Config)) -> Self {
+        Self::start_tls(tweak, None).await
+    }
+
+    /// [`Self::start`], serving `wss://` from `tls` when given.
+    pub async fn start_tls(
+        tweak: fn(&mut jivachat_server::Config),
+        tls: Option<jiva_ws::TlsFiles>,
+    ) -> Self {
         let (backing, dir) = Backing::fresh(StoreKind::Sqlite).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut server = Self {
@@ -34,6 +46,7 @@ impl Restartable {
             backing,
             _dir: dir,
             tweak,
+            tls,
             running: None,
         };
         server.run_on(listener).await;
@@ -47,6 +60,7 @@ impl Restartable {
         };
         let mut config = jivachat_server::Config::with_data_dir(data_dir);
         (self.tweak)(&mut config);
+        config.tls = self.tls.clone();
         let store = self.backing.store(&config).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(jivachat_server::run_with_store(
@@ -79,8 +93,12 @@ impl Restartable {
         self.run_on(listener).await;
     }
 
+    /// `ws://` and the address, or with TLS `wss://localhost` (the certificate's name).
     pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        match self.tls {
+            None => format!("ws://{}/", self.addr),
+            Some(_) => format!("wss://localhost:{}/", self.addr.port()),
+        }
     }
 
     /// A client configuration for `agent`'s supervisor chat, reconnecting quickly.

@@ -14,8 +14,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::Restartable;
 use crate::support::PATIENCE;
 
-const CHATS: usize = 100;
-const CLIENTS_PER_CHAT: usize = 10;
+pub(super) const CHATS: usize = 100;
+pub(super) const CLIENTS_PER_CHAT: usize = 10;
 const MESSAGES_PER_CHAT: usize = 20;
 
 fn many_sockets(config: &mut jivachat_server::Config) {
@@ -23,14 +23,14 @@ fn many_sockets(config: &mut jivachat_server::Config) {
     config.transport.limits.handshakes_per_ip_per_sec = 1_000_000;
 }
 
-fn agent(chat: usize) -> String {
+pub(super) fn agent(chat: usize) -> String {
     format!("00000000-0000-4000-8000-{chat:012}")
 }
 
 /// Reads a client's events, keeping the message ids it was shown, until the newest number
 /// of its chat (`target`, once known) has been shown. Says once on `shown_one` when the first
 /// message was shown.
-async fn collect(
+pub(super) async fn collect(
     mut events: Events,
     mut target: watch::Receiver<Option<u64>>,
     shown_one: mpsc::Sender<()>,
@@ -68,9 +68,82 @@ async fn collect(
     }
 }
 
+/// Waits until `halfway` is told and every client has been shown a message (one `()` each on
+/// `first_messages`), within `within`.
+pub(super) async fn until_flowing(
+    halfway: &Notify,
+    first_messages: &mut mpsc::Receiver<()>,
+    acked: &AtomicUsize,
+    within: std::time::Duration,
+) {
+    let seen_one = AtomicUsize::new(0);
+    let flowing = tokio::time::timeout(within, async {
+        halfway.notified().await;
+        for _ in 0..CHATS * CLIENTS_PER_CHAT {
+            first_messages.recv().await.unwrap();
+            seen_one.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .await;
+    assert!(
+        flowing.is_ok(),
+        "the messages did not flow in time: {} acknowledged, {} clients shown one",
+        acked.load(Ordering::SeqCst),
+        seen_one.load(Ordering::SeqCst)
+    );
+}
+
+/// What each reader ([`collect`]) was shown, within `within` each.
+pub(super) async fn views_of(
+    readers: Vec<tokio::task::JoinHandle<Vec<String>>>,
+    within: std::time::Duration,
+) -> Vec<Vec<String>> {
+    let mut views = Vec::new();
+    for reader in readers {
+        views.push(
+            tokio::time::timeout(within, reader)
+                .await
+                .expect("a client did not see its chat's newest message in time")
+                .unwrap(),
+        );
+    }
+    views
+}
+
+/// Every client of `chat` (client `i` is in chat `i % CHATS`) was shown `stored` (the chat's
+/// replay, of `sent` messages) exactly: nothing lost, nothing twice, the same order.
+pub(super) fn assert_views_are_the_replay(
+    chat: usize,
+    stored: &[String],
+    views: &[Vec<String>],
+    sent: usize,
+) {
+    assert_eq!(
+        stored.len(),
+        sent,
+        "chat {chat}: one stored message per send"
+    );
+    for (i, shown) in views.iter().enumerate().filter(|(i, _)| i % CHATS == chat) {
+        let unique: HashSet<&String> = shown.iter().collect();
+        assert_eq!(
+            unique.len(),
+            shown.len(),
+            "client {i} was shown a message twice"
+        );
+        assert_eq!(
+            shown, stored,
+            "client {i}: lost a message or saw another order"
+        );
+    }
+}
+
 /// What a connection resuming from 0 replays: the chat's whole stored order.
 async fn replay(server: &Restartable, agent: &str) -> Vec<String> {
-    let mut config = server.config(agent, Protocol::V1);
+    replay_with(server.config(agent, Protocol::V1)).await
+}
+
+/// What a connection by `config` resuming from 0 replays: the chat's whole stored order.
+pub(super) async fn replay_with(mut config: jiva_client::Config) -> Vec<String> {
     config.since = Some(0);
     let (client, mut events) = Client::connect(config).await.unwrap();
     let mut ids = Vec::new();
@@ -134,21 +207,7 @@ async fn a_thousand_clients_resume_a_restart_with_nothing_lost_or_doubled() {
         .collect();
     // Restart mid-flow, once half the messages are acknowledged and every client has been shown
     // at least one (so every client has a point to resume from).
-    let seen_one = AtomicUsize::new(0);
-    let flowing = tokio::time::timeout(PATIENCE * 3, async {
-        halfway.notified().await;
-        for _ in 0..CHATS * CLIENTS_PER_CHAT {
-            first_messages.recv().await.unwrap();
-            seen_one.fetch_add(1, Ordering::SeqCst);
-        }
-    })
-    .await;
-    assert!(
-        flowing.is_ok(),
-        "the messages did not flow in time: {} acknowledged, {} clients shown one",
-        acked.load(Ordering::SeqCst),
-        seen_one.load(Ordering::SeqCst)
-    );
+    until_flowing(&halfway, &mut first_messages, &acked, PATIENCE * 3).await;
     let acked_before_restart = acked.load(Ordering::SeqCst);
     assert!(
         acked_before_restart < CHATS * MESSAGES_PER_CHAT,
@@ -163,15 +222,7 @@ async fn a_thousand_clients_resume_a_restart_with_nothing_lost_or_doubled() {
             .unwrap();
         targets[chat].0.send(Some(last)).unwrap();
     }
-    let mut views = Vec::new();
-    for reader in readers {
-        views.push(
-            tokio::time::timeout(PATIENCE * 3, reader)
-                .await
-                .expect("a client did not see its chat's newest message in time")
-                .unwrap(),
-        );
-    }
+    let views = views_of(readers, PATIENCE * 3).await;
     for client in &handles {
         let stats = client.stats();
         assert!(
@@ -188,23 +239,7 @@ async fn a_thousand_clients_resume_a_restart_with_nothing_lost_or_doubled() {
 
     for chat in 0..CHATS {
         let stored = replay(&server, &agent(chat)).await;
-        assert_eq!(
-            stored.len(),
-            MESSAGES_PER_CHAT,
-            "chat {chat}: one stored message per send"
-        );
-        for (i, shown) in views.iter().enumerate().filter(|(i, _)| i % CHATS == chat) {
-            let unique: HashSet<&String> = shown.iter().collect();
-            assert_eq!(
-                unique.len(),
-                shown.len(),
-                "client {i} was shown a message twice"
-            );
-            assert_eq!(
-                shown, &stored,
-                "client {i}: lost a message or saw another order"
-            );
-        }
+        assert_views_are_the_replay(chat, &stored, &views, MESSAGES_PER_CHAT);
     }
     server.stop().await;
 }
