@@ -28,7 +28,9 @@
 //!   they are shown, never stored or notified again (the storing server notifies, once). A
 //!   number that does not arrive within [`GAP_WAIT`] (or [`MAX_WAIT`] while an append of the
 //!   chat is in flight here) is read from the store and shown in order; only a number the
-//!   store does not have either is skipped. A late frame already shown is dropped.
+//!   store does not have either is skipped (in a cluster, only once the frame after it has
+//!   waited [`MAX_WAIT`]: it may be another server's append on its way). A late frame already
+//!   shown is dropped.
 //! - The local path costs no task hop and no allocation beyond the frame: the frame expected
 //!   next is delivered in the appending task; [`SingleNode::publish`] does nothing.
 //! - A copilot turn always ends with the encoder's `end` frame; one turn runs at a time per

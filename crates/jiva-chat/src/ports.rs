@@ -255,6 +255,10 @@ impl Bus for SingleNode {
     fn connected(&self) -> bool {
         true
     }
+
+    fn single_node(&self) -> bool {
+        true
+    }
 }
 
 /// On a single server, its turn queue already runs one turn at a time per chat: every lease is

@@ -97,12 +97,16 @@ struct Room<F> {
 }
 
 impl<F> Room<F> {
-    fn new(chat: ChatId) -> Self {
+    fn new(chat: ChatId, others_append: bool) -> Self {
         Self {
             chat,
             subscribers: Vec::new(),
             frames_out: metrics::counter!("jiva_frames_out_total"),
-            order: Sequencer::default(),
+            order: if others_append {
+                Sequencer::with_other_writers()
+            } else {
+                Sequencer::default()
+            },
             gone: false,
         }
     }
@@ -155,7 +159,7 @@ impl<F: Clone> Room<F> {
             }
             let now = Instant::now();
             gap = self.sequence(|order, mut deliver| {
-                order.fill(this, Vec::new(), now, &mut deliver);
+                order.skip(this, &mut deliver);
                 order.expire(now, GAP_WAIT, &mut deliver)
             });
         }
@@ -188,6 +192,8 @@ pub(crate) struct Rooms<F> {
     /// Where gaps to fill from the store go (see `sequencer`); without it, or when it is full,
     /// a gap is skipped.
     filler: Option<mpsc::Sender<(ChatId, Gap)>>,
+    /// Whether other servers append to the same chats (see `sequencer`).
+    others_append: bool,
 }
 
 impl<F> Default for Rooms<F> {
@@ -195,17 +201,20 @@ impl<F> Default for Rooms<F> {
         Self {
             rooms: Mutex::new(HashMap::new()),
             filler: None,
+            others_append: false,
         }
     }
 }
 
 impl<F> Rooms<F> {
     /// Rooms whose timed-out sequence gaps are sent to `filler`, to be filled from the store
-    /// and handed back with [`Rooms::filled`].
-    pub fn with_filler(filler: mpsc::Sender<(ChatId, Gap)>) -> Self {
+    /// and handed back with [`Rooms::filled`]; `others_append` when other servers append to
+    /// the same chats (a cluster: see `sequencer`).
+    pub fn with_filler(filler: mpsc::Sender<(ChatId, Gap)>, others_append: bool) -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
             filler: Some(filler),
+            others_append,
         }
     }
 }
@@ -237,7 +246,7 @@ impl<F: Clone> Rooms<F> {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         let shared = rooms
             .entry(chat.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(Room::new(chat.clone()))));
+            .or_insert_with(|| Arc::new(Mutex::new(Room::new(chat.clone(), self.others_append))));
         let mut room = shared.lock().unwrap_or_else(PoisonError::into_inner);
         let first = room.subscribers.is_empty();
         if first {

@@ -19,6 +19,15 @@
 //! in `jiva_seq_gaps_skipped_total`). Until the fill answers, frames keep being held (a fill
 //! that never answers is given up after [`MAX_WAIT`] and its gap skipped).
 //!
+//! When other servers append to the chat too (a cluster), a number the store does not have yet
+//! may be another server's append still on its way to the store (slower than [`GAP_WAIT`] under
+//! load): a fill that lacks some numbers delivers what is whole, keeps the rest held and reads
+//! again each [`GAP_WAIT`], and skips the numbers still missing only once the frame after them
+//! has waited [`MAX_WAIT`]. (Skipped after one read, a number stored a moment later reached the
+//! sockets late, after the frames behind it: seen in the three-node order test under load.) A
+//! single server is the only writer of its chats: once none of its appends is in flight, a
+//! number the store does not have will never come, and is skipped after the first read.
+//!
 //! A frame whose number is below the next one expected was either shown already (from the store,
 //! or a duplicate): it is dropped (`jiva_seq_duplicate_frames_total`); or its number was skipped
 //! (the store did not have it in time) or is older than where the room started: it is delivered
@@ -108,6 +117,10 @@ pub(crate) struct Sequencer<F> {
     shown_from: Option<u64>,
     /// Numbers skipped (neither received nor in the store in time), the newest [`SKIPPED_KEPT`].
     skipped: BTreeSet<u64>,
+    /// Whether other servers append to this chat too (see the module docs).
+    others_append: bool,
+    /// When a fill last found numbers missing from the store (read again a wait later).
+    refilled: Option<Instant>,
 }
 
 impl<F> Default for Sequencer<F> {
@@ -119,11 +132,22 @@ impl<F> Default for Sequencer<F> {
             filling: None,
             shown_from: None,
             skipped: BTreeSet::new(),
+            others_append: false,
+            refilled: None,
         }
     }
 }
 
 impl<F> Sequencer<F> {
+    /// The reorder state of a room whose chat other servers append to as well (a cluster):
+    /// numbers the store does not have yet are read again until [`MAX_WAIT`] (module docs).
+    pub fn with_other_writers() -> Self {
+        Self {
+            others_append: true,
+            ..Self::default()
+        }
+    }
+
     /// The next number this room will deliver, when it knows.
     pub fn next(&self) -> Option<u64> {
         self.next
@@ -223,6 +247,12 @@ impl<F> Sequencer<F> {
             self.filling = None;
             give_up = true;
         }
+        if self
+            .refilled
+            .is_some_and(|at| now.saturating_duration_since(at) < wait)
+        {
+            return None;
+        }
         while let Some((&first, held)) = self.held.first_key_value() {
             if now.saturating_duration_since(held.since) < patience {
                 return None;
@@ -268,13 +298,17 @@ impl<F> Sequencer<F> {
             return None;
         }
         let (_, oldest) = self.held.first_key_value()?;
-        Some(oldest.since + self.patience(wait))
+        let due = oldest.since + self.patience(wait);
+        Some(self.refilled.map_or(due, |at| due.max(at + wait)))
     }
 
     /// Ends the fill of `gap` (returned by [`Sequencer::expire`]) with the frames of the
     /// chat's messages the store returned, by number: those not delivered or held yet are held,
     /// then delivered in order; the numbers before `gap.before` the store did not have either
-    /// are skipped. An empty `frames` (the store could not be read) skips the gap.
+    /// are skipped, at once on a single server, else once the frame after them has waited
+    /// [`MAX_WAIT`] (until then they stay missing and [`Sequencer::expire`] returns the gap
+    /// again a wait later). An empty `frames` (the store could not be read) counts as a read
+    /// that found none of them.
     pub fn fill(
         &mut self,
         gap: Gap,
@@ -301,6 +335,29 @@ impl<F> Sequencer<F> {
             }
         }
         metrics::counter!("jiva_seq_filled_frames_total").increment(filled);
+        let missing = gap.before.saturating_sub(next);
+        let found = self.held.range(next..gap.before).count() as u64;
+        let waited = self
+            .held
+            .get(&gap.before)
+            .is_none_or(|held| now.saturating_duration_since(held.since) >= MAX_WAIT);
+        if found < missing && self.others_append && !waited {
+            // Perhaps another server's append still on its way to the store: read again later.
+            metrics::counter!("jiva_seq_fills_again_total").increment(1);
+            self.refilled = Some(now);
+            self.drain(deliver);
+            return;
+        }
+        self.refilled = None;
+        self.skip_to(gap.before, deliver);
+    }
+
+    /// Gives up `gap` (returned by [`Sequencer::expire`]) without reading the store (no filler,
+    /// or its queue full): the held frames are delivered in order, the missing numbers before
+    /// `gap.before` skipped.
+    pub fn skip(&mut self, gap: Gap, deliver: &mut impl FnMut(F)) {
+        self.filling = None;
+        self.refilled = None;
         self.skip_to(gap.before, deliver);
     }
 
@@ -516,6 +573,72 @@ mod tests {
         push_all(&[5, 2], &mut order, &mut out);
         assert_eq!(numbers(&out), vec![1, 3, 4, 5, 2]);
         assert_eq!(order.held(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_a_cluster_a_number_the_store_has_only_at_the_second_read_is_shown_in_order() {
+        let mut order = Sequencer::<String>::with_other_writers();
+        let mut out = Vec::new();
+        order.baseline(0, &mut |f| out.push(f));
+        let _waits = push_all(&[1, 3, 4], &mut order, &mut out);
+        tokio::time::advance(WAIT).await;
+        let gap = order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        // Another server's append of 2 is still on its way to the store.
+        order.fill(gap.unwrap(), Vec::new(), Instant::now(), &mut |f| {
+            out.push(f)
+        });
+        assert_eq!(numbers(&out), vec![1], "2 may still come: 3 and 4 wait");
+        assert!(
+            order
+                .expire(Instant::now(), WAIT, &mut |f| out.push(f))
+                .is_none(),
+            "the store is read again a wait later, not at once"
+        );
+        assert_eq!(
+            order.next_check(WAIT),
+            Some(Instant::now() + WAIT),
+            "the filler is told when to look again"
+        );
+        tokio::time::advance(WAIT).await;
+        let gap = order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        let stored = vec![(2, frame(2)), (3, frame(3))];
+        order.fill(gap.unwrap(), stored, Instant::now(), &mut |f| out.push(f));
+        assert_eq!(numbers(&out), vec![1, 2, 3, 4]);
+        assert_eq!(order.held(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_a_cluster_a_number_never_stored_is_skipped_once_the_frame_after_it_waited_longest()
+    {
+        let mut order = Sequencer::<String>::with_other_writers();
+        let mut out = Vec::new();
+        order.baseline(0, &mut |f| out.push(f));
+        let _waits = push_all(&[1, 3], &mut order, &mut out);
+        let mut waited = Duration::ZERO;
+        while waited + WAIT < MAX_WAIT {
+            tokio::time::advance(WAIT).await;
+            waited += WAIT;
+            expire_unfilled(&mut order, &mut out);
+            assert_eq!(numbers(&out), vec![1], "skipped after {waited:?}");
+        }
+        tokio::time::advance(WAIT).await;
+        expire_unfilled(&mut order, &mut out);
+        assert_eq!(numbers(&out), vec![1, 3]);
+        // 2 arriving after all is delivered, not lost.
+        push_all(&[2, 4], &mut order, &mut out);
+        assert_eq!(numbers(&out), vec![1, 3, 2, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_given_up_without_a_read_is_skipped_at_once_in_a_cluster_too() {
+        let mut order = Sequencer::<String>::with_other_writers();
+        let mut out = Vec::new();
+        order.baseline(0, &mut |f| out.push(f));
+        let _waits = push_all(&[1, 3], &mut order, &mut out);
+        tokio::time::advance(WAIT).await;
+        let gap = order.expire(Instant::now(), WAIT, &mut |f| out.push(f));
+        order.skip(gap.unwrap(), &mut |f| out.push(f));
+        assert_eq!(numbers(&out), vec![1, 3]);
     }
 
     #[tokio::test(start_paused = true)]

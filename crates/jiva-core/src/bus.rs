@@ -181,6 +181,13 @@ pub trait Bus: Send + Sync {
     /// Whether the bus is connected to its broker now (for readiness and metrics).
     fn connected(&self) -> bool;
 
+    /// Whether this server is the only one appending to the chats it serves (the in-process
+    /// bus): a sequence number missing from the store can then only be an append of this server
+    /// that failed, never one still on its way from another server. The default is `false`.
+    fn single_node(&self) -> bool {
+        false
+    }
+
     /// Hands an ephemeral event (presence, typing) to the other servers following its chat.
     /// Never waits; best effort, like [`Bus::publish`]. The default (a single server) sends
     /// nowhere.
