@@ -35,8 +35,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p jivachat-server -p jivachat-bench >&2
 
-SERVER_PID=
-trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; true' EXIT
+# shellcheck source=scripts/callgrind-server.sh
+. scripts/callgrind-server.sh
 
 rm -rf "$OUT/seed"
 taskset -c 1 "$BENCH" seed --data-dir "$OUT/seed" --messages "$OTHER" --chats "$OTHER_CHATS" \
@@ -45,24 +45,12 @@ AGENT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["agent"]
 
 one() { # one NAME CONNECTS : a server under callgrind on a copy of the seed, CONNECTS replays
     local name=$1 connects=$2 dir=$OUT/data-$1
-    rm -rf "$dir" "$OUT/callgrind.$name.out"
+    rm -rf "$dir"
     cp -a "$OUT/seed" "$dir"
-    env JIVA_MAX_SOCKETS=0 JIVA_MAX_SOCKETS_PER_IP=0 JIVA_HANDSHAKES_PER_IP_PER_SEC=0 \
-        JIVA_MESSAGES_PER_SEC=0 JIVA_COPILOT_QUESTIONS_PER_MIN=0 JIVA_IDLE_TIMEOUT_SECS=0 \
-        taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$name.out" \
-        "$SERVER" --listen "$ADDR" --data-dir "$dir" --log warn >"$OUT/server-$name.log" 2>&1 &
-    SERVER_PID=$!
-    local ready=
-    for _ in $(seq 600); do
-        if curl -sf "http://$ADDR/readyz" >/dev/null 2>&1; then ready=1; break; fi
-        sleep 0.1
-    done
-    [ -n "$ready" ] || { echo "server under valgrind did not become ready; see $OUT/server-$name.log" >&2; exit 1; }
+    callgrind_start "$name" "$dir"
     taskset -c 1 "$BENCH" connect --server "$ADDR" --agent "$AGENT" --history "$HISTORY" \
         --connections "$connects" --concurrency "$CONCURRENCY" >"$OUT/bench-$name.txt"
-    kill -TERM "$SERVER_PID"
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
+    callgrind_stop
 }
 
 one base "$BASE"

@@ -37,30 +37,18 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 [ -n "${ANALYSE_ONLY:-}${SKIP_BUILD:-}" ] || cargo build --release -p jivachat-server -p jivachat-bench >&2
 
-SERVER_PID=
-trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; true' EXIT
+# shellcheck source=scripts/callgrind-server.sh
+. scripts/callgrind-server.sh
 
 one() { # one NAME MESSAGES_PER_CHAT : a server under callgrind, one fan-out, a clean shutdown
     local name=$1 messages=$2 dir=$OUT/data-$1
-    rm -rf "$dir" "$OUT/callgrind.$name.out"
-    env JIVA_MAX_SOCKETS=0 JIVA_MAX_SOCKETS_PER_IP=0 JIVA_HANDSHAKES_PER_IP_PER_SEC=0 \
-        JIVA_MESSAGES_PER_SEC=0 JIVA_COPILOT_QUESTIONS_PER_MIN=0 JIVA_IDLE_TIMEOUT_SECS=0 \
-        taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$name.out" \
-        "$SERVER" --listen "$ADDR" --data-dir "$dir" --log warn >"$OUT/server-$name.log" 2>&1 &
-    SERVER_PID=$!
-    local ready=
-    for _ in $(seq 600); do
-        if curl -sf "http://$ADDR/readyz" >/dev/null 2>&1; then ready=1; break; fi
-        sleep 0.1
-    done
-    [ -n "$ready" ] || { echo "server under valgrind did not become ready; see $OUT/server-$name.log" >&2; exit 1; }
+    rm -rf "$dir"
+    callgrind_start "$name" "$dir"
     # Every sender stops after `messages`; the run ends when all deliveries arrived.
     taskset -c 1 "$BENCH" fanout --server "$ADDR" --chats "$CHATS" --sockets "$SOCKETS" \
         --senders 1 --window "$WINDOW" --max-messages "$messages" --duration 300 --warmup 0 \
         --drain 120 --settle 5 --connect-concurrency 32 >"$OUT/bench-$name.txt"
-    kill -TERM "$SERVER_PID"
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
+    callgrind_stop
 }
 
 if [ -z "${ANALYSE_ONLY:-}" ]; then
