@@ -239,6 +239,13 @@ const SCHEMA_VERSION: i64 = 2;
 /// server's heap growth in a 30-minute soak (docs/RELIABILITY.md, "Soak", Run 3).
 const CACHED_COUNTERS: usize = 10_000;
 
+/// Each read-only connection's page cache, in KiB (SQLite's default is 2,000). A reader's pages
+/// are a chat's history, read once per join, so a big private cache mostly keeps pages no read
+/// will want again: at the default the readers' caches grew for as long as the database did
+/// (docs/RELIABILITY.md, "Soak"). The kernel's page cache still holds the file, so a small one
+/// costs a copy, not a disk read. [`Config::readers`] times this is the readers' bound.
+const READER_CACHE_KIB: u32 = 256;
+
 const KIND_TEXT: i64 = 0;
 const KIND_COPILOT: i64 = 1;
 
@@ -451,6 +458,7 @@ impl ReaderPool {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB};"))?;
         let open = self.open.fetch_add(1, Ordering::SeqCst).saturating_add(1);
         self.most_open.fetch_max(open, Ordering::SeqCst);
         metrics::gauge!("jiva_sqlite_reader_connections").set(open as f64);
@@ -1044,5 +1052,16 @@ mod tests {
         );
         drop(held);
         assert!(store.history(&chat, None, 10).await.is_ok());
+    }
+
+    #[test]
+    fn a_reader_keeps_a_small_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(Config::in_dir(dir.path())).unwrap();
+        let reader = store.readers.open().unwrap();
+        let kib: i64 = reader
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kib, -i64::from(READER_CACHE_KIB));
     }
 }
