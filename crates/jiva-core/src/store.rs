@@ -139,6 +139,13 @@ pub trait MessageStore: Send + Sync {
     /// Whether the store answers (for readiness checks).
     async fn check(&self) -> Result<(), StoreError>;
 
+    /// Whether [`MessageStore::after`] and [`MessageStore::before`] seek to a number (read only
+    /// the messages they return) rather than walk the history from the start. A caller that
+    /// could use either `after` or a [`MessageStore::history`] cursor picks `after` only then.
+    fn seeks_by_number(&self) -> bool {
+        false
+    }
+
     /// Up to `limit` messages of `chat` numbered after `after`, oldest first (fewer than
     /// `limit`: the end of the history was reached). Messages without a number are left out.
     ///

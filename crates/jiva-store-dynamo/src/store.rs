@@ -702,6 +702,11 @@ impl MessageStore for DynamoStore {
         Ok(HistoryPage { messages, next })
     }
 
+    fn seeks_by_number(&self) -> bool {
+        // The legacy layouts walk (`seek_after`).
+        matches!(self.layout, Layout::Native)
+    }
+
     async fn after(
         &self,
         chat: &ChatId,

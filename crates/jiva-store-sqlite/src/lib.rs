@@ -901,6 +901,10 @@ impl MessageStore for SqliteStore {
         .await
     }
 
+    fn seeks_by_number(&self) -> bool {
+        true
+    }
+
     async fn after(
         &self,
         chat: &ChatId,

@@ -580,10 +580,14 @@ struct Progress {
     replayed: BTreeSet<Seq>,
 }
 
-/// One pass over the history from `progress.resume`: sends the messages numbered after
+/// One pass over the history from where the last one ended: sends the messages numbered after
 /// `progress.last` (and, with `start` known, below it; with `legacy`, the unnumbered messages
 /// of before sequence numbers, which come first). Returns how many it sent, or `None` when the
 /// store failed (the socket was told).
+///
+/// Once a number was replayed, a store that seeks ([`jiva_core::MessageStore::seeks_by_number`])
+/// is read from just after it, so each row is read once; otherwise the pass resumes at the
+/// page that held it (`progress.resume`) and skips what it showed.
 async fn replay_pass(
     state: &State,
     chat: &ChatId,
@@ -593,14 +597,25 @@ async fn replay_pass(
     legacy: bool,
 ) -> Result<Option<usize>, axum::Error> {
     let below = start.flatten();
+    let limit = state.config.history_page.max(1);
+    let seeks = state.chats.store().seeks_by_number();
     let mut cursor = progress.resume.clone();
     let mut sent = 0;
     loop {
-        let page = match state
-            .chats
-            .history(chat, cursor.clone(), state.config.history_page.max(1))
-            .await
-        {
+        let read = match progress.last {
+            Some(last) if seeks => state
+                .chats
+                .store()
+                .after(chat, last, limit)
+                .await
+                .map(|messages| Page::After(messages, last)),
+            _ => state
+                .chats
+                .history(chat, cursor.clone(), limit)
+                .await
+                .map(Page::Cursor),
+        };
+        let page = match read {
             Ok(page) => page,
             Err(e) => {
                 tracing::error!(error = %e, "reading history failed");
@@ -609,7 +624,7 @@ async fn replay_pass(
                 return Ok(None);
             }
         };
-        for message in &page.messages {
+        for message in page.messages() {
             match message.seq {
                 Some(seq) => {
                     if progress.last.is_some_and(|last| seq <= last)
@@ -637,19 +652,43 @@ async fn replay_pass(
                 .await?;
         }
         sink.flush().await?;
-        match page.next {
-            Some(next) if !page.messages.is_empty() => {
-                if progress.last.is_some() {
-                    progress.resume = cursor;
+        match page {
+            // A short page is the end; a full one whose numbers were all left out (at or past
+            // `start`) too, since every later number is larger.
+            Page::After(messages, from) => {
+                if messages.len() < limit || progress.last == Some(from) {
+                    return Ok(Some(sent));
                 }
-                cursor = Some(next);
             }
-            _ => {
-                if progress.last.is_some() {
-                    progress.resume = cursor;
+            Page::Cursor(page) => match page.next {
+                Some(next) if !page.messages.is_empty() => {
+                    if progress.last.is_some() {
+                        progress.resume = cursor;
+                    }
+                    cursor = Some(next);
                 }
-                return Ok(Some(sent));
-            }
+                _ => {
+                    if progress.last.is_some() {
+                        progress.resume = cursor;
+                    }
+                    return Ok(Some(sent));
+                }
+            },
+        }
+    }
+}
+
+/// A page a replay pass read: from a history cursor, or the messages numbered after a number.
+enum Page {
+    Cursor(jiva_core::HistoryPage),
+    After(Vec<Message>, Seq),
+}
+
+impl Page {
+    fn messages(&self) -> &[Message] {
+        match self {
+            Page::Cursor(page) => &page.messages,
+            Page::After(messages, _) => messages,
         }
     }
 }

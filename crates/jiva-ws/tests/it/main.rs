@@ -88,6 +88,7 @@ async fn say(ws: &mut Ws, text: &str) {
 fn accepting_store() -> MockMessageStore {
     let mut store = MockMessageStore::new();
     store.expect_kind().return_const("mock");
+    store.expect_seeks_by_number().return_const(false);
     store.expect_register_chat().returning(|_| Ok(()));
     store
         .expect_history()
@@ -253,6 +254,87 @@ async fn a_sequence_number_that_never_arrives_does_not_stall_the_chat() {
         assert_eq!(second["seq"], 3);
     }
     server.stop().await;
+}
+
+/// A store of `count` numbered messages of one chat whose reads count the rows they return;
+/// `seeks` says whether `after` seeks (as SQLite's and DynamoDB's native layout do).
+fn history_store(
+    count: u64,
+    seeks: bool,
+    rows: Arc<std::sync::atomic::AtomicUsize>,
+) -> MockMessageStore {
+    use std::sync::atomic::Ordering;
+    let chat = ChatId::new(
+        jiva_core::AgentId::parse("agent-1").unwrap(),
+        jiva_core::ConnectionType::Supervisor,
+    );
+    let messages: Arc<Vec<jiva_core::Message>> = Arc::new(
+        (1..=count)
+            .map(|n| {
+                let mut message = jiva_core::Message::user(
+                    chat.clone(),
+                    jiva_core::Sender::Agent,
+                    format!("message {n}"),
+                );
+                message.seq = Some(Seq::new(n));
+                message
+            })
+            .collect(),
+    );
+    let mut store = MockMessageStore::new();
+    store.expect_kind().return_const("mock");
+    store.expect_seeks_by_number().return_const(seeks);
+    store.expect_register_chat().returning(|_| Ok(()));
+    store.expect_recent().returning(|_, _| Ok(Vec::new()));
+    let (all, counted) = (Arc::clone(&messages), Arc::clone(&rows));
+    // The cursor is the index of the page's first message; the last page has no `next`.
+    store.expect_history().returning(move |_, cursor, limit| {
+        let from: usize = cursor.map_or(0, |c| c.token().parse().unwrap());
+        let page: Vec<_> = all.iter().skip(from).take(limit).cloned().collect();
+        counted.fetch_add(page.len(), Ordering::SeqCst);
+        let end = from + page.len();
+        Ok(HistoryPage {
+            messages: page,
+            next: (end < all.len()).then(|| jiva_core::Cursor::from_token(end.to_string())),
+        })
+    });
+    store.expect_after().returning(move |_, after, limit| {
+        let page: Vec<_> = messages
+            .iter()
+            .filter(|m| m.seq.is_some_and(|seq| seq > after))
+            .take(limit)
+            .cloned()
+            .collect();
+        rows.fetch_add(page.len(), Ordering::SeqCst);
+        Ok(page)
+    });
+    store
+}
+
+#[tokio::test]
+async fn a_replay_reads_each_stored_row_once_from_a_store_that_seeks() {
+    for seeks in [true, false] {
+        let rows = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let store = history_store(1_000, seeks, Arc::clone(&rows));
+        let server = Running::start(Services::new(Arc::new(store))).await;
+        let mut ws = server.connect("supervisor").await;
+        for n in 1..=1_000u64 {
+            let frame = next_json(&mut ws).await;
+            assert_eq!(frame["seq"], n, "seeks: {seeks}");
+            assert_eq!(frame["message"], format!("message {n}"));
+        }
+        // Stopping the server waits for the socket's task, so every pass has read by then.
+        let transport_rows = || rows.load(std::sync::atomic::Ordering::SeqCst);
+        ws.close(None).await.unwrap();
+        server.stop().await;
+        if seeks {
+            // Every row once: no catch-up pass re-reads the page that held the last message.
+            assert_eq!(transport_rows(), 1_000);
+        } else {
+            // Without seeking, each later pass re-reads at most the last page (200 rows).
+            assert!(transport_rows() <= 1_400, "{}", transport_rows());
+        }
+    }
 }
 
 /// An embedder serving `Transport::router()` without connect info: the per-IP limits have no
