@@ -49,14 +49,20 @@ pub(crate) enum Ending {
 
 /// Runs one socket of `chat` until it closes. `identity` is the caller's (none when
 /// authentication is off).
-pub(crate) async fn run(
+///
+/// A plain function returning the socket's future, not an `async fn`: an idle socket's task
+/// holds that future for its whole life, and an `async fn` wrapping it would keep a second
+/// copy of every argument beside it (the `WebSocket` alone is 368 bytes) after moving them on.
+/// The socket is split here for the same reason.
+pub(crate) fn run(
     state: Arc<State>,
     chat: ChatId,
     identity: Option<Identity>,
     socket: WebSocket,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let conn = state.next_conn_id();
     let span = tracing::debug_span!("conn", conn, chat = %chat);
+    let (sink, stream) = socket.split();
     async move {
         metrics::gauge!("jiva_sockets_open").increment(1.0);
         tracing::debug!("socket opened");
@@ -75,7 +81,6 @@ pub(crate) async fn run(
             slow: slow.clone(),
         };
 
-        let (sink, stream) = socket.split();
         let (end_tx, end_rx) = oneshot::channel();
         let done = CancellationToken::new();
         let ping = Arc::new(Notify::new());
@@ -116,7 +121,6 @@ pub(crate) async fn run(
         tracing::debug!("socket closed");
     }
     .instrument(span)
-    .await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -319,17 +323,19 @@ async fn write_loop(
 ) {
     let conn = subscriber.conn;
     let mut joined = false;
-    let serve = serve_frames(
-        &state,
-        &chat,
-        &mut sink,
-        &mut rx,
-        (subscriber, joined_token),
-        &mut joined,
-        &ping,
-    );
-    let (outcome, client_closed) =
-        until_closed(&state, &slow, &mut ending, expires_at, serve).await;
+    // In a block: the pinned future borrows the sink and the queue until it is dropped.
+    let (outcome, client_closed) = {
+        let serve = std::pin::pin!(serve_frames(
+            &state,
+            &chat,
+            &mut sink,
+            &mut rx,
+            (subscriber, joined_token),
+            &mut joined,
+            &ping,
+        ));
+        until_closed(&state, &slow, &mut ending, expires_at, serve).await
+    };
     if joined {
         state.chats.leave(&chat, conn).await;
     }
@@ -348,12 +354,15 @@ async fn write_loop(
 /// Runs a socket's writer (`serve`) until it ends or something closes the socket: the reader's
 /// ending, a slow queue, shutdown or the token's expiry. Returns the close frame to send
 /// (`None`: none) and whether the client closed first.
+///
+/// `serve` is pinned by the caller and borrowed: moved in, it would take room twice in the
+/// writer's task (once as this function's argument, once inside its `select!`).
 pub(crate) async fn until_closed(
     state: &State,
     slow: &CancellationToken,
     ending: &mut oneshot::Receiver<Ending>,
     expires_at: Option<Timestamp>,
-    serve: impl std::future::Future<Output = Result<(), axum::Error>>,
+    serve: Pin<&mut impl std::future::Future<Output = Result<(), axum::Error>>>,
 ) -> (Option<CloseFrame>, bool) {
     let close = |code: u16, reason: &'static str| CloseFrame {
         code,
@@ -465,7 +474,7 @@ async fn serve_frames(
     let replayed = Box::pin(replay(state, chat, sink, subscriber, joined)).await?;
     // A live frame of a message the replay already showed is dropped.
     write_live(sink, rx, ping, |frame| {
-        (!frame.seq.is_some_and(|seq| replayed.contains(&seq))).then_some(frame.text)
+        (!frame.seq.is_some_and(|seq| replayed.contains(&seq))).then(|| frame.text.clone())
     })
     .await
 }
@@ -619,8 +628,10 @@ async fn replay_pass(
             Ok(page) => page,
             Err(e) => {
                 tracing::error!(error = %e, "reading history failed");
-                sink.send(WsMessage::Text(frames::error("history unavailable").text))
-                    .await?;
+                sink.send(WsMessage::Text(
+                    frames::error("history unavailable").text.clone(),
+                ))
+                .await?;
                 return Ok(None);
             }
         };
@@ -648,7 +659,7 @@ async fn replay_pass(
                 None => {}
             }
             sent += 1;
-            sink.feed(WsMessage::Text(frames::stored(message, message.seq).text))
+            sink.feed(WsMessage::Text(frames::stored_text(message, message.seq)))
                 .await?;
         }
         sink.flush().await?;

@@ -65,9 +65,14 @@ impl jiva_chat::Encoder for Wire {
     }
 }
 
-/// A frame ready to be written, encoded once and shared between sockets.
+/// A frame ready to be written, encoded once and shared between sockets: what a socket's
+/// outbound queue holds. A pointer, so that the queue's slots are small (tokio's `mpsc`
+/// allocates its first block of 32 slots with the channel, for every socket).
+pub(crate) type Frame = std::sync::Arc<Encoded>;
+
+/// A frame's contents (see [`Frame`]).
 #[derive(Debug, Clone)]
-pub(crate) struct Frame {
+pub(crate) struct Encoded {
     /// The chat sequence number of the stored message this frame shows, if any (used to order
     /// a chat's frames and to drop replay duplicates).
     pub seq: Option<Seq>,
@@ -138,8 +143,17 @@ fn to_text<T: Serialize>(value: &T) -> Utf8Bytes {
 /// The frame that shows a stored message (a user message or a `Combined` copilot answer) with
 /// its chat sequence number `seq` (`None` for a message stored before numbers: no `seq` field).
 pub(crate) fn stored(message: &Message, seq: Option<Seq>) -> Frame {
+    Frame::new(Encoded {
+        seq,
+        text: stored_text(message, seq),
+        v1: None,
+    })
+}
+
+/// The text of [`stored`]'s frame (a replay writes it as it is).
+pub(crate) fn stored_text(message: &Message, seq: Option<Seq>) -> Utf8Bytes {
     let wire_seq = seq.map(Seq::get);
-    let text = match &message.body {
+    match &message.body {
         Body::Text(text) => user_frame(message, text, wire_seq),
         Body::CopilotAnswer(output) => to_text(&CombinedFrame {
             action: "Combined",
@@ -149,11 +163,6 @@ pub(crate) fn stored(message: &Message, seq: Option<Seq>) -> Frame {
             timestamp: message.timestamp.into(),
             seq: wire_seq,
         }),
-    };
-    Frame {
-        seq,
-        text,
-        v1: None,
     }
 }
 
@@ -194,32 +203,32 @@ fn user_frame(message: &Message, text: &str, seq: Option<u64>) -> Utf8Bytes {
 
 /// A streamed copilot chunk, values unchanged.
 pub(crate) fn chunk(chunk: &CopilotChunk) -> Frame {
-    Frame {
+    Frame::new(Encoded {
         seq: None,
         text: to_text(&ChunkFrame {
             action: chunk.action.as_deref(),
             output: chunk.output.as_deref(),
         }),
         v1: None,
-    }
+    })
 }
 
 /// `{"action":"end","output":""}`: closes the client's typing bubble.
 pub(crate) fn end() -> Frame {
-    Frame {
+    Frame::new(Encoded {
         seq: None,
         text: Utf8Bytes::from_static(r#"{"action":"end","output":""}"#),
         v1: None,
-    }
+    })
 }
 
 /// `{"error":"reason"}`.
 pub(crate) fn error(reason: &str) -> Frame {
-    Frame {
+    Frame::new(Encoded {
         seq: None,
         text: to_text(&ErrorFrame { error: reason }),
         v1: None,
-    }
+    })
 }
 
 /// What a client's text frame is.

@@ -214,17 +214,34 @@ async fn upgrades_first(
         .write_buffer_size(config.write_buffer_bytes)
         .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
-        .on_upgrade(move |socket| async move {
-            match v1 {
-                // Boxed: a v0 socket's task does not hold room for v1's future.
-                Some(since) => {
-                    Box::pin(crate::v1::run(task_state, chat, identity, socket, since)).await
-                }
-                None => conn::run(task_state, chat, identity, socket).await,
-            }
-            drop(permit);
-            drop(token);
+        .on_upgrade(move |socket| {
+            socket_task(task_state, chat, identity, socket, v1, (permit, token))
         })
+}
+
+/// The future of an upgraded socket's task: its protocol's connection, then `held` (the socket
+/// permit and the shutdown tracker's token) released.
+///
+/// Built by a plain function rather than an `async` block: the block would keep its captured
+/// arguments (the `WebSocket` among them) beside the connection's future they were moved into,
+/// for as long as the socket is open.
+fn socket_task(
+    state: Arc<State>,
+    chat: jiva_core::ChatId,
+    identity: Option<jiva_core::Identity>,
+    socket: axum::extract::ws::WebSocket,
+    v1: Option<Option<jiva_core::Seq>>,
+    held: impl Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send {
+    use futures_util::FutureExt;
+    let connection = match v1 {
+        // Boxed: a v0 socket's task does not hold room for v1's future.
+        Some(since) => futures_util::future::Either::Left(Box::pin(crate::v1::run(
+            state, chat, identity, socket, since,
+        ))),
+        None => futures_util::future::Either::Right(conn::run(state, chat, identity, socket)),
+    };
+    connection.map(move |()| drop(held))
 }
 
 /// A request that is not an upgrade always gets an HTTP answer. One that names a chat gets the

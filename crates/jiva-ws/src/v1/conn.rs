@@ -344,20 +344,22 @@ async fn write_loop(
     let conn = subscriber.0.conn;
     let mut joined = false;
     let mut replayed = catchup::Replayed::default();
-    let serve = serve(
-        &state,
-        &chat,
-        me,
-        since,
-        &mut sink,
-        &mut rx,
-        subscriber,
-        &mut joined,
-        &mut replayed,
-        &ping,
-    );
-    let (outcome, client_closed) =
-        until_closed(&state, &slow, &mut ending, expires_at, serve).await;
+    // In a block: the pinned future borrows the sink and the queue until it is dropped.
+    let (outcome, client_closed) = {
+        let serve = std::pin::pin!(serve(
+            &state,
+            &chat,
+            me,
+            since,
+            &mut sink,
+            &mut rx,
+            subscriber,
+            &mut joined,
+            &mut replayed,
+            &ping,
+        ));
+        until_closed(&state, &slow, &mut ending, expires_at, serve).await
+    };
     if joined {
         state.chats.leave(&chat, conn).await;
     }

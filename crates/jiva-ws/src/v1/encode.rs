@@ -10,7 +10,7 @@ use jiva_protocol::{
 use serde::Deserialize;
 
 use super::Meta;
-use crate::frames::Frame;
+use crate::frames::{Encoded, Frame};
 
 /// The text of a v1 frame.
 pub(super) fn text(frame: &ServerFrame) -> Utf8Bytes {
@@ -19,11 +19,11 @@ pub(super) fn text(frame: &ServerFrame) -> Utf8Bytes {
 
 /// A frame this socket's reader answers with (written as it is).
 pub(super) fn own(frame: &ServerFrame) -> Frame {
-    Frame {
+    Frame::new(Encoded {
         seq: None,
         text: text(frame),
         v1: Some(Arc::new(Meta::Own)),
-    }
+    })
 }
 
 /// An `error` answering the frame whose `ref` was `reference`.

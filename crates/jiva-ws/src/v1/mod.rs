@@ -58,7 +58,7 @@ pub(crate) enum Meta {
 
 /// `frame` with what v1 sockets need beside its v0 text.
 pub(crate) fn with_meta(mut frame: Frame, meta: Meta) -> Frame {
-    frame.v1 = Some(Arc::new(meta));
+    Arc::make_mut(&mut frame).v1 = Some(Arc::new(meta));
     frame
 }
 
