@@ -18,6 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::metrics::{ServerProcess, get};
 use crate::support::*;
 
+/// The append deadline the nodes are given (`JIVA_DYNAMODB_APPEND_DEADLINE_MS`).
+const APPEND_DEADLINE: Duration = Duration::from_secs(60);
+
 /// How long cross-node delivery may take to resume once Redis is back.
 const RESUME_WITHIN: Duration = Duration::from_secs(5);
 
@@ -30,6 +33,7 @@ pub(crate) async fn cluster_env(
     let dynamo = LocalDynamo::shared().unwrap();
     let config = dynamo.config();
     dynamo.store_with(config.clone()).await.unwrap();
+    let deadline = APPEND_DEADLINE.as_millis().to_string();
     let mut env: Vec<(String, String)> = [
         ("JIVA_STORE", "dynamodb"),
         ("JIVA_DYNAMODB_CHATS_TABLE", config.chats_table.as_str()),
@@ -45,7 +49,7 @@ pub(crate) async fn cluster_env(
         ("JIVA_REDIS_URL", redis.url().as_str()),
         // Moto answers a few hundred requests a second on a busy machine: 20 senders racing
         // for a chat's next numbers can wait on it longer than DynamoDB's 3 s deadline.
-        ("JIVA_DYNAMODB_APPEND_DEADLINE_MS", "60000"),
+        ("JIVA_DYNAMODB_APPEND_DEADLINE_MS", deadline.as_str()),
         // Many test sockets come from one address.
         ("JIVA_MAX_SOCKETS_PER_IP", "0"),
         ("JIVA_HANDSHAKES_PER_IP_PER_SEC", "0"),
@@ -233,10 +237,32 @@ async fn three_nodes_show_every_message_once_in_the_one_order_and_notify_once() 
 /// Sends `text` on `ws` and returns its stored id from the echo.
 async fn say_and_echo(ws: &mut Ws, text: &str) -> String {
     say(ws, "agent", text).await;
+    // The echo waits for the append, which these nodes allow `APPEND_DEADLINE` (moto is shared
+    // with the other tests, and slow while the thousand-client test runs).
+    tokio::time::timeout(APPEND_DEADLINE, async {
+        loop {
+            let frame = next_json_within(ws, APPEND_DEADLINE).await;
+            if frame["message"] == text {
+                return stored_id(&frame).unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no echo of {text} within {APPEND_DEADLINE:?}"))
+}
+
+/// The next text frame within `within`, parsed (pings and pongs skipped).
+async fn next_json_within(ws: &mut Ws, within: Duration) -> Value {
     loop {
-        let frame = next_json(ws).await;
-        if frame["message"] == text {
-            return stored_id(&frame).unwrap();
+        let frame = tokio::time::timeout(within, ws.next())
+            .await
+            .expect("no frame arrived in time")
+            .expect("socket ended")
+            .expect("socket failed");
+        match frame {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a text frame, got {other:?}"),
         }
     }
 }
