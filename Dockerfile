@@ -7,6 +7,10 @@
 # SQLite store lives in the /var/lib/jivachat volume.
 
 FROM rust:1-slim-bookworm AS builder
+# make: jemalloc (the server's allocator, built from source by tikv-jemalloc-sys).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # The cache mounts keep the registry and target dir between builds (BuildKit); the binary is

@@ -8,6 +8,13 @@ use jivachat_server::{
     Args, Command, Config, create_tables, init_tracing, issue_token, run, shutdown_signal,
 };
 
+/// jemalloc rather than the system's malloc (feature `jemalloc`, on by default): under the
+/// churn of chats opening and closing, glibc's arenas kept growing while the live heap did not
+/// (docs/RELIABILITY.md, "Soak"); jemalloc hands freed pages back to the system.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// How long after the shutdown grace the process may still wait for blocking tasks (see
 /// `docs/RELIABILITY.md`, "Shutdown within the grace").
 const SHUTDOWN_MARGIN: Duration = Duration::from_millis(500);
