@@ -307,8 +307,12 @@ pub(crate) fn read_failed(e: &axum::Error) -> Ending {
 
 pub(crate) type Sink = SplitSink<WebSocket, WsMessage>;
 
-#[allow(clippy::too_many_arguments)]
-async fn write_loop(
+/// The writer's task: replay, then live frames, then the close. A plain function returning an
+/// `async move` block rather than an `async fn`: an `async fn` moves each argument into a local
+/// of its own beside the argument's slot, and this future lives as long as the socket.
+// Not an `async fn` on purpose (see above).
+#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+fn write_loop(
     state: Arc<State>,
     chat: ChatId,
     mut sink: Sink,
@@ -320,35 +324,37 @@ async fn write_loop(
     joined_token: CancellationToken,
     ping: Arc<Notify>,
     expires_at: Option<Timestamp>,
-) {
-    let conn = subscriber.conn;
-    let mut joined = false;
-    // In a block: the pinned future borrows the sink and the queue until it is dropped.
-    let (outcome, client_closed) = {
-        let serve = std::pin::pin!(serve_frames(
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let conn = subscriber.conn;
+        let mut joined = false;
+        // In a block: the pinned future borrows the sink and the queue until it is dropped.
+        let (outcome, client_closed) = {
+            let serve = std::pin::pin!(serve_frames(
+                &state,
+                &chat,
+                &mut sink,
+                &mut rx,
+                (subscriber, joined_token),
+                &mut joined,
+                &ping,
+            ));
+            until_closed(&state, &slow, &mut ending, expires_at, serve).await
+        };
+        if joined {
+            state.chats.leave(&chat, conn).await;
+        }
+        done.cancel();
+        close_socket(
             &state,
-            &chat,
             &mut sink,
             &mut rx,
-            (subscriber, joined_token),
-            &mut joined,
-            &ping,
-        ));
-        until_closed(&state, &slow, &mut ending, expires_at, serve).await
-    };
-    if joined {
-        state.chats.leave(&chat, conn).await;
+            outcome,
+            client_closed,
+            &|frame| Some(frame.text.clone()),
+        )
+        .await;
     }
-    done.cancel();
-    close_socket(
-        &state,
-        &mut sink,
-        &mut rx,
-        outcome,
-        client_closed,
-        &|frame| Some(frame.text.clone()),
-    )
-    .await;
 }
 
 /// Runs a socket's writer (`serve`) until it ends or something closes the socket: the reader's
@@ -357,57 +363,65 @@ async fn write_loop(
 ///
 /// `serve` is pinned by the caller and borrowed: moved in, it would take room twice in the
 /// writer's task (once as this function's argument, once inside its `select!`).
-pub(crate) async fn until_closed(
-    state: &State,
-    slow: &CancellationToken,
-    ending: &mut oneshot::Receiver<Ending>,
+// Not an `async fn` on purpose (see below).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn until_closed<'a, F>(
+    state: &'a State,
+    slow: &'a CancellationToken,
+    ending: &'a mut oneshot::Receiver<Ending>,
     expires_at: Option<Timestamp>,
-    serve: Pin<&mut impl std::future::Future<Output = Result<(), axum::Error>>>,
-) -> (Option<CloseFrame>, bool) {
-    let close = |code: u16, reason: &'static str| CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
-    let mut client_closed = false;
-    let outcome = tokio::select! {
-        biased;
-        end = ending => match end {
-            Ok(Ending::ClientClosed) => {
-                client_closed = true;
+    serve: Pin<&'a mut F>,
+) -> impl std::future::Future<Output = (Option<CloseFrame>, bool)> + Send + 'a
+where
+    F: std::future::Future<Output = Result<(), axum::Error>> + Send,
+{
+    // A plain function, like `write_loop`: an `async fn` would hold each argument twice.
+    async move {
+        let close = |code: u16, reason: &'static str| CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let mut client_closed = false;
+        let outcome = tokio::select! {
+            biased;
+            end = ending => match end {
+                Ok(Ending::ClientClosed) => {
+                    client_closed = true;
+                    None
+                }
+                Ok(Ending::TooBig) => Some(close(CLOSE_TOO_BIG, "frame too large")),
+                Ok(Ending::Shutdown) => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
+                Ok(Ending::Policy) => Some(close(CLOSE_POLICY, "rate limit exceeded")),
+                Ok(Ending::Idle) => Some(close(CLOSE_IDLE, "idle timeout")),
+                Ok(Ending::Quiet) | Err(_) => None,
+            },
+            // `slow` is a child of the shutdown token: cancelled by either.
+            () = slow.cancelled() => Some(if state.shutdown.is_cancelled() {
+                close(CLOSE_GOING_AWAY, "server shutting down")
+            } else {
+                close(CLOSE_SLOW_CONSUMER, "slow consumer")
+            }),
+            // Not polled at all without an expiry (authentication off).
+            () = auth::expiry(expires_at), if expires_at.is_some() => {
+                metrics::counter!("jiva_token_expired_closes_total").increment(1);
+                Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
+            }
+            result = serve => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "socket write failed");
+                }
                 None
             }
-            Ok(Ending::TooBig) => Some(close(CLOSE_TOO_BIG, "frame too large")),
-            Ok(Ending::Shutdown) => Some(close(CLOSE_GOING_AWAY, "server shutting down")),
-            Ok(Ending::Policy) => Some(close(CLOSE_POLICY, "rate limit exceeded")),
-            Ok(Ending::Idle) => Some(close(CLOSE_IDLE, "idle timeout")),
-            Ok(Ending::Quiet) | Err(_) => None,
-        },
-        // `slow` is a child of the shutdown token: cancelled by either.
-        () = slow.cancelled() => Some(if state.shutdown.is_cancelled() {
-            close(CLOSE_GOING_AWAY, "server shutting down")
-        } else {
-            close(CLOSE_SLOW_CONSUMER, "slow consumer")
-        }),
-        // Not polled at all without an expiry (authentication off).
-        () = auth::expiry(expires_at), if expires_at.is_some() => {
-            metrics::counter!("jiva_token_expired_closes_total").increment(1);
-            Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
-        }
-        result = serve => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "socket write failed");
-            }
-            None
-        }
-    };
-    // However the race between the branches above went, a server that is shutting down says so.
-    let outcome = outcome.or_else(|| {
-        state
-            .shutdown
-            .is_cancelled()
-            .then(|| close(CLOSE_GOING_AWAY, "server shutting down"))
-    });
-    (outcome, client_closed)
+        };
+        // However the race between the branches above went, a server that is shutting down says so.
+        let outcome = outcome.or_else(|| {
+            state
+                .shutdown
+                .is_cancelled()
+                .then(|| close(CLOSE_GOING_AWAY, "server shutting down"))
+        });
+        (outcome, client_closed)
+    }
 }
 
 /// Closes a socket whose writer ended: answers the client's close, or sends `outcome` (after

@@ -214,8 +214,14 @@ async fn upgrades_first(
         .write_buffer_size(config.write_buffer_bytes)
         .max_message_size(config.max_frame_bytes)
         .max_frame_size(config.max_frame_bytes)
-        .on_upgrade(move |socket| {
-            socket_task(task_state, chat, identity, socket, v1, (permit, token))
+        .on_upgrade({
+            // One box for what the socket's task needs: axum's upgrade task keeps the callback's
+            // captures for the socket's whole life after they were moved on.
+            let pending = Box::new((task_state, chat, identity, v1, (permit, token)));
+            move |socket| {
+                let (state, chat, identity, v1, held) = *pending;
+                socket_task(state, chat, identity, socket, v1, held)
+            }
         })
 }
 
