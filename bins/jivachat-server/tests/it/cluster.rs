@@ -65,6 +65,24 @@ pub(crate) async fn cluster_env(
     env
 }
 
+/// Waits until the node at `addr` reports its bus connected (`jiva_bus_connected` 1).
+async fn bus_connected(addr: SocketAddr) {
+    let connected = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let (_, _, metrics) = get(addr, "/metrics").await;
+            if crate::metrics::sample(&metrics, "jiva_bus_connected") == Some(1.0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        connected.is_ok(),
+        "the node at {addr} never connected to Redis"
+    );
+}
+
 pub(crate) fn start_node(env: &[(String, String)]) -> ServerProcess {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     ServerProcess::start_with(&env)
@@ -562,6 +580,11 @@ async fn a_node_killed_mid_turn_frees_its_chat_when_the_lease_expires() {
     ]);
     let env = cluster_env(&redis, &[("COPILOT_ENDPOINT", stand_in.url())]).await;
     let (mut a, b) = (start_node(&env), start_node(&env));
+    // A lock that cannot be reached lets a turn run unleased (by design): A must hold a real
+    // lease for B to wait on, so both nodes are on Redis before the first question.
+    for node in [&a, &b] {
+        bus_connected(node.addr).await;
+    }
     let copilot_url =
         |addr: SocketAddr| format!("ws://{addr}/?agentID={AGENT}&secondaryID=copilot");
     let mut on_a = connect(&copilot_url(a.addr)).await;
