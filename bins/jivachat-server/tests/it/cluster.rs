@@ -269,22 +269,6 @@ async fn say_and_echo(ws: &mut Ws, text: &str) -> String {
     .unwrap_or_else(|_| panic!("no echo of {text} within {APPEND_DEADLINE:?}"))
 }
 
-/// The next text frame within `within`, parsed (pings and pongs skipped).
-async fn next_json_within(ws: &mut Ws, within: Duration) -> Value {
-    loop {
-        let frame = tokio::time::timeout(within, ws.next())
-            .await
-            .expect("no frame arrived in time")
-            .expect("socket ended")
-            .expect("socket failed");
-        match frame {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
 /// Waits up to `within` for a frame showing `text` on `ws`.
 async fn shows(ws: &mut Ws, text: &str, within: Duration) -> bool {
     tokio::time::timeout(within, async {

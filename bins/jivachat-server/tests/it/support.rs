@@ -194,8 +194,13 @@ pub async fn say(ws: &mut Ws, sender: &str, text: &str) {
 
 /// The next data or close frame (pings and pongs skipped).
 pub async fn next_frame(ws: &mut Ws) -> Message {
+    next_frame_within(ws, PATIENCE).await
+}
+
+/// [`next_frame`], waiting at most `within` for each frame.
+pub async fn next_frame_within(ws: &mut Ws, within: Duration) -> Message {
     loop {
-        let frame = tokio::time::timeout(PATIENCE, ws.next())
+        let frame = tokio::time::timeout(within, ws.next())
             .await
             .expect("no frame arrived in time")
             .expect("socket ended")
@@ -230,7 +235,12 @@ pub async fn replayed_messages(ws: &mut Ws) -> Vec<Value> {
 
 /// The next text frame, parsed.
 pub async fn next_json(ws: &mut Ws) -> Value {
-    match next_frame(ws).await {
+    next_json_within(ws, PATIENCE).await
+}
+
+/// [`next_json`], waiting at most `within` for each frame.
+pub async fn next_json_within(ws: &mut Ws, within: Duration) -> Value {
+    match next_frame_within(ws, within).await {
         Message::Text(text) => serde_json::from_str(&text).unwrap(),
         other => panic!("expected a text frame, got {other:?}"),
     }
