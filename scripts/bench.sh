@@ -282,30 +282,24 @@ w_handshake() {
     side handshake "" connect --server @ADDR@ --history 0 --connections 10000 --concurrency 64
 }
 
-w_replay() {
-    # Connect + 1,000-message replay, 16 at once (goal: ≥ 500 connects/s). JivaChat only: the
-    # Node peer keeps no history. The history is written once through jiva-store-sqlite and
+replay_side() { # replay_side NAME OTHER_MESSAGES OTHER_CHATS : connect + 1,000-message replay
+    # 16 at once (goal: ≥ 500 connects/s). JivaChat only: the Node peer keeps no history. The
+    # history (and the other chats' messages) is written once through jiva-store-sqlite and
     # copied into each fresh server's data directory.
-    local seed; seed=$(fresh replay-seed)
-    nice -n "$NICE" taskset -c 1 "$BENCH" seed --data-dir "$seed" --messages 0 --chats 1 \
-        --history 1000 | head -n 1 | tee "$OUT/replay-seed.json" >&2
+    local name=$1 messages=$2 chats=$3
+    local seed; seed=$(fresh "$name-seed")
+    nice -n "$NICE" taskset -c 1 "$BENCH" seed --data-dir "$seed" --messages "$messages" \
+        --chats "$chats" --history 1000 | head -n 1 | tee "$OUT/$name-seed.json" >&2
     local agent
-    agent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["agent"])' "$OUT/replay-seed.json")
-    side replay "$seed" connect --server @ADDR@ --agent "$agent" --history 1000 \
+    agent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["agent"])' "$OUT/$name-seed.json")
+    side "$name" "$seed" connect --server @ADDR@ --agent "$agent" --history 1000 \
         --connections 2000 --concurrency 16
 }
 
-w_replay1m() {
-    # The same replay with 1,000,000 other messages in 10,000 other chats in the store (the
-    # goal's second half: ≥ 500 connects/s still). JivaChat only.
-    local seed; seed=$(fresh replay1m-seed)
-    nice -n "$NICE" taskset -c 1 "$BENCH" seed --data-dir "$seed" --messages 1000000 \
-        --chats 10000 --history 1000 | head -n 1 | tee "$OUT/replay1m-seed.json" >&2
-    local agent
-    agent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["agent"])' "$OUT/replay1m-seed.json")
-    side replay-1m "$seed" connect --server @ADDR@ --agent "$agent" --history 1000 \
-        --connections 2000 --concurrency 16
-}
+w_replay() { replay_side replay 0 1; }
+
+# The same with 1,000,000 other messages in 10,000 other chats (the goal's second half).
+w_replay1m() { replay_side replay-1m 1000000 10000; }
 
 w_issue14() {
     ensure_node_ref
