@@ -310,7 +310,6 @@ pub(crate) type Sink = SplitSink<WebSocket, WsMessage>;
 /// The writer's task: replay, then live frames, then the close. A plain function returning an
 /// `async move` block rather than an `async fn`: an `async fn` moves each argument into a local
 /// of its own beside the argument's slot, and this future lives as long as the socket.
-// Not an `async fn` on purpose (see above).
 #[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
 fn write_loop(
     state: Arc<State>,
@@ -362,8 +361,8 @@ fn write_loop(
 /// (`None`: none) and whether the client closed first.
 ///
 /// `serve` is pinned by the caller and borrowed: moved in, it would take room twice in the
-/// writer's task (once as this function's argument, once inside its `select!`).
-// Not an `async fn` on purpose (see below).
+/// writer's task (once as this function's argument, once inside its `select!`). Not an
+/// `async fn`, like [`write_loop`], for the same reason.
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn until_closed<'a, F>(
     state: &'a State,
@@ -375,7 +374,6 @@ pub(crate) fn until_closed<'a, F>(
 where
     F: std::future::Future<Output = Result<(), axum::Error>> + Send,
 {
-    // A plain function, like `write_loop`: an `async fn` would hold each argument twice.
     async move {
         let close = |code: u16, reason: &'static str| CloseFrame {
             code,
