@@ -66,6 +66,7 @@ fn config(urls: &[String], home: usize, agent: &str) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_fail_over_from_a_killed_node_with_nothing_lost_or_doubled() {
+    let _turn = crate::support::HEAVY_ON_MOTO.lock().await;
     let redis = LocalRedis::start().await.unwrap();
     // Moto on a busy machine answers some reads of the failover burst late: the SDK retries
     // them rather than failing a catch-up or a gap fill.
