@@ -57,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         outputs.push(rx);
     }
     // Nothing to replay in a new chat: the chat starts after number 0.
-    chats.replayed(&chat, 0);
+    chats.replayed(&chat, 0, &[]);
     for (sender, text) in [
         (Sender::Agent, "Can you join my call?"),
         (Sender::Supervisor, "On my way."),

@@ -40,7 +40,7 @@ impl Fanout {
             rooms.join(&chat, subscriber);
             queues.push(rx);
         }
-        rooms.replayed(&chat, 0);
+        rooms.replayed(&chat, 0, Vec::new());
         Some(Self {
             rooms,
             chat,

@@ -105,38 +105,44 @@ impl<E: Encoder> Core<E> {
     /// Fills `gap` of `chat` from the store (see `sequencer`): reads the chat's newest messages
     /// and hands the frames of those after the gap to the room; then the gaps that timed out
     /// meanwhile. A read that fails or takes longer than [`FILL_TIMEOUT`] skips the gap.
-    async fn fill_gap(&self, chat: ChatId, mut gap: Gap) {
+    async fn fill_gap(&self, chat: ChatId, gap: Gap) {
+        self.settle(chat, AfterFill::Fill(gap)).await;
+    }
+
+    /// Does what `after` says for the held frames of `chat`, and what the room says next, until
+    /// nothing is held or another fill takes over: fills a gap from the store, or waits until
+    /// frames read from the store (which no task waits for) have waited long enough.
+    async fn settle(&self, chat: ChatId, mut after: AfterFill) {
         loop {
-            metrics::counter!("jiva_seq_gap_fills_total").increment(1);
-            let read = self.ports.store.recent(&chat, gap.window());
-            let frames = match tokio::time::timeout(FILL_TIMEOUT, read).await {
-                Ok(Ok(messages)) => messages
-                    .iter()
-                    .filter_map(|m| {
-                        let seq = m.seq?.get();
-                        (seq > gap.after).then(|| (seq, self.encoder.stored(m)))
-                    })
-                    .collect(),
-                Ok(Err(e)) => {
-                    tracing::warn!(chat = %chat, error = %e, "reading the store to fill a sequence gap failed");
-                    Vec::new()
+            after = match after {
+                AfterFill::Fill(gap) => {
+                    metrics::counter!("jiva_seq_gap_fills_total").increment(1);
+                    let read = self.ports.store.recent(&chat, gap.window());
+                    let frames = match tokio::time::timeout(FILL_TIMEOUT, read).await {
+                        Ok(Ok(messages)) => messages
+                            .iter()
+                            .filter_map(|m| {
+                                let seq = m.seq?.get();
+                                (seq > gap.after).then(|| (seq, self.encoder.stored(m)))
+                            })
+                            .collect(),
+                        Ok(Err(e)) => {
+                            tracing::warn!(chat = %chat, error = %e, "reading the store to fill a sequence gap failed");
+                            Vec::new()
+                        }
+                        Err(_) => {
+                            tracing::warn!(chat = %chat, "reading the store to fill a sequence gap timed out");
+                            Vec::new()
+                        }
+                    };
+                    self.rooms.filled(&chat, gap, frames)
                 }
-                Err(_) => {
-                    tracing::warn!(chat = %chat, "reading the store to fill a sequence gap timed out");
-                    Vec::new()
+                AfterFill::Wait(at) => {
+                    tokio::time::sleep_until(at).await;
+                    self.rooms.recheck(&chat)
                 }
+                AfterFill::Done => return,
             };
-            let mut after = self.rooms.filled(&chat, gap, frames);
-            // Frames read from the store may wait behind another missing number: look again
-            // when they have waited, until nothing is held or another fill takes over.
-            while let AfterFill::Wait(at) = after {
-                tokio::time::sleep_until(at).await;
-                after = self.rooms.recheck(&chat);
-            }
-            match after {
-                AfterFill::Fill(next) => gap = next,
-                AfterFill::Wait(_) | AfterFill::Done => return,
-            }
         }
     }
 
@@ -327,10 +333,27 @@ impl<E: Encoder> Chats<E> {
         self.core.ports.store.history(chat, cursor, limit).await
     }
 
-    /// A subscriber of `chat` replayed its history, whose last number was `last` (0: none): a
-    /// chat that does not know where it is on this server yet starts there.
-    pub fn replayed(&self, chat: &ChatId, last: u64) {
-        self.core.rooms.replayed(chat, last);
+    /// A subscriber of `chat` replayed its history, with no number missing up to `last` (0:
+    /// none): a chat that does not know where it is on this server yet starts there. `ahead`
+    /// are the stored messages the replay read past a missing number that may still arrive
+    /// ([`may_still_arrive`](crate::may_still_arrive)), not sent: they are shown after it, in
+    /// order, or once its gap is filled from the store or skipped. Returns the number the chat
+    /// delivers next here; when that is past `last + 1`, another subscriber's replay went
+    /// further first, and the messages before it are the caller's to replay.
+    pub fn replayed(&self, chat: &ChatId, last: u64, ahead: &[Message]) -> Option<Seq> {
+        let frames: Vec<_> = ahead
+            .iter()
+            .filter_map(|m| Some((m.seq?.get(), self.core.encoder.stored(m))))
+            .collect();
+        let held = !frames.is_empty();
+        let (next, after) = self.core.rooms.replayed(chat, last, frames);
+        if held && after != AfterFill::Done {
+            // No task waits for frames read from the store: this one fills or skips their gap.
+            let core = Arc::clone(&self.core);
+            let chat = chat.clone();
+            tokio::spawn(async move { core.settle(chat, after).await });
+        }
+        next.map(Seq::new)
     }
 
     /// Subscribers of `chat` here.
@@ -589,7 +612,7 @@ mod tests {
         let chat = chat(ConnectionType::Supervisor);
         let (sub, mut rx) = subscriber(1);
         assert_eq!(chats.join(&chat, sub).await, None);
-        chats.replayed(&chat, 0);
+        chats.replayed(&chat, 0, &[]);
         let message = Message::user(chat.clone(), Sender::Agent, "hello".into());
         let accepted = chats.accept(message).await;
         let mut frames = Vec::new();
@@ -636,7 +659,7 @@ mod tests {
         let chat = chat(ConnectionType::Supervisor);
         let (sub, mut rx) = subscriber(1);
         chats.join(&chat, sub).await;
-        chats.replayed(&chat, 0);
+        chats.replayed(&chat, 0, &[]);
         let local = Message::user(chat.clone(), Sender::Agent, "local".into());
         let (accepted, ()) = tokio::join!(chats.accept(local), async {
             let mut other = Message::user(chat.clone(), Sender::Supervisor, "remote".into());
@@ -680,7 +703,7 @@ mod tests {
             service(Ports::new(Arc::new(store)).with_bus(Arc::new(bus_with(incoming, published))));
         let (sub, mut rx) = subscriber(1);
         chats.join(&chat, sub).await;
-        chats.replayed(&chat, 0);
+        chats.replayed(&chat, 0, &[]);
         remote.send(one).await.unwrap();
         remote.send(three).await.unwrap();
         assert_eq!(rx.recv().await.unwrap(), "1:one");
@@ -694,6 +717,46 @@ mod tests {
         remote.send(four).await.unwrap();
         assert_eq!(rx.recv().await.unwrap(), "4:four");
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_a_replay_held_past_a_missing_number_go_out_after_it_or_once_it_is_skipped() {
+        let chat = chat(ConnectionType::Supervisor);
+        let numbered = |n: u64, text: &str| {
+            let mut m = Message::user(chat.clone(), Sender::Supervisor, text.into());
+            m.seq = Some(Seq::new(n));
+            m
+        };
+        let (one, two, three) = (numbered(1, "one"), numbered(2, "two"), numbered(3, "three"));
+        // First room: 2 comes (over the bus) after the replay held 3; nothing is read.
+        let (remote, incoming) = mpsc::channel(8);
+        let chats = service(
+            Ports::new(Arc::new(MockMessageStore::new()))
+                .with_bus(Arc::new(bus_with(incoming, Arc::default()))),
+        );
+        let (sub, mut rx) = subscriber(1);
+        chats.join(&chat, sub).await;
+        let next = chats.replayed(&chat, 1, std::slice::from_ref(&three));
+        assert_eq!(next, Some(Seq::new(2)));
+        assert!(rx.try_recv().is_err(), "3 waits for 2");
+        remote.send(two).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "2:two");
+        assert_eq!(rx.recv().await.unwrap(), "3:three");
+
+        // Second room: 2 never comes; after the wait, the store (which lacks it) is read and
+        // 3 goes out alone, with no other message to push it.
+        let mut store = MockMessageStore::new();
+        let stored = vec![one, three.clone()];
+        store
+            .expect_recent()
+            .returning(move |_, _| Ok(stored.clone()));
+        let chats = service(Ports::new(Arc::new(store)));
+        let (sub, mut rx) = subscriber(1);
+        chats.join(&chat, sub).await;
+        chats.replayed(&chat, 1, std::slice::from_ref(&three));
+        let started = tokio::time::Instant::now();
+        assert_eq!(rx.recv().await.unwrap(), "3:three");
+        assert!(started.elapsed() >= GAP_WAIT);
     }
 
     #[tokio::test(start_paused = true)]
@@ -720,7 +783,7 @@ mod tests {
         );
         let (sub, mut rx) = subscriber(1);
         chats.join(&chat, sub).await;
-        chats.replayed(&chat, 0);
+        chats.replayed(&chat, 0, &[]);
         let started = tokio::time::Instant::now();
         remote.send(numbered(1)).await.unwrap();
         remote.send(numbered(3)).await.unwrap();
@@ -791,7 +854,7 @@ mod tests {
         let chat = chat(ConnectionType::Copilot);
         let (sub, mut rx) = subscriber(1);
         chats.join(&chat, sub).await;
-        chats.replayed(&chat, 0);
+        chats.replayed(&chat, 0, &[]);
         let question = Message::user(chat.clone(), Sender::Agent, "question".into());
         chats.accept(question).await.unwrap();
         tracker.close();
@@ -839,7 +902,7 @@ mod tests {
         let copilot_chat = chat(ConnectionType::Copilot);
         let (sub, mut rx) = subscriber(1);
         chats.join(&copilot_chat, sub).await;
-        chats.replayed(&copilot_chat, 0);
+        chats.replayed(&copilot_chat, 0, &[]);
         let first = Message::user(copilot_chat.clone(), Sender::Agent, "q1".into());
         let first_id = first.id;
         chats.accept(first).await.unwrap();

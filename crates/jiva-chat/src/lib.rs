@@ -56,7 +56,7 @@ pub use ports::{
 };
 pub use relay::{CancelRelay, REMOTE_CANCEL_WAIT, RemoteEnd};
 pub use rooms::Subscriber;
-pub use sequencer::{GAP_WAIT, MAX_WAIT};
+pub use sequencer::{GAP_WAIT, MAX_WAIT, may_still_arrive};
 
 #[cfg(test)]
 mod testing {

@@ -364,11 +364,25 @@ impl<F: Clone> Rooms<F> {
     }
 
     /// A socket of `chat` replayed its history, whose last number was `last` (0: none): a room
-    /// that does not know where its chat is yet starts there.
-    pub fn replayed(&self, chat: &ChatId, last: u64) {
+    /// that does not know where its chat is yet starts there. `ahead` are frames the replay
+    /// read past a number that may still arrive (see [`Sequencer::ahead`]). Returns the number
+    /// the room delivers next, and what its held frames need (see [`AfterFill`]).
+    pub fn replayed(
+        &self,
+        chat: &ChatId,
+        last: u64,
+        ahead: Vec<(u64, F)>,
+    ) -> (Option<u64>, AfterFill) {
         self.with_room(chat, |room| {
-            room.sequence(|order, mut deliver| order.baseline(last, &mut deliver));
-        });
+            let now = Instant::now();
+            let next = room.sequence(|order, mut deliver| {
+                order.baseline(last, &mut deliver);
+                order.ahead(ahead, now, &mut deliver);
+                order.next()
+            });
+            (next, room.after_fill(now))
+        })
+        .unwrap_or((None, AfterFill::Done))
     }
 
     /// Waits, at most `patience`, until every socket of `chat` has room for `frames` more
@@ -464,13 +478,13 @@ mod tests {
         let rooms = Rooms::<String>::default();
         let (first, _rx1) = subscriber(1);
         rooms.join(&chat("a"), first);
-        rooms.replayed(&chat("a"), 0);
+        rooms.replayed(&chat("a"), 0, Vec::new());
         // A socket joins `name`'s room (new or not) and replays an empty chat, then `flight`'s
         // frame is shown: what that socket receives.
         let join_then_show = |name: &str, conn: u64, flight: InFlight<String>| {
             let (sub, mut rx) = subscriber(conn);
             rooms.join(&chat(name), sub);
-            rooms.replayed(&chat(name), 0);
+            rooms.replayed(&chat(name), 0, Vec::new());
             let held = rooms.show(flight, &chat(name), Seq::new(1), frame(1));
             assert!(held.is_none());
             rx.try_recv().unwrap()

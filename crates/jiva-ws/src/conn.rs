@@ -555,7 +555,10 @@ const CATCH_UP_PASSES: usize = 8;
 /// joined: the socket gets that frame and every later one live, so the last pass leaves out
 /// messages numbered from `start` on (they may be stored already, with frames still on their
 /// way, or stored out of order). Numbers an earlier pass replayed at or past `start` are in the
-/// returned set, so their live copies are dropped.
+/// returned set, so their live copies are dropped. A new room (`start` `None`) learns where the
+/// chat is from this replay: the last pass then stops at a missing number that may still
+/// arrive and hands what it read past it to the room ([`Ahead`]); should another socket have
+/// told the room a later start meanwhile, one more pass replays up to it.
 async fn replay(
     state: &State,
     chat: &ChatId,
@@ -583,11 +586,60 @@ async fn replay(
             .await?
             .is_some()
     {
-        state
-            .chats
-            .replayed(chat, progress.last.map_or(0, Seq::get));
+        let last = progress.last.map_or(0, Seq::get);
+        let next = state.chats.replayed(chat, last, &progress.ahead.take());
+        // A room that did not know where its chat was may have learnt it from another socket
+        // meanwhile, further on: what lies before that is this socket's to replay.
+        if start.is_none() && next.is_some_and(|next| next.get() > last + 1) {
+            replay_pass(state, chat, sink, &mut progress, Some(next), false).await?;
+        }
     }
     Ok(progress.replayed)
+}
+
+/// Messages a socket's last replay pass read past a missing number that may still arrive
+/// ([`jiva_chat::may_still_arrive`]), when its room did not know where the chat was yet: they
+/// go to the room ([`jiva_chat::Chats::replayed`]) instead of the socket, so that the missing
+/// number, once stored, is shown before them (or they go out once the room filled or skipped
+/// it). Shown at once, they would come before it.
+#[derive(Default)]
+pub(crate) struct Ahead(Vec<Message>);
+
+/// What a replay pass does with the next message it read.
+pub(crate) enum Step {
+    Send,
+    /// Handed to the room (see [`Ahead`]).
+    Hold,
+    /// [`Ahead::MAX`] are held: the pass ends; the room fills the rest from the store.
+    Stop,
+}
+
+impl Ahead {
+    /// The most messages held.
+    const MAX: usize = 1000;
+
+    /// What to do with `message`, numbered after the pass's last one (`in_order`: just after
+    /// it), in a room that does not know where its chat is.
+    pub(crate) fn step(&mut self, in_order: bool, message: &Message, now: Timestamp) -> Step {
+        if self.0.is_empty() {
+            if in_order || !jiva_chat::may_still_arrive(message.timestamp, now) {
+                return Step::Send;
+            }
+        } else if self.0.len() >= Self::MAX {
+            return Step::Stop;
+        }
+        self.0.push(message.clone());
+        Step::Hold
+    }
+
+    /// The newest number held: reads go on after it.
+    pub(crate) fn newest(&self) -> Option<Seq> {
+        self.0.last().and_then(|m| m.seq)
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.0)
+    }
 }
 
 /// Where a replay is.
@@ -599,6 +651,15 @@ struct Progress {
     resume: Option<Cursor>,
     /// The newest numbers replayed.
     replayed: BTreeSet<Seq>,
+    /// Read, but held for the room (see [`Ahead`]).
+    ahead: Ahead,
+}
+
+impl Progress {
+    /// The newest number read: the next read starts after it.
+    fn read(&self) -> Option<Seq> {
+        self.ahead.newest().or(self.last)
+    }
 }
 
 /// One pass over the history from where the last one ended: sends the messages numbered after
@@ -622,8 +683,9 @@ async fn replay_pass(
     let seeks = state.chats.store().seeks_by_number();
     let mut cursor = progress.resume.clone();
     let mut sent = 0;
+    let now = Timestamp::now();
     loop {
-        let read = match progress.last {
+        let read = match progress.read() {
             Some(last) if seeks => state
                 .chats
                 .store()
@@ -650,16 +712,26 @@ async fn replay_pass(
         for message in page.messages() {
             match message.seq {
                 Some(seq) => {
-                    if progress.last.is_some_and(|last| seq <= last)
+                    if progress.read().is_some_and(|read| seq <= read)
                         || below.is_some_and(|below| seq >= below)
                     {
                         continue;
                     }
-                    // Before joining, a number missing from the store may be an append still
-                    // in flight: stop there; a later pass (or the last one) resumes.
-                    if start.is_none() && seq.get() != progress.last.map_or(1, |l| l.get() + 1) {
-                        sink.flush().await?;
-                        return Ok(Some(sent));
+                    let in_order = seq.get() == progress.last.map_or(1, |l| l.get() + 1);
+                    let step = match start {
+                        // Before joining, a number missing from the store may be an append
+                        // still in flight: stop there; a later pass (or the last one) resumes.
+                        None if !in_order => Step::Stop,
+                        Some(None) => progress.ahead.step(in_order, message, now),
+                        _ => Step::Send,
+                    };
+                    match step {
+                        Step::Send => {}
+                        Step::Hold => continue,
+                        Step::Stop => {
+                            sink.flush().await?;
+                            return Ok(Some(sent));
+                        }
                     }
                     progress.replayed.insert(seq);
                     if progress.replayed.len() > REPLAYED_KEPT {
@@ -679,7 +751,7 @@ async fn replay_pass(
             // A short page is the end; a full one whose numbers were all left out (at or past
             // `start`) too, since every later number is larger.
             Page::After(messages, from) => {
-                if messages.len() < limit || progress.last == Some(from) {
+                if messages.len() < limit || progress.read() == Some(from) {
                     return Ok(Some(sent));
                 }
             }

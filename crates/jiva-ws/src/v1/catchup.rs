@@ -10,11 +10,12 @@ use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use jiva_chat::Subscriber;
-use jiva_core::{ChatId, Message, Seq};
+use jiva_core::{ChatId, Message, Seq, Timestamp};
 use jiva_protocol::{ErrorCode, ErrorFrame, Latest, Live, Reload, ReloadCode, ServerFrame};
 use tokio_util::sync::CancellationToken;
 
 use super::encode;
+use crate::conn::{Ahead, Step};
 use crate::frames::Frame;
 use crate::state::State;
 
@@ -40,6 +41,8 @@ pub(super) struct Replayed {
     /// copies are dropped too (a frame the room shows late, e.g. a gap filled after another
     /// node died, would otherwise reach a resumed client twice).
     pub since: Option<Seq>,
+    /// Read, but held for the room (see [`Ahead`]).
+    ahead: Ahead,
 }
 
 impl Replayed {
@@ -144,9 +147,12 @@ pub(super) async fn run(
             .await?
             .is_some()
     {
-        state
-            .chats
-            .replayed(chat, replayed.last.map_or(0, Seq::get));
+        let last = replayed.last.map_or(0, Seq::get);
+        let next = state.chats.replayed(chat, last, &replayed.ahead.take());
+        // As v0's (`conn::replay`): another socket may have told the room a later start.
+        if room_next.is_none() && next.is_some_and(|next| next.get() > last + 1) {
+            pass(state, chat, sink, &mut replayed, Some(next)).await?;
+        }
     }
     send(
         sink,
@@ -233,8 +239,9 @@ async fn latest(
 
 /// One pass over what was stored after `replayed.last`: before joining (`room_next` `None`) it
 /// stops at a missing number (an append may still be in flight); the last pass sends every
-/// message numbered below the room's next one. Returns how many it sent, or `None` when the
-/// store failed (the socket was told).
+/// message numbered below the room's next one (or, when the room does not know it, holds what
+/// lies past a number that may still arrive for the room: [`Ahead`]). Returns how many it
+/// sent, or `None` when the store failed (the socket was told).
 async fn pass(
     state: &State,
     chat: &ChatId,
@@ -244,8 +251,13 @@ async fn pass(
 ) -> Result<Option<usize>, axum::Error> {
     let below = room_next.flatten();
     let mut sent = 0;
+    let now = Timestamp::now();
     loop {
-        let after = replayed.last.unwrap_or(Seq::new(0));
+        let after = replayed
+            .ahead
+            .newest()
+            .or(replayed.last)
+            .unwrap_or(Seq::new(0));
         let page: Vec<Message> = match state.chats.store().after(chat, after, PAGE).await {
             Ok(page) => page,
             Err(e) => {
@@ -261,9 +273,19 @@ async fn pass(
                 sink.flush().await?;
                 return Ok(Some(sent));
             }
-            if room_next.is_none() && seq != replayed.last.map_or(Seq::FIRST, Seq::next) {
-                sink.flush().await?;
-                return Ok(Some(sent));
+            let in_order = seq == replayed.last.map_or(Seq::FIRST, Seq::next);
+            let step = match room_next {
+                None if !in_order => Step::Stop,
+                Some(None) => replayed.ahead.step(in_order, m, now),
+                _ => Step::Send,
+            };
+            match step {
+                Step::Send => {}
+                Step::Hold => continue,
+                Step::Stop => {
+                    sink.flush().await?;
+                    return Ok(Some(sent));
+                }
             }
             replayed.saw(Some(seq));
             sent += 1;

@@ -337,6 +337,88 @@ async fn a_replay_reads_each_stored_row_once_from_a_store_that_seeks() {
     }
 }
 
+/// The first socket of a chat (its room does not know where the chat is yet) replays a
+/// history whose number 2 is missing while 3, stored a moment ago, is there: 2 may be an
+/// append still in flight, and here it is. Every socket shows 2 before 3 (the replay once
+/// showed 3 at once, and 2 after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_still_on_its_way_when_a_room_starts_is_shown_before_the_messages_after_it() {
+    use std::sync::Mutex;
+    use std::sync::mpsc as blocking;
+    let chat = ChatId::new(
+        jiva_core::AgentId::parse("agent-1").unwrap(),
+        jiva_core::ConnectionType::Supervisor,
+    );
+    let stored = |n: u64, text: &str| {
+        let mut message =
+            jiva_core::Message::user(chat.clone(), jiva_core::Sender::Agent, text.to_owned());
+        message.seq = Some(Seq::new(n));
+        message
+    };
+    let messages = Arc::new(Mutex::new(vec![stored(1, "one"), stored(3, "three")]));
+    let mut store = MockMessageStore::new();
+    store.expect_kind().return_const("mock");
+    store.expect_seeks_by_number().return_const(true);
+    store.expect_register_chat().returning(|_| Ok(()));
+    let all = Arc::clone(&messages);
+    store.expect_history().returning(move |_, _, _| {
+        Ok(HistoryPage {
+            messages: all.lock().unwrap().clone(),
+            next: None,
+        })
+    });
+    let all = Arc::clone(&messages);
+    store.expect_after().returning(move |_, after, limit| {
+        let all = all.lock().unwrap();
+        Ok(all
+            .iter()
+            .filter(|m| m.seq.is_some_and(|seq| seq > after))
+            .take(limit)
+            .cloned()
+            .collect())
+    });
+    let all = Arc::clone(&messages);
+    store
+        .expect_recent()
+        .returning(move |_, _| Ok(all.lock().unwrap().clone()));
+    // The append of number 2 starts, then waits for the test to let it finish.
+    let (started_tx, started) = blocking::channel();
+    let (release, released) = blocking::channel::<()>();
+    let released = Mutex::new(released);
+    let all = Arc::clone(&messages);
+    store.expect_append().returning(move |message| {
+        started_tx.send(()).unwrap();
+        released.lock().unwrap().recv_timeout(PATIENCE).unwrap();
+        let mut message = message.clone();
+        message.seq = Some(Seq::new(2));
+        let mut all = all.lock().unwrap();
+        all.push(message);
+        all.sort_by_key(|m| m.seq);
+        Ok(Appended::Stored(Seq::new(2)))
+    });
+    let server = Running::start(Services::new(Arc::new(store))).await;
+
+    let mut sender = server.connect("supervisor").await;
+    assert_eq!(next_json(&mut sender).await["message"], "one");
+    say(&mut sender, "two").await;
+    tokio::task::spawn_blocking(move || started.recv_timeout(PATIENCE).unwrap())
+        .await
+        .unwrap();
+    let mut watcher = server.connect("supervisor").await;
+    assert_eq!(next_json(&mut watcher).await["message"], "one");
+    release.send(()).unwrap();
+    for ws in [&mut sender, &mut watcher] {
+        for (seq, text) in [(2, "two"), (3, "three")] {
+            let frame = next_json(ws).await;
+            assert_eq!(
+                (frame["seq"].as_u64(), frame["message"].as_str()),
+                (Some(seq), Some(text))
+            );
+        }
+    }
+    server.stop().await;
+}
+
 /// An embedder serving `Transport::router()` without connect info: the per-IP limits have no
 /// address to count (so they stay out of the way) and the total limit still holds.
 #[tokio::test]
