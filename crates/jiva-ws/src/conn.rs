@@ -607,6 +607,7 @@ pub(crate) struct Ahead(Vec<Message>);
 
 /// What a replay pass does with the next message it read.
 pub(crate) enum Step {
+    /// Sent to the socket.
     Send,
     /// Handed to the room (see [`Ahead`]).
     Hold,
@@ -618,9 +619,28 @@ impl Ahead {
     /// The most messages held.
     const MAX: usize = 1000;
 
-    /// What to do with `message`, numbered after the pass's last one (`in_order`: just after
-    /// it), in a room that does not know where its chat is.
-    pub(crate) fn step(&mut self, in_order: bool, message: &Message, now: Timestamp) -> Step {
+    /// What a replay pass does with `message`, numbered after its `last` one. Before joining
+    /// (`start` `None`) it stops at a missing number: an append may still be in flight, and a
+    /// later pass (or the last one) resumes there. In a room that does not know where its chat
+    /// is (`Some(None)`), what lies past a missing number that may still arrive is held.
+    /// Otherwise it is sent.
+    pub(crate) fn step(
+        &mut self,
+        start: Option<Option<Seq>>,
+        last: Option<Seq>,
+        message: &Message,
+        now: Timestamp,
+    ) -> Step {
+        let in_order = message.seq == Some(last.map_or(Seq::FIRST, Seq::next));
+        match start {
+            None if !in_order => Step::Stop,
+            Some(None) => self.hold(in_order, message, now),
+            _ => Step::Send,
+        }
+    }
+
+    /// [`Ahead::step`] in a room that does not know where its chat is.
+    fn hold(&mut self, in_order: bool, message: &Message, now: Timestamp) -> Step {
         if self.0.is_empty() {
             if in_order || !jiva_chat::may_still_arrive(message.timestamp, now) {
                 return Step::Send;
@@ -717,15 +737,7 @@ async fn replay_pass(
                     {
                         continue;
                     }
-                    let in_order = seq.get() == progress.last.map_or(1, |l| l.get() + 1);
-                    let step = match start {
-                        // Before joining, a number missing from the store may be an append
-                        // still in flight: stop there; a later pass (or the last one) resumes.
-                        None if !in_order => Step::Stop,
-                        Some(None) => progress.ahead.step(in_order, message, now),
-                        _ => Step::Send,
-                    };
-                    match step {
+                    match progress.ahead.step(start, progress.last, message, now) {
                         Step::Send => {}
                         Step::Hold => continue,
                         Step::Stop => {

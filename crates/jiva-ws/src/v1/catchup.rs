@@ -273,13 +273,7 @@ async fn pass(
                 sink.flush().await?;
                 return Ok(Some(sent));
             }
-            let in_order = seq == replayed.last.map_or(Seq::FIRST, Seq::next);
-            let step = match room_next {
-                None if !in_order => Step::Stop,
-                Some(None) => replayed.ahead.step(in_order, m, now),
-                _ => Step::Send,
-            };
-            match step {
+            match replayed.ahead.step(room_next, replayed.last, m, now) {
                 Step::Send => {}
                 Step::Hold => continue,
                 Step::Stop => {
