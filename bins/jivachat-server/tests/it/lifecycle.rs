@@ -147,3 +147,20 @@ async fn a_client_close_is_answered_with_a_close_frame_echoing_its_code() {
     assert_eq!(frame.map(|f| f.code), Some(CloseCode::Normal));
     server.stop().await;
 }
+
+/// The binary embeds jemalloc's configuration (`.cargo/config.toml`): one background thread
+/// returns pages freed for a second to the system, so an idle server holds what it uses.
+#[cfg(feature = "jemalloc")]
+#[test]
+fn jemalloc_purges_freed_pages_from_one_background_thread() {
+    let server = crate::metrics::ServerProcess::start_with(&[]);
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .unwrap()
+        .map(|task| {
+            let comm = task.unwrap().path().join("comm");
+            std::fs::read_to_string(comm).unwrap().trim().to_owned()
+        })
+        .collect();
+    let purgers = threads.iter().filter(|t| *t == "jemalloc_bg_thd").count();
+    assert_eq!(purgers, 1, "{threads:?}");
+}
