@@ -102,16 +102,11 @@ impl<E: Encoder> Core<E> {
         }
     }
 
-    /// Fills `gap` of `chat` from the store (see `sequencer`): reads the chat's newest messages
-    /// and hands the frames of those after the gap to the room; then the gaps that timed out
-    /// meanwhile. A read that fails or takes longer than [`FILL_TIMEOUT`] skips the gap.
-    async fn fill_gap(&self, chat: ChatId, gap: Gap) {
-        self.settle(chat, AfterFill::Fill(gap)).await;
-    }
-
     /// Does what `after` says for the held frames of `chat`, and what the room says next, until
-    /// nothing is held or another fill takes over: fills a gap from the store, or waits until
-    /// frames read from the store (which no task waits for) have waited long enough.
+    /// nothing is held or another fill takes over: fills a gap from the store (see `sequencer`:
+    /// reads the chat's newest messages and hands the frames after the gap to the room; a read
+    /// that fails or takes longer than [`FILL_TIMEOUT`] skips it), or waits until frames read
+    /// from the store (which no task waits for) have waited long enough.
     async fn settle(&self, chat: ChatId, mut after: AfterFill) {
         loop {
             after = match after {
@@ -502,7 +497,7 @@ async fn fill_gaps<E: Encoder>(
         let Some(core) = core.upgrade() else {
             return;
         };
-        tokio::spawn(async move { core.fill_gap(chat, gap).await });
+        tokio::spawn(async move { core.settle(chat, AfterFill::Fill(gap)).await });
     }
 }
 
