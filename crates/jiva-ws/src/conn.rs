@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::future::OptionFuture;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use jiva_chat::Subscriber;
@@ -16,6 +17,7 @@ use tracing::Instrument;
 
 use crate::frames::{self, Frame, Inbound};
 use crate::limits::{self, Verdict};
+use crate::signals::{Flag, Signals};
 use crate::state::State;
 use crate::{
     CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED,
@@ -53,7 +55,10 @@ pub(crate) enum Ending {
 /// A plain function returning the socket's future, not an `async fn`: an idle socket's task
 /// holds that future for its whole life, and an `async fn` wrapping it would keep a second
 /// copy of every argument beside it (the `WebSocket` alone is 368 bytes) after moving them on.
-/// The socket is split here for the same reason.
+/// For the same reason the socket is split, and its writer spawned, here: a value the future
+/// captures keeps its room in the future for as long as the socket is open, even once moved
+/// on. The identity is boxed: the reader needs it rarely, and 72 bytes held in every idle
+/// socket's task are the difference between two of the allocator's size classes.
 pub(crate) fn run(
     state: Arc<State>,
     chat: ChatId,
@@ -62,143 +67,142 @@ pub(crate) fn run(
 ) -> impl std::future::Future<Output = ()> + Send {
     let conn = state.next_conn_id();
     let span = tracing::debug_span!("conn", conn, chat = %chat);
+    // Counted in the chat's presence (protocol v1) while open.
+    let member = crate::v1::member(identity.as_ref(), conn);
+    let present = state.presence.enter(&chat, member, None);
     let (sink, stream) = socket.split();
+    let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
+    // Cancelled when the socket is slow, and with the server's shutdown (a child token):
+    // the writer waits on one token for both, and tells them apart by the shutdown's.
+    let slow = state.shutdown.child_token();
+    // The writer joins the chat's room once it has caught up with the stored history, and
+    // leaves it when it ends.
+    let subscriber = Subscriber {
+        conn,
+        tx: tx.clone(),
+        slow: slow.clone(),
+    };
+    let (end_tx, end_rx) = oneshot::channel();
+    let signals = Arc::new(Signals::default());
+    let writer = tokio::spawn(
+        write_loop(
+            Arc::clone(&state),
+            chat.clone(),
+            sink,
+            rx,
+            slow.clone(),
+            end_rx,
+            subscriber,
+            Arc::clone(&signals),
+            identity.as_ref().and_then(|i| i.expires_at),
+        )
+        .instrument(span.clone()),
+    );
+    let identity = identity.map(Box::new);
     async move {
         metrics::gauge!("jiva_sockets_open").increment(1.0);
         tracing::debug!("socket opened");
-        // Counted in the chat's presence (protocol v1) while open.
-        let member = crate::v1::member(identity.as_ref(), conn);
-        let _present = state.presence.enter(&chat, member, None);
-        let (tx, rx) = mpsc::channel(state.config.outbound_queue.max(1));
-        // Cancelled when the socket is slow, and with the server's shutdown (a child token):
-        // the writer waits on one token for both, and tells them apart by the shutdown's.
-        let slow = state.shutdown.child_token();
-        // The writer joins the chat's room once it has caught up with the stored history, and
-        // leaves it when it ends.
-        let subscriber = Subscriber {
-            conn,
-            tx: tx.clone(),
-            slow: slow.clone(),
-        };
-
-        let (end_tx, end_rx) = oneshot::channel();
-        let done = CancellationToken::new();
-        let ping = Arc::new(Notify::new());
-        // Cancelled once the writer joined the chat's room.
-        let joined = CancellationToken::new();
-        let writer = tokio::spawn(
-            write_loop(
-                Arc::clone(&state),
-                chat.clone(),
-                sink,
-                rx,
-                slow.clone(),
-                end_rx,
-                done.clone(),
-                subscriber,
-                joined.clone(),
-                Arc::clone(&ping),
-                identity.as_ref().and_then(|i| i.expires_at),
-            )
-            .in_current_span(),
-        );
         let ending = read_loop(
             &state,
             &chat,
-            identity.as_ref(),
+            identity.as_deref(),
             stream,
             &tx,
             &slow,
-            &done,
-            &ping,
-            &joined,
+            &signals,
         )
         .await;
         let _ = end_tx.send(ending);
         drop(tx);
         let _ = writer.await;
+        // Out of the chat's presence; dropped here rather than bound to a local, which would
+        // hold a second copy of it in the future.
+        drop(present);
         metrics::gauge!("jiva_sockets_open").decrement(1.0);
         tracing::debug!("socket closed");
     }
     .instrument(span)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn read_loop(
+/// The socket's reader, until it stops; returns why. A plain function returning an `async`
+/// block, like [`run`]: an `async fn` would keep a copy of each argument beside the one it
+/// moved into its body.
+#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+fn read_loop(
     state: &Arc<State>,
     chat: &ChatId,
     identity: Option<&Identity>,
     mut stream: SplitStream<WebSocket>,
     tx: &mpsc::Sender<Frame>,
     slow: &CancellationToken,
-    done: &CancellationToken,
-    ping: &Notify,
-    joined: &CancellationToken,
-) -> Ending {
-    // Only the sender sees its errors; a sender that cannot take them is slow.
-    let reply = |frame: Frame| {
-        if tx.try_send(frame).is_err() {
-            slow.cancel();
-        }
-    };
-    let mut bucket = state.limiter.message_bucket();
-    // Registered once per socket, not looked up in the recorder's registry per frame.
-    let frames_in = metrics::counter!("jiva_frames_in_total");
-    let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
-    // Made once, not per frame: each waits in its token's list until it fires, and then the
-    // reader returns.
-    let mut shutdown = std::pin::pin!(state.shutdown.cancelled());
-    let mut done = std::pin::pin!(done.cancelled());
-    loop {
-        let next = match next_message(
-            &mut stream,
-            &mut shutdown,
-            &mut done,
-            ping,
-            &mut liveness,
-            &mut bucket,
-        )
-        .await
-        {
-            Next::Message(next) => next,
-            Next::OverRate => {
-                reply(frames::error(limits::Refusal::MessageRate.reason()));
-                continue;
+    signals: &Signals,
+) -> impl Future<Output = Ending> + Send {
+    async move {
+        // Only the sender sees its errors; a sender that cannot take them is slow.
+        let reply = |frame: Frame| {
+            if tx.try_send(frame).is_err() {
+                slow.cancel();
             }
-            Next::End(ending) => return ending,
         };
-        match next {
-            None => return Ending::Quiet,
-            Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
-            Some(Ok(WsMessage::Text(text))) => {
-                frames_in.increment(1);
-                match frames::parse_inbound(&text) {
-                    Ok(Inbound::Keepalive) => {}
-                    Ok(Inbound::Chat { sender, text }) => {
-                        // Boxed: an idle socket's task then holds only what waiting for the
-                        // next frame needs, not room for the message and a store round-trip.
-                        let handled = Box::pin(chat_message(
-                            state,
-                            chat,
-                            identity,
-                            (sender, text),
-                            &reply,
-                            joined,
-                            (&mut done, &mut shutdown),
-                        ))
-                        .await;
-                        if let Some(ending) = handled {
-                            return ending;
-                        }
-                    }
-                    Err(reason) => reply(frames::error(reason)),
+        let mut bucket = state.limiter.message_bucket();
+        // Registered once per socket, not looked up in the recorder's registry per frame.
+        let frames_in = metrics::counter!("jiva_frames_in_total");
+        let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
+        // Made once, not per frame: each waits in its token's list until it fires, and then the
+        // reader returns.
+        let mut shutdown = std::pin::pin!(state.shutdown.cancelled());
+        let mut done = std::pin::pin!(signals.done.wait());
+        loop {
+            let next = match next_message(
+                &mut stream,
+                &mut shutdown,
+                &mut done,
+                &signals.ping,
+                &mut liveness,
+                &mut bucket,
+            )
+            .await
+            {
+                Next::Message(next) => next,
+                Next::OverRate => {
+                    reply(frames::error(limits::Refusal::MessageRate.reason()));
+                    continue;
                 }
+                Next::End(ending) => return ending,
+            };
+            match next {
+                None => return Ending::Quiet,
+                Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
+                Some(Ok(WsMessage::Text(text))) => {
+                    frames_in.increment(1);
+                    match frames::parse_inbound(&text) {
+                        Ok(Inbound::Keepalive) => {}
+                        Ok(Inbound::Chat { sender, text }) => {
+                            // Boxed: an idle socket's task then holds only what waiting for the
+                            // next frame needs, not room for the message and a store round-trip.
+                            let handled = Box::pin(chat_message(
+                                state,
+                                chat,
+                                identity,
+                                (sender, text),
+                                &reply,
+                                &signals.joined,
+                                (&mut done, &mut shutdown),
+                            ))
+                            .await;
+                            if let Some(ending) = handled {
+                                return ending;
+                            }
+                        }
+                        Err(reason) => reply(frames::error(reason)),
+                    }
+                }
+                Some(Ok(WsMessage::Binary(_))) => {
+                    reply(frames::error("binary frames are not supported"))
+                }
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                Some(Err(e)) => return read_failed(&e),
             }
-            Some(Ok(WsMessage::Binary(_))) => {
-                reply(frames::error("binary frames are not supported"))
-            }
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-            Some(Err(e)) => return read_failed(&e),
         }
     }
 }
@@ -212,9 +216,9 @@ async fn chat_message(
     identity: Option<&Identity>,
     (sender, text): (jiva_core::Sender, String),
     reply: &impl Fn(Frame),
-    joined: &CancellationToken,
+    joined: &Flag,
     (done, shutdown): (
-        &mut Pin<&mut WaitForCancellationFuture<'_>>,
+        &mut Pin<&mut impl Future<Output = ()>>,
         &mut Pin<&mut WaitForCancellationFuture<'_>>,
     ),
 ) -> Option<Ending> {
@@ -233,9 +237,9 @@ async fn chat_message(
     }
     // The socket must be in its room before its message (and the copilot turn it starts) is
     // shown, or it would miss the turn's frames.
-    if !joined.is_cancelled() {
+    if !joined.is_set() {
         tokio::select! {
-            () = joined.cancelled() => {}
+            () = joined.wait() => {}
             () = done.as_mut() => return Some(Ending::Quiet),
             () = shutdown.as_mut() => return Some(Ending::Shutdown),
         }
@@ -257,38 +261,42 @@ pub(crate) enum Next {
 }
 
 /// Reads the next frame of a socket, pinging it (through the writer) while it is idle and
-/// applying the message rate to data frames; shared by v0 and v1 readers.
-pub(crate) async fn next_message(
+/// applying the message rate to data frames; shared by v0 and v1 readers. Not an `async fn`,
+/// like [`read_loop`], for the same reason.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn next_message(
     stream: &mut SplitStream<WebSocket>,
     shutdown: &mut Pin<&mut WaitForCancellationFuture<'_>>,
-    done: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+    done: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
     ping: &Notify,
     liveness: &mut limits::Liveness,
     bucket: &mut limits::MessageBucket,
-) -> Next {
-    loop {
-        let next = tokio::select! {
-            next = stream.next() => next,
-            () = shutdown.as_mut() => return Next::End(Ending::Shutdown),
-            () = done.as_mut() => return Next::End(Ending::Quiet),
-            alive = liveness.tick() => {
-                if !alive {
-                    return Next::End(Ending::Idle);
+) -> impl Future<Output = Next> + Send {
+    async move {
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                () = shutdown.as_mut() => return Next::End(Ending::Shutdown),
+                () = done.as_mut() => return Next::End(Ending::Quiet),
+                alive = liveness.tick() => {
+                    if !alive {
+                        return Next::End(Ending::Idle);
+                    }
+                    ping.notify_one();
+                    continue;
                 }
-                ping.notify_one();
-                continue;
+            };
+            liveness.seen();
+            if matches!(next, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_)))) {
+                match bucket.take() {
+                    Verdict::Accept => {}
+                    Verdict::Refuse => return Next::OverRate,
+                    Verdict::Drop => continue,
+                    Verdict::Close => return Next::End(Ending::Policy),
+                }
             }
-        };
-        liveness.seen();
-        if matches!(next, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_)))) {
-            match bucket.take() {
-                Verdict::Accept => {}
-                Verdict::Refuse => return Next::OverRate,
-                Verdict::Drop => continue,
-                Verdict::Close => return Next::End(Ending::Policy),
-            }
+            return Next::Message(next);
         }
-        return Next::Message(next);
     }
 }
 
@@ -318,10 +326,8 @@ fn write_loop(
     mut rx: mpsc::Receiver<Frame>,
     slow: CancellationToken,
     mut ending: oneshot::Receiver<Ending>,
-    done: CancellationToken,
     subscriber: Subscriber<Frame>,
-    joined_token: CancellationToken,
-    ping: Arc<Notify>,
+    signals: Arc<Signals>,
     expires_at: Option<Timestamp>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
@@ -334,16 +340,16 @@ fn write_loop(
                 &chat,
                 &mut sink,
                 &mut rx,
-                (subscriber, joined_token),
+                (subscriber, &signals.joined),
                 &mut joined,
-                &ping,
+                &signals.ping,
             ));
             until_closed(&state, &slow, &mut ending, expires_at, serve).await
         };
         if joined {
             state.chats.leave(&chat, conn).await;
         }
-        done.cancel();
+        signals.done.set();
         close_socket(
             &state,
             &mut sink,
@@ -399,8 +405,9 @@ where
             } else {
                 close(CLOSE_SLOW_CONSUMER, "slow consumer")
             }),
-            // Not polled at all without an expiry (authentication off).
-            () = auth::expiry(expires_at), if expires_at.is_some() => {
+            // Only with an expiry (authentication on): boxed, so that a socket without one
+            // holds no room for a timer.
+            Some(()) = OptionFuture::from(expires_at.map(|at| Box::pin(auth::expiry(Some(at))))) => {
                 metrics::counter!("jiva_token_expired_closes_total").increment(1);
                 Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
             }
@@ -472,67 +479,73 @@ async fn write_queued(
 }
 
 /// Replays the chat's history, joining its room on the way (`joined` tells whether it did),
-/// then writes live frames until the queue closes.
-async fn serve_frames(
+/// then writes live frames until the queue closes. Not an `async fn`, like [`read_loop`].
+#[allow(clippy::manual_async_fn)]
+fn serve_frames(
     state: &State,
     chat: &ChatId,
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Frame>,
-    subscriber: (Subscriber<Frame>, CancellationToken),
+    subscriber: (Subscriber<Frame>, &Flag),
     joined: &mut bool,
     ping: &Notify,
-) -> Result<(), axum::Error> {
-    // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
-    let replayed = Box::pin(replay(state, chat, sink, subscriber, joined)).await?;
-    // A live frame of a message the replay already showed is dropped.
-    write_live(sink, rx, ping, |frame| {
-        (!frame.seq.is_some_and(|seq| replayed.contains(&seq))).then(|| frame.text.clone())
-    })
-    .await
+) -> impl Future<Output = Result<(), axum::Error>> + Send {
+    async move {
+        // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
+        let replayed = Box::pin(replay(state, chat, sink, subscriber, joined)).await?;
+        // A live frame of a message the replay already showed is dropped.
+        write_live(sink, rx, ping, |frame| {
+            (!frame.seq.is_some_and(|seq| replayed.contains(&seq))).then(|| frame.text.clone())
+        })
+        .await
+    }
 }
 
 /// Writes live frames from `rx` until the queue closes, in batches of at most [`WRITE_BATCH`]
 /// per flush, with a ping whenever `ping` fires; `text` gives a frame's text, or `None` to
-/// drop it (v0 and v1 sockets differ only there).
-pub(crate) async fn write_live(
+/// drop it (v0 and v1 sockets differ only there). Not an `async fn`, like [`read_loop`].
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn write_live(
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Frame>,
     ping: &Notify,
-    mut text: impl FnMut(Frame) -> Option<Utf8Bytes>,
-) -> Result<(), axum::Error> {
-    // Made once and again only after it fired, not on every wake-up: a new `Notified` joins
-    // the `Notify`'s list of waiters and leaves it when dropped.
-    let mut pinged = std::pin::pin!(ping.notified());
-    loop {
-        let frame = tokio::select! {
-            // A ping first: a queue that never empties does not starve it.
-            biased;
-            () = &mut pinged => {
-                pinged.set(ping.notified());
-                sink.send(WsMessage::Ping(Default::default())).await?;
-                continue;
-            }
-            frame = rx.recv() => match frame {
-                Some(frame) => frame,
-                None => break,
-            },
-        };
-        let mut batch = 0;
-        let mut next = Some(frame);
-        while let Some(frame) = next {
-            if let Some(text) = text(frame) {
-                sink.feed(WsMessage::Text(text)).await?;
-                batch += 1;
-            }
-            next = if batch < WRITE_BATCH {
-                rx.try_recv().ok()
-            } else {
-                None
+    mut text: impl FnMut(Frame) -> Option<Utf8Bytes> + Send,
+) -> impl Future<Output = Result<(), axum::Error>> + Send {
+    async move {
+        // Made once and again only after it fired, not on every wake-up: a new `Notified` joins
+        // the `Notify`'s list of waiters and leaves it when dropped.
+        let mut pinged = std::pin::pin!(ping.notified());
+        loop {
+            let frame = tokio::select! {
+                // A ping first: a queue that never empties does not starve it.
+                biased;
+                () = &mut pinged => {
+                    pinged.set(ping.notified());
+                    sink.send(WsMessage::Ping(Default::default())).await?;
+                    continue;
+                }
+                frame = rx.recv() => match frame {
+                    Some(frame) => frame,
+                    None => break,
+                },
             };
+            let mut batch = 0;
+            let mut next = Some(frame);
+            while let Some(frame) = next {
+                if let Some(text) = text(frame) {
+                    sink.feed(WsMessage::Text(text)).await?;
+                    batch += 1;
+                }
+                next = if batch < WRITE_BATCH {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            sink.flush().await?;
         }
-        sink.flush().await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Catch-up passes over the store before a socket joins its room (see [`replay`]); after
@@ -563,7 +576,7 @@ async fn replay(
     state: &State,
     chat: &ChatId,
     sink: &mut Sink,
-    subscriber: (Subscriber<Frame>, CancellationToken),
+    subscriber: (Subscriber<Frame>, &Flag),
     joined: &mut bool,
 ) -> Result<BTreeSet<Seq>, axum::Error> {
     let mut progress = Progress::default();
@@ -580,7 +593,7 @@ async fn replay(
     }
     let start = state.chats.join(chat, subscriber.0).await;
     *joined = true;
-    subscriber.1.cancel();
+    subscriber.1.set();
     if available
         && replay_pass(state, chat, sink, &mut progress, Some(start), false)
             .await?

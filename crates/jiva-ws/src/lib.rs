@@ -60,6 +60,7 @@ mod limits;
 mod listen;
 mod pages;
 mod server;
+mod signals;
 mod state;
 mod tls;
 mod v1;

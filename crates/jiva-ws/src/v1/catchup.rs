@@ -12,11 +12,11 @@ use futures_util::stream::SplitSink;
 use jiva_chat::Subscriber;
 use jiva_core::{ChatId, Message, Seq, Timestamp};
 use jiva_protocol::{ErrorCode, ErrorFrame, Latest, Live, Reload, ReloadCode, ServerFrame};
-use tokio_util::sync::CancellationToken;
 
 use super::encode;
 use crate::conn::{Ahead, Step};
 use crate::frames::Frame;
+use crate::signals::Flag;
 use crate::state::State;
 
 type Sink = SplitSink<WebSocket, WsMessage>;
@@ -83,13 +83,13 @@ enum Start {
 }
 
 /// Sends the catch-up and joins the room (`joined` says whether it did; `subscriber.1` is
-/// cancelled then). Ends with `live`.
+/// set then). Ends with `live`.
 pub(super) async fn run(
     state: &State,
     chat: &ChatId,
     sink: &mut Sink,
     since: Option<Seq>,
-    subscriber: (Subscriber<Frame>, CancellationToken),
+    subscriber: (Subscriber<Frame>, &Flag),
     joined: &mut bool,
 ) -> Result<Replayed, axum::Error> {
     let mut replayed = Replayed::default();
@@ -141,7 +141,7 @@ pub(super) async fn run(
     }
     let room_next = state.chats.join(chat, subscriber.0).await;
     *joined = true;
-    subscriber.1.cancel();
+    subscriber.1.set();
     if available
         && pass(state, chat, sink, &mut replayed, Some(room_next))
             .await?

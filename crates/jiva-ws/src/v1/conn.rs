@@ -23,6 +23,7 @@ use crate::conn::{
 };
 use crate::frames::Frame;
 use crate::limits;
+use crate::signals::{Flag, Signals};
 use crate::state::State;
 
 /// What a socket's reader and writer both know.
@@ -64,9 +65,7 @@ pub(crate) async fn run(
         let (_present, members) = state.presence.enter(&chat, me.clone(), Some(listener));
         let (sink, stream) = socket.split();
         let (end_tx, end_rx) = oneshot::channel();
-        let done = CancellationToken::new();
-        let ping = Arc::new(Notify::new());
-        let joined = CancellationToken::new();
+        let signals = Arc::new(Signals::default());
         let writer = tokio::spawn(
             write_loop(
                 Arc::clone(&state),
@@ -75,9 +74,9 @@ pub(crate) async fn run(
                 since,
                 sink,
                 rx,
-                (slow.clone(), end_rx, done.clone()),
-                (subscriber, joined.clone()),
-                Arc::clone(&ping),
+                (slow.clone(), end_rx),
+                subscriber,
+                Arc::clone(&signals),
                 identity.as_ref().and_then(|i| i.expires_at),
             )
             .in_current_span(),
@@ -88,7 +87,7 @@ pub(crate) async fn run(
             identity: identity.as_ref(),
             me: &me,
         };
-        let ending = read_loop(&socket, stream, &tx, &slow, &done, &ping, &joined).await;
+        let ending = read_loop(&socket, stream, &tx, &slow, &signals).await;
         let _ = end_tx.send(ending);
         drop(tx);
         let _ = writer.await;
@@ -104,9 +103,7 @@ async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     tx: &mpsc::Sender<Frame>,
     slow: &CancellationToken,
-    done: &CancellationToken,
-    ping: &Notify,
-    joined: &CancellationToken,
+    signals: &Signals,
 ) -> Ending {
     let state = socket.state;
     let reply = |frame: Frame| {
@@ -118,13 +115,13 @@ async fn read_loop(
     let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
     // Made once, not per frame (see the v0 reader).
     let mut shutdown = std::pin::pin!(state.shutdown.cancelled());
-    let mut done = std::pin::pin!(done.cancelled());
+    let mut done = std::pin::pin!(signals.done.wait());
     loop {
         let next = match next_message(
             &mut stream,
             &mut shutdown,
             &mut done,
-            ping,
+            &signals.ping,
             &mut liveness,
             &mut bucket,
         )
@@ -169,9 +166,9 @@ async fn read_loop(
                 match frame {
                     ClientFrame::Send(send) => {
                         // The socket must be in its room before its message is shown.
-                        if !joined.is_cancelled() {
+                        if !signals.joined.is_set() {
                             tokio::select! {
-                                () = joined.cancelled() => {}
+                                () = signals.joined.wait() => {}
                                 () = &mut done => return Ending::Quiet,
                                 () = &mut shutdown => return Ending::Shutdown,
                             }
@@ -332,16 +329,12 @@ async fn write_loop(
     since: Option<Seq>,
     mut sink: Sink,
     mut rx: mpsc::Receiver<Frame>,
-    (slow, mut ending, done): (
-        CancellationToken,
-        oneshot::Receiver<Ending>,
-        CancellationToken,
-    ),
-    subscriber: (Subscriber<Frame>, CancellationToken),
-    ping: Arc<Notify>,
+    (slow, mut ending): (CancellationToken, oneshot::Receiver<Ending>),
+    subscriber: Subscriber<Frame>,
+    signals: Arc<Signals>,
     expires_at: Option<Timestamp>,
 ) {
-    let conn = subscriber.0.conn;
+    let conn = subscriber.conn;
     let mut joined = false;
     let mut replayed = catchup::Replayed::default();
     // In a block: the pinned future borrows the sink and the queue until it is dropped.
@@ -353,17 +346,17 @@ async fn write_loop(
             since,
             &mut sink,
             &mut rx,
-            subscriber,
+            (subscriber, &signals.joined),
             &mut joined,
             &mut replayed,
-            &ping,
+            &signals.ping,
         ));
         until_closed(&state, &slow, &mut ending, expires_at, serve).await
     };
     if joined {
         state.chats.leave(&chat, conn).await;
     }
-    done.cancel();
+    signals.done.set();
     let text = |frame: &Frame| catchup::live_text(frame, &replayed);
     close_socket(&state, &mut sink, &mut rx, outcome, client_closed, &text).await;
 }
@@ -377,7 +370,7 @@ async fn serve(
     since: Option<Seq>,
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Frame>,
-    subscriber: (Subscriber<Frame>, CancellationToken),
+    subscriber: (Subscriber<Frame>, &Flag),
     joined: &mut bool,
     replayed: &mut catchup::Replayed,
     ping: &Notify,
