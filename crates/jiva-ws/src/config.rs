@@ -18,7 +18,9 @@ pub struct Config {
     pub outbound_queue: usize,
     /// Messages read from the store per history page during replay.
     pub history_page: usize,
-    /// Initial WebSocket read buffer per socket, in bytes (tungstenite's default is 128 KiB).
+    /// WebSocket read buffer per socket, in bytes (tungstenite's default is 128 KiB): every
+    /// open socket holds it, and each read from the socket takes at most this much, so a frame
+    /// larger than it takes several reads. 512 fits a typical chat message in one read.
     pub read_buffer_bytes: usize,
     /// Bytes the WebSocket writer gathers before writing to the socket.
     pub write_buffer_bytes: usize,
@@ -55,7 +57,7 @@ impl Default for Config {
             max_frame_bytes: 64 * 1024,
             outbound_queue: 256,
             history_page: 200,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 512,
             write_buffer_bytes: 4 * 1024,
             close_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
