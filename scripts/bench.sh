@@ -19,6 +19,8 @@
 #   NICE (0) niceness of server and generator (e.g. -10 on a machine shared with builds)
 #   PEERS ("jiva node") which servers the side-by-side workloads run against
 #   MOTO_PORT (5005)  port of the local DynamoDB-compatible server (moto) for `dynamodb`
+#   SERVER (target/release/jivachat-server) the server binary, e.g. a copy of an older build
+#   SKIP_BUILD (unset) set to skip the release build (SERVER and the bench are built already)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +36,7 @@ PEERS=${PEERS:-jiva node}
 MOTO_PORT=${MOTO_PORT:-5005}
 ADDR=127.0.0.1:$PORT
 NODE_ADDR=127.0.0.1:$NODE_PORT
-SERVER=target/release/jivachat-server
+SERVER=${SERVER:-target/release/jivachat-server}
 BENCH=target/release/jivachat-bench
 NODE_REF=bins/jivachat-bench/node-ref
 WORK=$OUT/work
@@ -43,7 +45,7 @@ mkdir -p "$OUT" "$WORK" "$RESULTS"
 # 10,000 idle sockets need 10,000+ descriptors in the generator and in the server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-cargo build --release -p jivachat-server -p jivachat-bench >&2
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -p jivachat-server -p jivachat-bench >&2
 : >"$RESULTS/results.jsonl"   # each invocation writes its own results
 
 ensure_node_ref() {
