@@ -110,6 +110,11 @@ impl Dialer {
         let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|e| ClientError::Connection(Box::new(e)))?;
+        // Nagle's algorithm off, as on the server: a small frame is sent at once instead of
+        // waiting for the ACK of the previous one, which the peer may delay by 40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "jiva-client: TCP_NODELAY not set");
+        }
         if !secure {
             return Ok(Either::Left(tcp));
         }
@@ -149,6 +154,24 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("tls_roots_pem[0]"), "{problems:?}");
         assert!(problems[1].starts_with("tls_roots_pem[1]"), "{problems:?}");
+    }
+
+    #[tokio::test]
+    async fn a_plain_connection_has_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = Config::new(
+            format!("ws://127.0.0.1:{port}/"),
+            "5f0c6d52-8a4e-4c1b-9d3e-2b7a1f6e8c90",
+            crate::ChatKind::Copilot,
+        );
+        let dialer = Dialer::new(&config).unwrap();
+        let uri: Uri = config.url.parse().unwrap();
+        let (dialed, _accepted) = tokio::join!(dialer.dial(&uri), listener.accept());
+        match dialed.unwrap() {
+            Either::Left(tcp) => assert!(tcp.nodelay().unwrap(), "TCP_NODELAY is set"),
+            Either::Right(_) => panic!("ws:// is not TLS"),
+        }
     }
 
     #[test]

@@ -49,7 +49,10 @@ impl Transport {
     /// chat page at `/` (with `/app.js`, `/app.css`), and plain-HTTP answers elsewhere. Mount it in a larger router to embed JivaChat.
     /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so that the per-IP
     /// limits see the client's address; without that connect info (and without a trusted
-    /// `X-Forwarded-For`) only the total socket limit applies.
+    /// `X-Forwarded-For`) only the total socket limit applies. Turn Nagle's algorithm off on
+    /// the sockets your listener accepts (`TcpStream::set_nodelay(true)`, as the transport's
+    /// own listener does): with it on, a frame written after another can wait for the client's
+    /// delayed ACK, about 40 ms.
     pub fn router(&self) -> Router {
         let mut router = Router::new()
             .route("/healthz", get(healthz))
