@@ -3,7 +3,7 @@
 
 use jiva_core::{ChatId, Sender};
 
-/// [`crate::frames`]' reading of a client's text frame: `Ok(Some((sender, text)))` for a chat
+/// How the transport reads a client's text frame: `Ok(Some((sender, text)))` for a chat
 /// message, `Ok(None)` for a keepalive, `Err(reason)` for a frame answered with an error.
 pub fn parse_inbound(text: &str) -> Result<Option<(Sender, String)>, &'static str> {
     match crate::frames::parse_inbound(text)? {
@@ -12,7 +12,7 @@ pub fn parse_inbound(text: &str) -> Result<Option<(Sender, String)>, &'static st
     }
 }
 
-/// [`crate::handshake`]'s reading of the upgrade request's query string.
+/// How the transport reads the upgrade request's query string.
 pub fn chat_from_query(query: Option<&str>) -> Result<ChatId, String> {
     crate::handshake::chat_from_query(query)
 }
