@@ -32,7 +32,7 @@
 //!   waited [`MAX_WAIT`]: it may be another server's append on its way). A late frame already
 //!   shown is dropped.
 //! - The local path costs no task hop and no allocation beyond the frame: the frame expected
-//!   next is delivered in the appending task; [`SingleNode::publish`] does nothing.
+//!   next is delivered in the appending task; [`SingleNode`]'s `publish` does nothing.
 //! - A copilot turn always ends with the encoder's `end` frame; one turn runs at a time per
 //!   chat on this server, and a question beyond [`Config::copilot_queue`] waiting is refused
 //!   before it is stored.

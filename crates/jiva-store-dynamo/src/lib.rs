@@ -13,7 +13,7 @@
 //! - `counters`: each chat's next sequence number, remembered between appends.
 //! - `cursor`: the opaque history cursor (hex of a JSON `LastEvaluatedKey`).
 //! - `error`: SDK errors to [`jiva_core::StoreError`].
-//! - [`testing`] (feature `testing`): a local DynamoDB-compatible server and a request log.
+//! - `testing` (feature `testing`): a local DynamoDB-compatible server and a request log.
 //!
 //! Key design (details and table definitions in `docs/dynamodb.md`): `Chats` is keyed by
 //! (`AgentID`, `SecondaryID`). `Messages` is keyed by (`ChatID`, `SortKey`) where `SortKey` is
