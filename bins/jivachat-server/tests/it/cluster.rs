@@ -399,6 +399,7 @@ async fn a_node_started_while_redis_is_down_serves_local_chats_and_joins_when_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_nothing_acknowledged_and_its_clients_replay_elsewhere() {
+    let _turn = crate::support::HEAVY_ON_MOTO.lock().await;
     let redis = LocalRedis::start().await.unwrap();
     let env = cluster_env(&redis, &[]).await;
     let survivor = start_node(&env);

@@ -25,9 +25,10 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Held by the tests that load the shared moto server hardest (the three-node order test and
-/// the thousand-client failover), so that they take turns: run at once, they slowed moto past
-/// the nodes' DynamoDB time-outs, and appends failed with "the store is unavailable".
+/// Held by the tests that load the shared moto server hardest (the three-node order test, the
+/// thousand-client failover, and the killed node's 300 sends), so that they take turns: run at
+/// once, they slowed moto past the nodes' DynamoDB time-outs, and appends failed with "the
+/// store is unavailable".
 pub static HEAVY_ON_MOTO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub const AGENT: &str = "0b5c7e2a-4f1d-4c39-9a57-3c3f0e6a9d21";
