@@ -333,15 +333,17 @@ fn write_loop(
     async move {
         let conn = subscriber.conn;
         let mut joined = false;
+        // Here, not in the serve future: a socket closed while it replays (a rate limit) still
+        // drops the live copies of what it replayed from the frames it writes before closing.
+        let mut replayed = BTreeSet::new();
         // In a block: the pinned future borrows the sink and the queue until it is dropped.
         let (outcome, client_closed) = {
             let serve = std::pin::pin!(serve_frames(
                 &state,
                 &chat,
-                &mut sink,
-                &mut rx,
+                (&mut sink, &mut rx),
                 (subscriber, &signals.joined),
-                &mut joined,
+                (&mut joined, &mut replayed),
                 &signals.ping,
             ));
             until_closed(&state, &slow, &mut ending, expires_at, serve).await
@@ -356,7 +358,7 @@ fn write_loop(
             &mut rx,
             outcome,
             client_closed,
-            &|frame| Some(frame.text.clone()),
+            &|frame| live_text(frame, &replayed),
         )
         .await;
     }
@@ -484,21 +486,30 @@ async fn write_queued(
 fn serve_frames(
     state: &State,
     chat: &ChatId,
-    sink: &mut Sink,
-    rx: &mut mpsc::Receiver<Frame>,
+    (sink, rx): (&mut Sink, &mut mpsc::Receiver<Frame>),
     subscriber: (Subscriber<Frame>, &Flag),
-    joined: &mut bool,
+    (joined, replayed): (&mut bool, &mut BTreeSet<Seq>),
     ping: &Notify,
 ) -> impl Future<Output = Result<(), axum::Error>> + Send {
     async move {
         // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
-        let replayed = Box::pin(replay(state, chat, sink, subscriber, joined)).await?;
+        Box::pin(replay(
+            state,
+            chat,
+            sink,
+            subscriber,
+            (joined, &mut *replayed),
+        ))
+        .await?;
+        let replayed = &*replayed;
         // A live frame of a message the replay already showed is dropped.
-        write_live(sink, rx, ping, |frame| {
-            (!frame.seq.is_some_and(|seq| replayed.contains(&seq))).then(|| frame.text.clone())
-        })
-        .await
+        write_live(sink, rx, ping, |frame| live_text(&frame, replayed)).await
     }
+}
+
+/// A live frame's text, or `None` for the live copy of a message the socket replayed.
+fn live_text(frame: &Frame, replayed: &BTreeSet<Seq>) -> Option<Utf8Bytes> {
+    (!frame.seq.is_some_and(|seq| replayed.contains(&seq))).then(|| frame.text.clone())
 }
 
 /// Writes live frames from `rx` until the queue closes, in batches of at most [`WRITE_BATCH`]
@@ -553,7 +564,8 @@ pub(crate) fn write_live(
 const CATCH_UP_PASSES: usize = 8;
 
 /// Sends the stored history, oldest first, joins the chat's room and tells it where the chat
-/// is; returns the newest sequence numbers replayed (their live copies are duplicates).
+/// is; records the newest sequence numbers replayed in `replayed` (their live copies are
+/// duplicates) as it goes, so that they outlive a replay cut short by the socket closing.
 ///
 /// A socket that joined its room first would queue the chat's live frames while it replays,
 /// and a long history under a busy chat overflows that bounded queue (a healthy reader closed
@@ -577,9 +589,14 @@ async fn replay(
     chat: &ChatId,
     sink: &mut Sink,
     subscriber: (Subscriber<Frame>, &Flag),
-    joined: &mut bool,
-) -> Result<BTreeSet<Seq>, axum::Error> {
-    let mut progress = Progress::default();
+    (joined, replayed): (&mut bool, &mut BTreeSet<Seq>),
+) -> Result<(), axum::Error> {
+    let mut progress = Progress {
+        last: None,
+        resume: None,
+        replayed,
+        ahead: Ahead::default(),
+    };
     let mut available = true;
     for pass in 0..CATCH_UP_PASSES {
         match replay_pass(state, chat, sink, &mut progress, None, pass == 0).await? {
@@ -607,7 +624,7 @@ async fn replay(
             replay_pass(state, chat, sink, &mut progress, Some(next), false).await?;
         }
     }
-    Ok(progress.replayed)
+    Ok(())
 }
 
 /// Messages a socket's last replay pass read past a missing number that may still arrive
@@ -676,19 +693,18 @@ impl Ahead {
 }
 
 /// Where a replay is.
-#[derive(Default)]
-struct Progress {
+struct Progress<'a> {
     /// The newest number replayed.
     last: Option<Seq>,
     /// The cursor of the page that held it (a pass resumes there, skipping what it showed).
     resume: Option<Cursor>,
-    /// The newest numbers replayed.
-    replayed: BTreeSet<Seq>,
+    /// The newest numbers replayed (the socket's writer keeps them).
+    replayed: &'a mut BTreeSet<Seq>,
     /// Read, but held for the room (see [`Ahead`]).
     ahead: Ahead,
 }
 
-impl Progress {
+impl Progress<'_> {
     /// The newest number read: the next read starts after it.
     fn read(&self) -> Option<Seq> {
         self.ahead.newest().or(self.last)
@@ -707,7 +723,7 @@ async fn replay_pass(
     state: &State,
     chat: &ChatId,
     sink: &mut Sink,
-    progress: &mut Progress,
+    progress: &mut Progress<'_>,
     start: Option<Option<Seq>>,
     legacy: bool,
 ) -> Result<Option<usize>, axum::Error> {
