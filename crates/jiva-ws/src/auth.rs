@@ -82,11 +82,8 @@ pub(crate) async fn mode(AxumState(state): AxumState<Arc<State>>) -> Response {
         .into_response()
 }
 
-/// Completes when a token that expires at `expires_at` has expired; never without one.
-pub(crate) async fn expiry(expires_at: Option<Timestamp>) {
-    let Some(at) = expires_at else {
-        return std::future::pending().await;
-    };
+/// Completes when a token that expires at `at` has expired.
+pub(crate) async fn expiry(at: Timestamp) {
     let left = at.as_millis().saturating_sub(Timestamp::now().as_millis());
     tokio::time::sleep(Duration::from_millis(u64::try_from(left).unwrap_or(0))).await;
 }

@@ -332,7 +332,6 @@ fn write_loop(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let conn = subscriber.conn;
-        let mut joined = false;
         // Here, not in the serve future: a socket closed while it replays (a rate limit) still
         // drops the live copies of what it replayed from the frames it writes before closing.
         let mut replayed = BTreeSet::new();
@@ -343,12 +342,12 @@ fn write_loop(
                 &chat,
                 (&mut sink, &mut rx),
                 (subscriber, &signals.joined),
-                (&mut joined, &mut replayed),
+                &mut replayed,
                 &signals.ping,
             ));
             until_closed(&state, &slow, &mut ending, expires_at, serve).await
         };
-        if joined {
+        if signals.joined.is_set() {
             state.chats.leave(&chat, conn).await;
         }
         signals.done.set();
@@ -409,7 +408,7 @@ where
             }),
             // Only with an expiry (authentication on): boxed, so that a socket without one
             // holds no room for a timer.
-            Some(()) = OptionFuture::from(expires_at.map(|at| Box::pin(auth::expiry(Some(at))))) => {
+            Some(()) = OptionFuture::from(expires_at.map(|at| Box::pin(auth::expiry(at)))) => {
                 metrics::counter!("jiva_token_expired_closes_total").increment(1);
                 Some(close(CLOSE_TOKEN_EXPIRED, "token expired"))
             }
@@ -480,27 +479,20 @@ async fn write_queued(
     sink.flush().await
 }
 
-/// Replays the chat's history, joining its room on the way (`joined` tells whether it did),
-/// then writes live frames until the queue closes. Not an `async fn`, like [`read_loop`].
+/// Replays the chat's history, joining its room on the way (the `Flag` is set then), then
+/// writes live frames until the queue closes. Not an `async fn`, like [`read_loop`].
 #[allow(clippy::manual_async_fn)]
 fn serve_frames(
     state: &State,
     chat: &ChatId,
     (sink, rx): (&mut Sink, &mut mpsc::Receiver<Frame>),
     subscriber: (Subscriber<Frame>, &Flag),
-    (joined, replayed): (&mut bool, &mut BTreeSet<Seq>),
+    replayed: &mut BTreeSet<Seq>,
     ping: &Notify,
 ) -> impl Future<Output = Result<(), axum::Error>> + Send {
     async move {
         // Boxed for the same reason as `accept`: the replay's state is freed once it is done.
-        Box::pin(replay(
-            state,
-            chat,
-            sink,
-            subscriber,
-            (joined, &mut *replayed),
-        ))
-        .await?;
+        Box::pin(replay(state, chat, sink, subscriber, &mut *replayed)).await?;
         let replayed = &*replayed;
         // A live frame of a message the replay already showed is dropped.
         write_live(sink, rx, ping, |frame| live_text(&frame, replayed)).await
@@ -589,7 +581,7 @@ async fn replay(
     chat: &ChatId,
     sink: &mut Sink,
     subscriber: (Subscriber<Frame>, &Flag),
-    (joined, replayed): (&mut bool, &mut BTreeSet<Seq>),
+    replayed: &mut BTreeSet<Seq>,
 ) -> Result<(), axum::Error> {
     let mut progress = Progress {
         last: None,
@@ -609,7 +601,6 @@ async fn replay(
         }
     }
     let start = state.chats.join(chat, subscriber.0).await;
-    *joined = true;
     subscriber.1.set();
     if available
         && replay_pass(state, chat, sink, &mut progress, Some(start), false)
