@@ -82,17 +82,16 @@ enum Start {
     Resume(Seq),
 }
 
-/// Sends the catch-up and joins the room (`joined` says whether it did; `subscriber.1` is
-/// set then). Ends with `live`.
+/// Sends the catch-up and joins the room (`subscriber.1` is set then), recording what it
+/// showed in `replayed` as it goes. Ends with `live`.
 pub(super) async fn run(
     state: &State,
     chat: &ChatId,
     sink: &mut Sink,
     since: Option<Seq>,
     subscriber: (Subscriber<Frame>, &Flag),
-    joined: &mut bool,
-) -> Result<Replayed, axum::Error> {
-    let mut replayed = Replayed::default();
+    replayed: &mut Replayed,
+) -> Result<(), axum::Error> {
     let mut available = true;
     let start = match since {
         None => Start::Fresh,
@@ -120,7 +119,7 @@ pub(super) async fn run(
     };
     if available {
         match start {
-            Start::Fresh => available = latest(state, chat, sink, &mut replayed).await?,
+            Start::Fresh => available = latest(state, chat, sink, replayed).await?,
             Start::Resume(since) => {
                 replayed.last = Some(since);
                 replayed.since = Some(since);
@@ -129,7 +128,7 @@ pub(super) async fn run(
     }
     if available {
         for _ in 0..CATCH_UP_PASSES {
-            match pass(state, chat, sink, &mut replayed, None).await? {
+            match pass(state, chat, sink, replayed, None).await? {
                 Some(0) => break,
                 Some(_) => {}
                 None => {
@@ -140,10 +139,9 @@ pub(super) async fn run(
         }
     }
     let room_next = state.chats.join(chat, subscriber.0).await;
-    *joined = true;
     subscriber.1.set();
     if available
-        && pass(state, chat, sink, &mut replayed, Some(room_next))
+        && pass(state, chat, sink, replayed, Some(room_next))
             .await?
             .is_some()
     {
@@ -151,7 +149,7 @@ pub(super) async fn run(
         let next = state.chats.replayed(chat, last, &replayed.ahead.take());
         // As v0's (`conn::replay`): another socket may have told the room a later start.
         if room_next.is_none() && next.is_some_and(|next| next.get() > last + 1) {
-            pass(state, chat, sink, &mut replayed, Some(next)).await?;
+            pass(state, chat, sink, replayed, Some(next)).await?;
         }
     }
     send(
@@ -162,7 +160,7 @@ pub(super) async fn run(
     )
     .await?;
     sink.flush().await?;
-    Ok(replayed)
+    Ok(())
 }
 
 fn code_label(code: ReloadCode) -> &'static str {

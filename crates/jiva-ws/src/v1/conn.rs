@@ -335,7 +335,8 @@ async fn write_loop(
     expires_at: Option<Timestamp>,
 ) {
     let conn = subscriber.conn;
-    let mut joined = false;
+    // Filled as the catch-up goes, so that the closing writes drop live copies of what it
+    // showed even when the socket closes mid-catch-up (as v0's writer does).
     let mut replayed = catchup::Replayed::default();
     // In a block: the pinned future borrows the sink and the queue until it is dropped.
     let (outcome, client_closed) = {
@@ -347,13 +348,12 @@ async fn write_loop(
             &mut sink,
             &mut rx,
             (subscriber, &signals.joined),
-            &mut joined,
             &mut replayed,
             &signals.ping,
         ));
         until_closed(&state, &slow, &mut ending, expires_at, serve).await
     };
-    if joined {
+    if signals.joined.is_set() {
         state.chats.leave(&chat, conn).await;
     }
     signals.done.set();
@@ -371,7 +371,6 @@ async fn serve(
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Frame>,
     subscriber: (Subscriber<Frame>, &Flag),
-    joined: &mut bool,
     replayed: &mut catchup::Replayed,
     ping: &Notify,
 ) -> Result<(), axum::Error> {
@@ -390,7 +389,15 @@ async fn serve(
     sink.feed(WsMessage::Text(encode::text(&welcome))).await?;
     let presence = ServerFrame::Presence(jiva_protocol::Presence { members });
     sink.feed(WsMessage::Text(encode::text(&presence))).await?;
-    *replayed = Box::pin(catchup::run(state, chat, sink, since, subscriber, joined)).await?;
+    Box::pin(catchup::run(
+        state,
+        chat,
+        sink,
+        since,
+        subscriber,
+        &mut *replayed,
+    ))
+    .await?;
     // Following the chat on the bus now: the other servers' members answer.
     state.presence.query(chat);
     let replayed = &*replayed;
