@@ -51,6 +51,10 @@ pub struct Args {
     /// chat's next numbers first, in milliseconds (see docs/dynamodb.md).
     #[arg(long, env = "JIVA_DYNAMODB_APPEND_DEADLINE_MS", default_value = "3000")]
     pub dynamodb_append_deadline_ms: String,
+    /// DynamoDB operations one server runs at once; more wait their turn (up to the 10 s
+    /// operation timeout, then the store is unavailable to them). 0: no limit.
+    #[arg(long, env = "JIVA_DYNAMODB_MAX_IN_FLIGHT", default_value = "256")]
+    pub dynamodb_max_in_flight: String,
     /// Fan-out between servers: `inprocess` (one server) or `redis` (a cluster on one shared
     /// store; needs `--store dynamodb` and `--redis-url`).
     #[arg(long, env = "JIVA_BUS", default_value = "inprocess")]
@@ -505,6 +509,13 @@ impl Config {
                         args.dynamodb_append_deadline_ms
                     )),
                 }
+                match args.dynamodb_max_in_flight.parse::<usize>() {
+                    Ok(n) => dynamo.max_in_flight = n,
+                    _ => problems.push(format!(
+                        "--dynamodb-max-in-flight / JIVA_DYNAMODB_MAX_IN_FLIGHT: {:?} is not a whole number (0: no limit)",
+                        args.dynamodb_max_in_flight
+                    )),
+                }
                 for (name, table) in [
                     ("JIVA_DYNAMODB_CHATS_TABLE", &dynamo.chats_table),
                     ("JIVA_DYNAMODB_MESSAGES_TABLE", &dynamo.messages_table),
@@ -783,6 +794,26 @@ mod tests {
             panic!("not the DynamoDB store");
         };
         assert_eq!(dynamo.legacy_seq_index.as_deref(), Some("ChatID-Seq-index"));
+    }
+
+    #[test]
+    fn dynamodb_operations_in_flight_default_to_256_and_take_a_whole_number() {
+        let in_flight = |extra: &[&str]| {
+            let mut argv = vec!["--store", "dynamodb"];
+            argv.extend_from_slice(extra);
+            Config::from_args(args(&argv)).map(|c| match c.store {
+                StoreChoice::Dynamodb(dynamo) => dynamo.max_in_flight,
+                _ => usize::MAX,
+            })
+        };
+        assert_eq!(in_flight(&[]), Ok(256));
+        assert_eq!(in_flight(&["--dynamodb-max-in-flight", "8"]), Ok(8));
+        assert_eq!(in_flight(&["--dynamodb-max-in-flight", "0"]), Ok(0));
+        let problems = in_flight(&["--dynamodb-max-in-flight=many"]).unwrap_err();
+        assert!(
+            problems.len() == 1 && problems[0].contains("--dynamodb-max-in-flight"),
+            "{problems:#?}"
+        );
     }
 
     #[test]

@@ -50,6 +50,14 @@ pub struct Config {
     /// most 50 ms, one more put; every third, one read of the chat's newest number). Past it, and
     /// after at least 8 conflicts, the append fails with `StoreError::Conflict`. Default 3 s.
     pub append_deadline: Duration,
+    /// Store operations (an append with its retries, a history read, a chat's registration)
+    /// this store runs at once; more wait for a turn, at most [`Config::operation_timeout`],
+    /// then fail with `StoreError::Unavailable` (`jiva_dynamo_turn_timeouts_total`; the gauge
+    /// `jiva_dynamo_operations_waiting` shows how many wait). It keeps a burst (every client
+    /// of a lost node catching up at once) queued here instead of piling on a table that
+    /// answers slowly, where requests would time out and be retried while the table still
+    /// works on them. The readiness check is not counted. `0`: no limit. Default 256.
+    pub max_in_flight: usize,
 }
 
 impl Default for Config {
@@ -67,6 +75,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(3),
             operation_timeout: Duration::from_secs(10),
             append_deadline: Duration::from_secs(3),
+            max_in_flight: 256,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use async_trait::async_trait;
@@ -115,6 +116,8 @@ pub struct DynamoStore {
     pub(crate) config: Config,
     pub(crate) layout: Layout,
     counters: Arc<Counters>,
+    /// The turns of [`Config::max_in_flight`] (`None`: no limit).
+    turns: Option<Arc<Semaphore>>,
 }
 
 impl DynamoStore {
@@ -129,9 +132,11 @@ impl DynamoStore {
         Self::from_client(client, config)
     }
 
-    /// Uses `client` as it is: only the table names, [`Config::legacy_index`] and
-    /// [`Config::append_deadline`] of `config` are read (the client keeps its own endpoint, region, retry and timeout settings; use
-    /// [`Config::apply_to`] when building it to get ours).
+    /// Uses `client` as it is: only the table names, [`Config::legacy_index`],
+    /// [`Config::append_deadline`], [`Config::max_in_flight`] and (as the longest wait for a
+    /// turn) [`Config::operation_timeout`] of `config` are read (the client keeps its own
+    /// endpoint, region, retry and timeout settings; use [`Config::apply_to`] when building it
+    /// to get ours).
     pub fn from_client(client: Client, config: Config) -> Self {
         let layout = match &config.legacy_index {
             Some(index) => {
@@ -150,11 +155,41 @@ impl DynamoStore {
             }
             None => Layout::Native,
         };
+        let turns =
+            (config.max_in_flight > 0).then(|| Arc::new(Semaphore::new(config.max_in_flight)));
         Self {
             client,
             config,
             layout,
             counters: Arc::default(),
+            turns,
+        }
+    }
+
+    /// Waits for a turn to run one store operation ([`Config::max_in_flight`]), at most
+    /// [`Config::operation_timeout`]. Held until the operation ends.
+    async fn turn(&self) -> Result<Option<SemaphorePermit<'_>>, StoreError> {
+        let Some(turns) = self.turns.as_deref() else {
+            return Ok(None);
+        };
+        if let Ok(permit) = turns.try_acquire() {
+            return Ok(Some(permit));
+        }
+        let waiting = metrics::gauge!("jiva_dynamo_operations_waiting");
+        waiting.increment(1.0);
+        let turn = tokio::time::timeout(self.config.operation_timeout, turns.acquire()).await;
+        waiting.decrement(1.0);
+        match turn {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            // The semaphore is never closed.
+            Ok(Err(closed)) => Err(StoreError::Unavailable(Box::new(closed))),
+            Err(_) => {
+                metrics::counter!("jiva_dynamo_turn_timeouts_total").increment(1);
+                Err(unavailable(format!(
+                    "{} DynamoDB operations were already running and none ended in time",
+                    self.config.max_in_flight
+                )))
+            }
         }
     }
 
@@ -614,6 +649,7 @@ impl MessageStore for DynamoStore {
     }
 
     async fn register_chat(&self, chat: &ChatId) -> Result<(), StoreError> {
+        let _turn = self.turn().await?;
         let result = self
             .client
             .put_item()
@@ -637,6 +673,7 @@ impl MessageStore for DynamoStore {
     }
 
     async fn append(&self, message: &Message) -> Result<Appended, StoreError> {
+        let _turn = self.turn().await?;
         match self.layout {
             Layout::Native => self.append_native(message).await,
             Layout::Legacy { .. } => self.append_legacy(message).await,
@@ -655,6 +692,7 @@ impl MessageStore for DynamoStore {
             ));
         }
         let limit = limit.min(MAX_PAGE);
+        let _turn = self.turn().await?;
         if let Some(indexes) = self.layout.seq_indexes() {
             return self.history_by_seq(chat, cursor, limit, &indexes).await;
         }
@@ -713,6 +751,7 @@ impl MessageStore for DynamoStore {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
+        let _turn = self.turn().await?;
         self.seek_after(chat, after, limit).await
     }
 
@@ -722,10 +761,12 @@ impl MessageStore for DynamoStore {
         before: Seq,
         limit: usize,
     ) -> Result<jiva_core::OlderPage, StoreError> {
+        let _turn = self.turn().await?;
         self.seek_before(chat, before, limit).await
     }
 
     async fn recent(&self, chat: &ChatId, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let _turn = self.turn().await?;
         if let Some(indexes) = self.layout.seq_indexes() {
             return self.recent_by_seq(chat, limit, &indexes).await;
         }

@@ -117,3 +117,77 @@ async fn a_missing_table_is_unavailable() {
         Err(StoreError::Unavailable(_))
     ));
 }
+
+/// A DynamoDB endpoint that accepts connections and never answers; counts the connections.
+async fn silent_endpoint() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn past_max_in_flight_an_operation_waits_its_turn_then_is_unavailable_without_a_request() {
+    let (url, accepted) = silent_endpoint().await;
+    // The client gives up on a request after 3 s; the store waits at most 1 s for a turn.
+    let client_config = Config {
+        endpoint_url: Some(url),
+        max_attempts: 1,
+        operation_timeout: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let builder = aws_sdk_dynamodb::config::Builder::new()
+        .behavior_version_latest()
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"));
+    let client = aws_sdk_dynamodb::Client::from_conf(client_config.apply_to(builder).build());
+    let config = Config {
+        operation_timeout: Duration::from_secs(1),
+        max_in_flight: 1,
+        ..client_config
+    };
+    let store = DynamoStore::from_client(client, config);
+    let chat = chat(ConnectionType::Supervisor);
+
+    // The first read takes the one turn and hangs on the silent endpoint; the second waits
+    // for the turn while it does, and gives up when the time-out comes, having sent nothing.
+    let (first, second) = tokio::join!(store.recent(&chat, 10), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.history(&chat, None, 10).await
+    });
+    match first {
+        Err(e @ StoreError::Unavailable(_)) => {
+            assert!(!e.to_string().contains("already running"), "{e}");
+        }
+        other => panic!("expected the first read to time out, got {other:?}"),
+    }
+    match second {
+        Err(StoreError::Unavailable(e)) => assert!(
+            e.to_string()
+                .contains("1 DynamoDB operations were already running"),
+            "the second read failed for another reason: {e}"
+        ),
+        other => panic!("expected the second read to find no turn, got {other:?}"),
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the read with the turn reached the endpoint"
+    );
+
+    // The turn came back when the first read ended: the next one is sent.
+    let third = store.recent(&chat, 10).await;
+    assert!(
+        matches!(third, Err(StoreError::Unavailable(_))),
+        "{third:?}"
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
