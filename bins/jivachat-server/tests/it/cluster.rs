@@ -105,7 +105,9 @@ where
 {
     let mut ids = Vec::with_capacity(total);
     while ids.len() < total {
-        let frame = tokio::time::timeout(PATIENCE, stream.next())
+        // The next message may be an append that keeps trying for a free number against
+        // a slow moto for up to the nodes' append deadline.
+        let frame = tokio::time::timeout(APPEND_DEADLINE + PATIENCE, stream.next())
             .await
             .unwrap_or_else(|_| panic!("only {} of {total} messages arrived", ids.len()))
             .expect("socket ended")
@@ -139,7 +141,8 @@ async fn send_all(
         let text = format!("{s}-{n}");
         say(&mut ws, "agent", &text).await;
         loop {
-            let frame = next_json(&mut ws).await;
+            // Its echo comes once the append finds a free number (the append deadline).
+            let frame = next_json_within(&mut ws, APPEND_DEADLINE + PATIENCE).await;
             assert!(
                 frame.get("error").is_none(),
                 "message {text} was refused: {frame}"
