@@ -155,8 +155,12 @@ impl DynamoStore {
             }
             None => Layout::Native,
         };
-        let turns =
-            (config.max_in_flight > 0).then(|| Arc::new(Semaphore::new(config.max_in_flight)));
+        // More than a semaphore can count is no limit in practice.
+        let turns = (config.max_in_flight > 0).then(|| {
+            Arc::new(Semaphore::new(
+                config.max_in_flight.min(Semaphore::MAX_PERMITS),
+            ))
+        });
         Self {
             client,
             config,
@@ -175,10 +179,9 @@ impl DynamoStore {
         if let Ok(permit) = turns.try_acquire() {
             return Ok(Some(permit));
         }
-        let waiting = metrics::gauge!("jiva_dynamo_operations_waiting");
-        waiting.increment(1.0);
+        let waiting = Waiting::new();
         let turn = tokio::time::timeout(self.config.operation_timeout, turns.acquire()).await;
-        waiting.decrement(1.0);
+        drop(waiting);
         match turn {
             Ok(Ok(permit)) => Ok(Some(permit)),
             // The semaphore is never closed.
@@ -639,6 +642,24 @@ impl DynamoStore {
         if matches!(self.layout, Layout::Legacy { .. }) {
             messages.sort_by_key(|m| (m.timestamp, m.seq, m.id));
         }
+    }
+}
+
+/// One operation counted in `jiva_dynamo_operations_waiting` while it lives (a caller that
+/// gives up waiting drops it too).
+struct Waiting(metrics::Gauge);
+
+impl Waiting {
+    fn new() -> Self {
+        let gauge = metrics::gauge!("jiva_dynamo_operations_waiting");
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 

@@ -191,3 +191,20 @@ async fn past_max_in_flight_an_operation_waits_its_turn_then_is_unavailable_with
     );
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[test]
+fn any_max_in_flight_makes_a_store() {
+    for max_in_flight in [0, 1, 256, usize::MAX] {
+        let config = Config {
+            max_in_flight,
+            ..Config::default()
+        };
+        let builder = aws_sdk_dynamodb::config::Builder::new()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"));
+        let client = aws_sdk_dynamodb::Client::from_conf(config.apply_to(builder).build());
+        let store = DynamoStore::from_client(client, config);
+        assert_eq!(store.config().max_in_flight, max_in_flight);
+    }
+}
