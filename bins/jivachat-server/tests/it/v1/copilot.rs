@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::{V1, of_type};
-use crate::support::{AGENT, TestServer, next_json};
+use crate::support::{AGENT, TestServer, Ws, next_json, send};
 
 /// A server whose copilot is `stand_in`, with time limits far beyond the tests' patience.
 async fn start(stand_in: &StandIn) -> TestServer {
@@ -20,6 +20,18 @@ async fn start(stand_in: &StandIn) -> TestServer {
 
 fn piece(output: &str) -> Step {
     chunk(json!({"action": null, "output": output}).to_string())
+}
+
+/// A v0 socket of the copilot chat that has joined the chat's room. The answer to an invalid
+/// frame comes only once the socket has replayed the (empty) history and joined, so a turn's
+/// unstored frames (chunks, notices) sent after it reach this socket; without it a slow
+/// machine could join the socket after the first chunk had gone by (seen once in CI).
+async fn joined_v0(server: &TestServer) -> Ws {
+    let mut v0 = server.connect(AGENT, "copilot").await;
+    send(&mut v0, json!({"not": "a chat message"})).await;
+    let answer = next_json(&mut v0).await;
+    assert!(answer.get("error").is_some(), "{answer}");
+    v0
 }
 
 /// Asks `text` and returns the question's id (from its `ack`).
@@ -81,7 +93,7 @@ async fn cancel_mid_stream_stores_the_partial_answer_marked_ends_the_turn_and_th
         end(),
     ]);
     let server = start(&stand_in).await;
-    let mut v0 = server.connect(AGENT, "copilot").await;
+    let mut v0 = joined_v0(&server).await;
     let (mut v1, _, _) = V1::open(&server.chat_url(AGENT, "copilot")).await;
     let question = ask(&mut v1, "q-1", "long question").await;
     let first = v1.expect("chunk").await;
@@ -135,7 +147,7 @@ async fn cancel_mid_stream_stores_the_partial_answer_marked_ends_the_turn_and_th
 async fn a_failed_turn_tells_v1_its_code_and_question_and_ends_failed() {
     // No copilot is configured.
     let server = TestServer::start().await;
-    let mut v0 = server.connect(AGENT, "copilot").await;
+    let mut v0 = joined_v0(&server).await;
     let (mut v1, _, _) = V1::open(&server.chat_url(AGENT, "copilot")).await;
     let question = ask(&mut v1, "q-1", "anyone?").await;
     let (before, turn_end) = v1.until("turn_end").await;
