@@ -8,6 +8,15 @@ use jiva_store_dynamo::{Config, DynamoStore};
 
 use crate::support::{chat, dynamo, legacy_config, store, text};
 
+/// An SDK client for `config` with static test credentials (no credential chain is read).
+fn client_for(config: &Config) -> aws_sdk_dynamodb::Client {
+    let builder = aws_sdk_dynamodb::config::Builder::new()
+        .behavior_version_latest()
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"));
+    aws_sdk_dynamodb::Client::from_conf(config.apply_to(builder).build())
+}
+
 fn assert_invalid<T: std::fmt::Debug>(result: Result<T, StoreError>) {
     match result {
         Err(StoreError::InvalidInput(_)) => {}
@@ -70,11 +79,7 @@ async fn an_unreachable_endpoint_is_unavailable_quickly() {
         operation_timeout: Duration::from_secs(3),
         ..Config::default()
     };
-    let builder = aws_sdk_dynamodb::config::Builder::new()
-        .behavior_version_latest()
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"));
-    let client = aws_sdk_dynamodb::Client::from_conf(config.apply_to(builder).build());
+    let client = client_for(&config);
     let store = DynamoStore::from_client(client, config);
     let chat = chat(ConnectionType::Copilot);
 
@@ -144,11 +149,7 @@ async fn past_max_in_flight_an_operation_waits_its_turn_then_is_unavailable_with
         operation_timeout: Duration::from_secs(3),
         ..Config::default()
     };
-    let builder = aws_sdk_dynamodb::config::Builder::new()
-        .behavior_version_latest()
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"));
-    let client = aws_sdk_dynamodb::Client::from_conf(client_config.apply_to(builder).build());
+    let client = client_for(&client_config);
     let config = Config {
         operation_timeout: Duration::from_secs(1),
         max_in_flight: 1,
@@ -199,11 +200,7 @@ fn any_max_in_flight_makes_a_store() {
             max_in_flight,
             ..Config::default()
         };
-        let builder = aws_sdk_dynamodb::config::Builder::new()
-            .behavior_version_latest()
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"));
-        let client = aws_sdk_dynamodb::Client::from_conf(config.apply_to(builder).build());
+        let client = client_for(&config);
         let store = DynamoStore::from_client(client, config);
         assert_eq!(store.config().max_in_flight, max_in_flight);
     }
