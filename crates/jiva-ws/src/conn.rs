@@ -132,76 +132,52 @@ fn read_loop(
     state: &Arc<State>,
     chat: &ChatId,
     identity: Option<&Identity>,
-    mut stream: SplitStream<WebSocket>,
+    stream: SplitStream<WebSocket>,
     tx: &mpsc::Sender<Frame>,
     slow: &CancellationToken,
     signals: &Signals,
 ) -> impl Future<Output = Ending> + Send {
     async move {
-        // Only the sender sees its errors; a sender that cannot take them is slow.
-        let reply = |frame: Frame| {
-            if tx.try_send(frame).is_err() {
-                slow.cancel();
-            }
+        let reply = reply_to(tx, slow);
+        let refuse = |refused| {
+            reply(frames::error(match refused {
+                Refused::OverRate => limits::Refusal::MessageRate.reason(),
+                Refused::Binary => "binary frames are not supported",
+            }))
         };
-        let mut bucket = state.limiter.message_bucket();
-        // Registered once per socket, not looked up in the recorder's registry per frame.
-        let frames_in = metrics::counter!("jiva_frames_in_total");
-        let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
+        let mut reader = Reader::new(state, stream);
         // Made once, not per frame: each waits in its token's list until it fires, and then the
         // reader returns.
         let mut shutdown = std::pin::pin!(state.shutdown.cancelled());
         let mut done = std::pin::pin!(signals.done.wait());
         loop {
-            let next = match next_message(
-                &mut stream,
-                &mut shutdown,
-                &mut done,
-                &signals.ping,
-                &mut liveness,
-                &mut bucket,
-            )
-            .await
+            let text = match reader
+                .next(&mut shutdown, &mut done, &signals.ping, &refuse)
+                .await
             {
-                Next::Message(next) => next,
-                Next::OverRate => {
-                    reply(frames::error(limits::Refusal::MessageRate.reason()));
-                    continue;
-                }
-                Next::End(ending) => return ending,
+                Ok(text) => text,
+                Err(ending) => return ending,
             };
-            match next {
-                None => return Ending::Quiet,
-                Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
-                Some(Ok(WsMessage::Text(text))) => {
-                    frames_in.increment(1);
-                    match frames::parse_inbound(&text) {
-                        Ok(Inbound::Keepalive) => {}
-                        Ok(Inbound::Chat { sender, text }) => {
-                            // Boxed: an idle socket's task then holds only what waiting for the
-                            // next frame needs, not room for the message and a store round-trip.
-                            let handled = Box::pin(chat_message(
-                                state,
-                                chat,
-                                identity,
-                                (sender, text),
-                                &reply,
-                                &signals.joined,
-                                (&mut done, &mut shutdown),
-                            ))
-                            .await;
-                            if let Some(ending) = handled {
-                                return ending;
-                            }
-                        }
-                        Err(reason) => reply(frames::error(reason)),
+            match frames::parse_inbound(&text) {
+                Ok(Inbound::Keepalive) => {}
+                Ok(Inbound::Chat { sender, text }) => {
+                    // Boxed: an idle socket's task then holds only what waiting for the next
+                    // frame needs, not room for the message and a store round-trip.
+                    let handled = Box::pin(chat_message(
+                        state,
+                        chat,
+                        identity,
+                        (sender, text),
+                        &reply,
+                        &signals.joined,
+                        (&mut done, &mut shutdown),
+                    ))
+                    .await;
+                    if let Some(ending) = handled {
+                        return ending;
                     }
                 }
-                Some(Ok(WsMessage::Binary(_))) => {
-                    reply(frames::error("binary frames are not supported"))
-                }
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-                Some(Err(e)) => return read_failed(&e),
+                Err(reason) => reply(frames::error(reason)),
             }
         }
     }
@@ -250,58 +226,103 @@ async fn chat_message(
     None
 }
 
-/// What the reader got next.
-pub(crate) enum Next {
-    /// A frame (or the end of the stream, or a read error), past the idle and rate checks.
-    Message(Option<Result<WsMessage, axum::Error>>),
-    /// A data frame over the message rate: answer it with an error, and read on.
+/// A data frame the reader answers with an error and skips.
+pub(crate) enum Refused {
+    /// Over the socket's message rate.
     OverRate,
-    /// Stop reading.
-    End(Ending),
+    /// A binary frame (the protocols are text).
+    Binary,
 }
 
-/// Reads the next frame of a socket, pinging it (through the writer) while it is idle and
-/// applying the message rate to data frames; shared by v0 and v1 readers. Not an `async fn`,
-/// like [`read_loop`], for the same reason.
-#[allow(clippy::manual_async_fn)]
-pub(crate) fn next_message(
-    stream: &mut SplitStream<WebSocket>,
-    shutdown: &mut Pin<&mut WaitForCancellationFuture<'_>>,
-    done: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
-    ping: &Notify,
-    liveness: &mut limits::Liveness,
-    bucket: &mut limits::MessageBucket,
-) -> impl Future<Output = Next> + Send {
-    async move {
-        loop {
-            let next = tokio::select! {
-                next = stream.next() => next,
-                () = shutdown.as_mut() => return Next::End(Ending::Shutdown),
-                () = done.as_mut() => return Next::End(Ending::Quiet),
-                alive = liveness.tick() => {
-                    if !alive {
-                        return Next::End(Ending::Idle);
+/// Only the sender sees its errors; a sender whose queue cannot take them is slow.
+pub(crate) fn reply_to<'a>(
+    tx: &'a mpsc::Sender<Frame>,
+    slow: &'a CancellationToken,
+) -> impl Fn(Frame) + Sync + 'a {
+    move |frame| {
+        if tx.try_send(frame).is_err() {
+            slow.cancel();
+        }
+    }
+}
+
+/// A socket's reading side, shared by the v0 and v1 readers: the stream, the message rate's
+/// bucket, the idle check, and the frames-in counter (registered once per socket, not looked up
+/// in the recorder's registry per frame).
+pub(crate) struct Reader {
+    stream: SplitStream<WebSocket>,
+    bucket: limits::MessageBucket,
+    liveness: limits::Liveness,
+    frames_in: metrics::Counter,
+}
+
+impl Reader {
+    pub(crate) fn new(state: &State, stream: SplitStream<WebSocket>) -> Self {
+        Self {
+            stream,
+            bucket: state.limiter.message_bucket(),
+            liveness: limits::Liveness::new(state.limiter.limits().idle_timeout),
+            frames_in: metrics::counter!("jiva_frames_in_total"),
+        }
+    }
+
+    /// The socket's next text frame; `Err` says why the reader stops. Pings the socket
+    /// (through the writer) while it is idle; a data frame over the message rate, or a binary
+    /// one, is answered with `refuse` and skipped. Not an `async fn`, like [`read_loop`], for
+    /// the same reason.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn next(
+        &mut self,
+        shutdown: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+        done: &mut Pin<&mut (impl Future<Output = ()> + Send)>,
+        ping: &Notify,
+        refuse: &(impl Fn(Refused) + Sync),
+    ) -> impl Future<Output = Result<Utf8Bytes, Ending>> + Send {
+        async move {
+            loop {
+                let next = tokio::select! {
+                    next = self.stream.next() => next,
+                    () = shutdown.as_mut() => return Err(Ending::Shutdown),
+                    () = done.as_mut() => return Err(Ending::Quiet),
+                    alive = self.liveness.tick() => {
+                        if !alive {
+                            return Err(Ending::Idle);
+                        }
+                        ping.notify_one();
+                        continue;
                     }
-                    ping.notify_one();
-                    continue;
-                }
-            };
-            liveness.seen();
-            if matches!(next, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_)))) {
-                match bucket.take() {
+                };
+                self.liveness.seen();
+                let text = match next {
+                    None => return Err(Ending::Quiet),
+                    Some(Err(e)) => return Err(read_failed(&e)),
+                    Some(Ok(WsMessage::Close(_))) => return Err(Ending::ClientClosed),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Text(text))) => Some(text),
+                    Some(Ok(WsMessage::Binary(_))) => None,
+                };
+                match self.bucket.take() {
                     Verdict::Accept => {}
-                    Verdict::Refuse => return Next::OverRate,
+                    Verdict::Refuse => {
+                        refuse(Refused::OverRate);
+                        continue;
+                    }
                     Verdict::Drop => continue,
-                    Verdict::Close => return Next::End(Ending::Policy),
+                    Verdict::Close => return Err(Ending::Policy),
                 }
+                let Some(text) = text else {
+                    refuse(Refused::Binary);
+                    continue;
+                };
+                self.frames_in.increment(1);
+                return Ok(text);
             }
-            return Next::Message(next);
         }
     }
 }
 
 /// How a read error ends the socket: 1009 for a frame over the size limit, quietly otherwise.
-pub(crate) fn read_failed(e: &axum::Error) -> Ending {
+fn read_failed(e: &axum::Error) -> Ending {
     let too_big = std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
         .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));

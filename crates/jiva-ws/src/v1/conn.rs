@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::{catchup, encode};
 use crate::conn::{
-    Ending, Next, Sink, close_socket, next_message, read_failed, until_closed, write_live,
+    Ending, Reader, Refused, Sink, close_socket, reply_to, until_closed, write_live,
 };
 use crate::frames::Frame;
 use crate::limits;
@@ -100,103 +100,82 @@ pub(crate) async fn run(
 
 async fn read_loop(
     socket: &Socket<'_>,
-    mut stream: SplitStream<WebSocket>,
+    stream: SplitStream<WebSocket>,
     tx: &mpsc::Sender<Frame>,
     slow: &CancellationToken,
     signals: &Signals,
 ) -> Ending {
     let state = socket.state;
-    let reply = |frame: Frame| {
-        if tx.try_send(frame).is_err() {
-            slow.cancel();
-        }
+    let reply = reply_to(tx, slow);
+    let refuse = |refused| {
+        reply(match refused {
+            Refused::OverRate => encode::error(
+                ErrorCode::RateLimited,
+                limits::Refusal::MessageRate.reason(),
+                None,
+            ),
+            Refused::Binary => encode::error(
+                ErrorCode::BinaryNotSupported,
+                "binary frames are not supported",
+                None,
+            ),
+        })
     };
-    let mut bucket = state.limiter.message_bucket();
-    let mut liveness = limits::Liveness::new(state.limiter.limits().idle_timeout);
+    let mut reader = Reader::new(state, stream);
     // Made once, not per frame (see the v0 reader).
     let mut shutdown = std::pin::pin!(state.shutdown.cancelled());
     let mut done = std::pin::pin!(signals.done.wait());
     loop {
-        let next = match next_message(
-            &mut stream,
-            &mut shutdown,
-            &mut done,
-            &signals.ping,
-            &mut liveness,
-            &mut bucket,
-        )
-        .await
+        let text = match reader
+            .next(&mut shutdown, &mut done, &signals.ping, &refuse)
+            .await
         {
-            Next::Message(next) => next,
-            Next::OverRate => {
-                reply(encode::error(
-                    ErrorCode::RateLimited,
-                    limits::Refusal::MessageRate.reason(),
-                    None,
-                ));
+            Ok(text) => text,
+            Err(ending) => return ending,
+        };
+        let frame = match ClientFrame::from_json(&text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let (code, reason) = if e.is_syntax() {
+                    (ErrorCode::InvalidJson, "invalid JSON")
+                } else {
+                    (ErrorCode::InvalidFrame, "not a v1 frame")
+                };
+                reply(encode::error(code, reason, readable_ref(&text).as_deref()));
                 continue;
             }
-            Next::End(ending) => return ending,
         };
-        match next {
-            None => return Ending::Quiet,
-            Some(Ok(WsMessage::Close(_))) => return Ending::ClientClosed,
-            Some(Ok(WsMessage::Text(text))) => {
-                metrics::counter!("jiva_frames_in_total").increment(1);
-                let frame = match ClientFrame::from_json(&text) {
-                    Ok(frame) => frame,
-                    Err(e) => {
-                        let (code, reason) = if e.is_syntax() {
-                            (ErrorCode::InvalidJson, "invalid JSON")
-                        } else {
-                            (ErrorCode::InvalidFrame, "not a v1 frame")
-                        };
-                        reply(encode::error(code, reason, readable_ref(&text).as_deref()));
-                        continue;
+        let reference = frame.reference().map(str::to_owned);
+        if reference
+            .as_deref()
+            .is_some_and(|r| !jiva_protocol::valid_id(r))
+        {
+            reply(encode::error(ErrorCode::InvalidId, "invalid ref", None));
+            continue;
+        }
+        match frame {
+            ClientFrame::Send(send) => {
+                // The socket must be in its room before its message is shown.
+                if !signals.joined.is_set() {
+                    tokio::select! {
+                        () = signals.joined.wait() => {}
+                        () = &mut done => return Ending::Quiet,
+                        () = &mut shutdown => return Ending::Shutdown,
                     }
-                };
-                let reference = frame.reference().map(str::to_owned);
-                if reference
-                    .as_deref()
-                    .is_some_and(|r| !jiva_protocol::valid_id(r))
-                {
-                    reply(encode::error(ErrorCode::InvalidId, "invalid ref", None));
-                    continue;
                 }
-                match frame {
-                    ClientFrame::Send(send) => {
-                        // The socket must be in its room before its message is shown.
-                        if !signals.joined.is_set() {
-                            tokio::select! {
-                                () = signals.joined.wait() => {}
-                                () = &mut done => return Ending::Quiet,
-                                () = &mut shutdown => return Ending::Shutdown,
-                            }
-                        }
-                        reply(Box::pin(accept(socket, send)).await);
-                    }
-                    ClientFrame::Page(request) => reply(Box::pin(page(socket, request)).await),
-                    ClientFrame::Ping(p) => {
-                        reply(encode::own(&ServerFrame::Pong(Pong { r#ref: p.r#ref })))
-                    }
-                    ClientFrame::Cancel(c) => {
-                        if let Some(refused) = Box::pin(cancel(socket, &c.question_id)).await {
-                            reply(encode::error(refused.0, refused.1, c.r#ref.as_deref()));
-                        }
-                    }
-                    // Never answered; relayed (or dropped over the rate) by presence.
-                    ClientFrame::Typing(t) => {
-                        state.presence.typing(socket.chat, socket.me, t.active);
-                    }
+                reply(Box::pin(accept(socket, send)).await);
+            }
+            ClientFrame::Page(request) => reply(Box::pin(page(socket, request)).await),
+            ClientFrame::Ping(p) => reply(encode::own(&ServerFrame::Pong(Pong { r#ref: p.r#ref }))),
+            ClientFrame::Cancel(c) => {
+                if let Some(refused) = Box::pin(cancel(socket, &c.question_id)).await {
+                    reply(encode::error(refused.0, refused.1, c.r#ref.as_deref()));
                 }
             }
-            Some(Ok(WsMessage::Binary(_))) => reply(encode::error(
-                ErrorCode::BinaryNotSupported,
-                "binary frames are not supported",
-                None,
-            )),
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-            Some(Err(e)) => return read_failed(&e),
+            // Never answered; relayed (or dropped over the rate) by presence.
+            ClientFrame::Typing(t) => {
+                state.presence.typing(socket.chat, socket.me, t.active);
+            }
         }
     }
 }
