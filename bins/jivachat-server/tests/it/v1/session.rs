@@ -116,3 +116,34 @@ async fn frames_that_are_not_v1_get_errors_with_stable_codes_and_their_ref() {
 }
 
 use futures_util::SinkExt;
+
+#[tokio::test]
+async fn a_binary_frame_and_a_frame_over_the_rate_get_their_v1_error_codes() {
+    let server = TestServer::start_with(|config| {
+        config.transport.limits.messages_per_sec = 1;
+        config.transport.limits.message_burst = 2;
+    })
+    .await;
+    let (mut v1, _, _) = V1::open(&server.chat_url(AGENT, "supervisor")).await;
+    // The binary frame takes the first token of the burst, the first send the second.
+    v1.ws
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            1, 2, 3,
+        ]))
+        .await
+        .unwrap();
+    let e = v1.expect("error").await;
+    assert_eq!(e["code"], "binary_not_supported");
+    v1.say("c-1", "agent", "within the burst").await;
+    v1.until("ack").await;
+    v1.say("c-2", "agent", "over the rate").await;
+    let e = v1.expect("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["reason"].as_str()),
+        (
+            Some("rate_limited"),
+            Some("rate limit exceeded; message not stored")
+        )
+    );
+    server.stop().await;
+}
